@@ -1,0 +1,63 @@
+# One-command set-up: every target bootstraps .venv on first use.
+#   make book     execute every notebook (active profile) and build the HTML book in _build/html
+#   make test     the whole test suite (unit tests, notebooks under nbval, book build, student edition, browser)
+#   make student  write the solution-free student edition to _build/student
+#   make bench    train the course's models and write _build/bench/results.json
+#   make clean    remove build outputs (keeps .venv); make distclean also removes .venv
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# The torch wheel to install when the environment has none. 2.13.0 is a CPU build on the course's
+# reference machine; on Colab or a CUDA workstation torch is usually present already, or override it.
+TORCH ?= torch==2.13.0
+# Run profile (smoke | cpu | gpu). Empty means automatic: gpu if CUDA is available, else cpu.
+PROFILE ?=
+BENCH_PROFILE ?= $(if $(PROFILE),$(PROFILE),cpu)
+
+BOOK_STAMP := $(VENV)/.stamp-book
+TEST_STAMP := $(VENV)/.stamp-test
+
+.PHONY: book test student bench clean distclean venv
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+$(BOOK_STAMP): pyproject.toml | $(PY)
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet "$(TORCH)"
+	$(PY) -m pip install --quiet -e ".[book]"
+	touch $@
+
+$(TEST_STAMP): pyproject.toml $(BOOK_STAMP)
+	$(PY) -m pip install --quiet -e ".[book,dev]"
+	touch $@
+
+venv: $(TEST_STAMP)
+
+# The execution cache is keyed on notebook content, not on the profile, so a profile change
+# invalidates it (otherwise a cpu build could silently reuse smoke results).
+book: $(BOOK_STAMP)
+	@active=$$(COURSEKIT_PROFILE=$(PROFILE) $(PY) -c "import coursekit.runtime as r; print(r.get_profile())"); \
+	  echo "Building the book under profile '$$active'"; \
+	  mkdir -p _build; \
+	  if [ "$$(cat _build/.profile 2>/dev/null)" != "$$active" ]; then rm -rf _build/.jupyter_cache; fi; \
+	  echo "$$active" > _build/.profile; \
+	  COURSEKIT_PROFILE=$$active MPLBACKEND=Agg $(VENV)/bin/jupyter-book build . -W -n --keep-going
+	@echo "Book written to _build/html/index.html"
+
+test: $(TEST_STAMP)
+	COURSEKIT_PROFILE=smoke MPLBACKEND=Agg $(PY) -m pytest tests notebooks --nbval-lax --nbval-current-env -p no:cacheprovider
+
+student: $(BOOK_STAMP)
+	$(PY) -m coursekit.student --src notebooks --dst _build/student
+
+bench: $(BOOK_STAMP)
+	MPLBACKEND=Agg $(PY) -m coursekit.bench --profile $(BENCH_PROFILE) --out _build/bench
+
+clean:
+	rm -rf _build .pytest_cache
+	find . -name __pycache__ -not -path "./$(VENV)/*" -prune -exec rm -rf {} +
+
+distclean: clean
+	rm -rf $(VENV)

@@ -1,0 +1,1 @@
+"""coursekit: tested helpers for the Deep Generative Models course."""
