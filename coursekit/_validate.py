@@ -1,13 +1,20 @@
-"""Shared input validation for coursekit (raise early, say what was expected).
+"""Small input checks shared by every coursekit module.
 
-Every helper raises ``TypeError`` for a wrong type and ``ValueError`` for a wrong
-shape or value, with a message naming the argument, what was expected and what
-was received.
+Each check raises a ``ValueError`` or ``TypeError`` whose message names the argument, says what was
+expected and what was received. Catching bad input early turns a confusing failure deep inside a
+training loop ("mat1 and mat2 shapes cannot be multiplied") into a sentence a student can act on.
+
+All checks return the checked value unchanged, so they can be used inline::
+
+    x = check_shape("x", x, ("N", 64))
+
+Other coursekit modules may add small functions here (keep them short and documented).
 """
 
 from __future__ import annotations
 
 import numbers
+from collections.abc import Sequence
 
 import torch
 
@@ -16,77 +23,190 @@ __all__ = [
     "check_finite",
     "check_shape",
     "check_positive_int",
+    "check_nonnegative_int",
+    "check_positive_float",
     "check_probability",
+    "check_choice",
     "check_broadcastable",
 ]
 
 
-def check_tensor(name: str, t) -> None:
-    """Raise TypeError unless ``t`` is a ``torch.Tensor``."""
+def check_tensor(name: str, t) -> torch.Tensor:
+    """Check that ``t`` is a ``torch.Tensor``.
+
+    Raises:
+        TypeError: if ``t`` is not a tensor (e.g. a numpy array or a list).
+    """
     if not isinstance(t, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+        raise TypeError(
+            f"{name} must be a torch.Tensor, got {type(t).__name__}; "
+            f"convert it with torch.as_tensor({name}, dtype=torch.float32)"
+        )
+    return t
 
 
-def check_finite(name: str, t: torch.Tensor) -> None:
-    """Raise ValueError if ``t`` contains NaN or +/-Inf (TypeError if not a tensor)."""
+def check_finite(name: str, t: torch.Tensor) -> torch.Tensor:
+    """Check that every entry of tensor ``t`` is finite (no NaN, no +-Inf).
+
+    Integer and boolean tensors are always finite and pass unchanged.
+
+    Raises:
+        TypeError: if ``t`` is not a tensor.
+        ValueError: if ``t`` contains NaN or Inf; the message counts them.
+    """
     check_tensor(name, t)
     if t.is_floating_point() or t.is_complex():
-        bad = ~torch.isfinite(t)
-        if bool(bad.any()):
+        finite = torch.isfinite(t)
+        if not bool(finite.all()):
             n_nan = int(torch.isnan(t).sum())
-            n_inf = int(bad.sum()) - n_nan
+            n_inf = int(torch.isinf(t).sum())
             raise ValueError(
-                f"{name} must be finite, but it contains {n_nan} NaN and {n_inf} Inf "
-                f"value(s) (shape {tuple(t.shape)})"
+                f"{name} must be finite, but it has {n_nan} NaN and {n_inf} Inf entries "
+                f"(shape {tuple(t.shape)})"
             )
+    return t
 
 
-def check_shape(name: str, t: torch.Tensor, shape_pattern) -> None:
-    """Raise ValueError unless ``t.shape`` matches ``shape_pattern``.
+def check_shape(name: str, t: torch.Tensor, shape_pattern: Sequence) -> torch.Tensor:
+    """Check the shape of tensor ``t`` against a pattern.
 
-    ``shape_pattern`` is a tuple whose entries are an ``int`` (that size exactly),
-    ``None`` or a ``str`` (any size; the string names the dimension in the
-    error message, e.g. ``("N", 64)``).
+    Pattern entries:
+
+    * an ``int``: that dimension must have exactly this size;
+    * ``None``: any size;
+    * a ``str`` such as ``"N"``: any size, but every dimension with the same name must agree;
+    * ``...`` (Ellipsis), only as the first entry: any number of leading (batch) dimensions.
+
+    Examples: ``("N", 64)`` accepts (N, 64); ``(..., 2)`` accepts (2,), (N, 2), (B, N, 2);
+    ``("N", "N")`` accepts square matrices.
+
+    Raises:
+        TypeError: if ``t`` is not a tensor.
+        ValueError: if the number of dimensions or a size does not match.
     """
     check_tensor(name, t)
     pattern = tuple(shape_pattern)
-    ok = t.ndim == len(pattern) and all(
-        not isinstance(p, int) or p is None or int(s) == p
-        for s, p in zip(t.shape, pattern)
-    )
-    if not ok:
-        want = "(" + ", ".join("?" if p is None else str(p) for p in pattern)
-        want += ",)" if len(pattern) == 1 else ")"
-        raise ValueError(f"{name} must have shape {want}, got {tuple(t.shape)}")
+    shape = tuple(t.shape)
+    leading = len(pattern) > 0 and pattern[0] is Ellipsis
+    core = pattern[1:] if leading else pattern
+    if Ellipsis in core:
+        raise ValueError("check_shape: '...' may only appear as the first entry of the pattern")
+    shown = "(" + ", ".join("..." if p is Ellipsis else "?" if p is None else str(p) for p in pattern)
+    shown += ",)" if len(pattern) == 1 else ")"
+    if (leading and len(shape) < len(core)) or (not leading and len(shape) != len(core)):
+        raise ValueError(f"{name} must have shape {shown}, got shape {shape}")
+    tail = shape[len(shape) - len(core):] if core else ()
+    named: dict[str, int] = {}
+    for dim, (want, got) in enumerate(zip(core, tail)):
+        if want is None:
+            continue
+        if isinstance(want, str):
+            if want in named and named[want] != got:
+                raise ValueError(
+                    f"{name} must have shape {shown} with equal sizes for '{want}', got shape {shape}"
+                )
+            named[want] = got
+        elif int(want) != got:
+            raise ValueError(f"{name} must have shape {shown}, got shape {shape}")
+    return t
 
 
 def check_positive_int(name: str, v) -> int:
-    """Return ``int(v)``; raise TypeError unless ``v`` is an integer, ValueError unless ``v >= 1``."""
-    if isinstance(v, bool) or not isinstance(v, numbers.Integral):
-        if isinstance(v, torch.Tensor) and v.ndim == 0 and not v.is_floating_point():
-            v = int(v)
-        else:
-            raise TypeError(f"{name} must be a positive integer, got {v!r} ({type(v).__name__})")
+    """Check that ``v`` is an integer >= 1 (``bool`` is rejected; 0-d integer tensors are accepted).
+
+    Returns:
+        ``v`` as a python ``int``.
+
+    Raises:
+        TypeError: if ``v`` is not an integer (e.g. ``2.0`` or ``"3"``).
+        ValueError: if ``v < 1``.
+    """
+    v = _as_int(name, v)
     if v < 1:
         raise ValueError(f"{name} must be a positive integer (>= 1), got {v}")
-    return int(v)
+    return v
 
 
-def check_probability(name: str, t: torch.Tensor) -> None:
-    """Raise ValueError unless every entry of ``t`` is a finite number in [0, 1]."""
+def check_nonnegative_int(name: str, v) -> int:
+    """Check that ``v`` is an integer >= 0. Returns it as a python ``int``.
+
+    Raises:
+        TypeError: if ``v`` is not an integer.
+        ValueError: if ``v < 0``.
+    """
+    v = _as_int(name, v)
+    if v < 0:
+        raise ValueError(f"{name} must be a non-negative integer (>= 0), got {v}")
+    return v
+
+
+def check_positive_float(name: str, v) -> float:
+    """Check that ``v`` is a finite real number > 0. Returns it as a python ``float``.
+
+    Raises:
+        TypeError: if ``v`` is not a real number.
+        ValueError: if ``v`` is not finite or ``v <= 0``.
+    """
+    if isinstance(v, torch.Tensor) and v.numel() == 1:
+        v = v.item()
+    if isinstance(v, bool) or not isinstance(v, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(v).__name__}")
+    v = float(v)
+    if not (v > 0 and v != float("inf")):  # also false for NaN
+        raise ValueError(f"{name} must be a finite number > 0, got {v}")
+    return v
+
+
+def check_probability(name: str, t) -> torch.Tensor:
+    """Check that every entry of ``t`` is a probability: finite and in the closed interval [0, 1].
+
+    Accepts a tensor or a python number (returned as a 0-d float32 tensor).
+
+    Raises:
+        TypeError: if ``t`` is neither a tensor nor a real number.
+        ValueError: if an entry is NaN/Inf or outside [0, 1]; the message gives the observed range.
+    """
+    if isinstance(t, numbers.Real) and not isinstance(t, bool):
+        t = torch.tensor(float(t))
     check_finite(name, t)
-    if t.numel() and (bool((t < 0).any()) or bool((t > 1).any())):
-        raise ValueError(
-            f"{name} must contain probabilities in [0, 1], got values in "
-            f"[{float(t.min()):.4g}, {float(t.max()):.4g}]"
-        )
+    if t.numel() > 0:
+        lo, hi = float(t.min()), float(t.max())
+        if lo < 0.0 or hi > 1.0:
+            raise ValueError(f"{name} must contain probabilities in [0, 1], got values in [{lo:g}, {hi:g}]")
+    return t
+
+
+def check_choice(name: str, v, choices: Sequence) -> object:
+    """Check that ``v`` is one of ``choices``.
+
+    Raises:
+        ValueError: listing the valid choices.
+    """
+    if v not in tuple(choices):
+        valid = ", ".join(repr(c) for c in choices)
+        raise ValueError(f"{name} must be one of {valid}; got {v!r}")
+    return v
 
 
 def check_broadcastable(**tensors: torch.Tensor) -> torch.Size:
-    """Return the broadcast shape of the named tensors; ValueError naming their shapes if they do not broadcast."""
+    """Return the broadcast shape of the named tensors.
+
+    Example: ``check_broadcastable(mu_q=mu_q, mu_p=mu_p)``.
+
+    Raises:
+        ValueError: naming every tensor and its shape if they do not broadcast together.
+    """
     shapes = {k: tuple(v.shape) for k, v in tensors.items()}
     try:
         return torch.broadcast_shapes(*shapes.values())
     except RuntimeError:
         desc = ", ".join(f"{k} {s}" for k, s in shapes.items())
         raise ValueError(f"shapes do not broadcast: {desc}") from None
+
+
+def _as_int(name: str, v) -> int:
+    if isinstance(v, torch.Tensor) and v.numel() == 1 and not v.is_floating_point():
+        v = v.item()
+    if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {type(v).__name__} ({v!r})")
+    return int(v)
