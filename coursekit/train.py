@@ -284,8 +284,8 @@ def fit(
         max_seconds: wall-clock budget of this call, in seconds; training stops after the first step
             that ends past it (``history.stop_reason == "max_seconds"``). ``None``: no limit.
         log_every: record the mean of the loss, the gradient norm (``"grad_norm"``, before clipping)
-            and each metric over the last ``log_every`` steps, at every multiple of ``log_every``
-            and at the last step of the call.
+            and each metric over the last ``log_every`` steps, at every multiple of ``log_every``;
+            the steps since the last multiple are logged at the end of the call.
         checkpoint_path: file for checkpoints (``None``: no checkpoints). A checkpoint is also written
             at the end of the call.
         checkpoint_every: also save every this many steps (requires ``checkpoint_path``).
@@ -397,6 +397,8 @@ def fit(
             batch = batch_tensors[0] if single else batch_tensors
 
             out = loss_fn(model, batch)
+            if isinstance(out, tuple) and len(out) != 2:
+                raise ValueError(f"loss_fn must return loss or (loss, metrics), got a tuple of {len(out)} items")
             loss, metrics = out if isinstance(out, tuple) else (out, {})
             if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
                 got = tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__
@@ -406,6 +408,10 @@ def fit(
                                  "or from detached tensors?")
             if not isinstance(metrics, dict):
                 raise TypeError(f"loss_fn's second output must be a dict of metrics, got {type(metrics).__name__}")
+            if "loss" in metrics or "grad_norm" in metrics:
+                raise ValueError("the metric names 'loss' and 'grad_norm' are reserved; rename them")
+            # Read the metrics now, before optimizer.step() can change a metric that views a parameter.
+            metric_values = {key: _to_float(key, v) for key, v in metrics.items()}
             loss_value = float(loss.detach())  # one device sync per step, needed for the NaN/Inf guard
             if not math.isfinite(loss_value):
                 raise _diverged("loss", loss_value, step + 1, steps, optimizer)
@@ -426,13 +432,10 @@ def fit(
 
             accumulate("loss", loss_value)
             accumulate("grad_norm", grad_norm)
-            for key, v in metrics.items():
-                if key in ("loss", "grad_norm"):
-                    raise ValueError(f"metric name {key!r} is reserved; rename it")
-                accumulate(key, _to_float(key, v))
+            for key, value in metric_values.items():
+                accumulate(key, value)
 
-            out_of_time = max_seconds is not None and time.perf_counter() - t0 >= max_seconds
-            if step % log_every == 0 or step == steps or out_of_time:
+            if step % log_every == 0:
                 flush_window()
                 bar.set_postfix(loss=f"{history.last('loss'):.4g}", refresh=False)
             bar.update(1)
@@ -441,6 +444,7 @@ def fit(
             if checkpoint_every is not None and step % checkpoint_every == 0:
                 _save_checkpoint(path, checkpoint_state())
                 saved_step = step
+            out_of_time = max_seconds is not None and time.perf_counter() - t0 >= max_seconds
             if out_of_time and step < steps:
                 history.stop_reason = "max_seconds"
                 if progress:
@@ -449,6 +453,11 @@ def fit(
                 break
         if path is not None and step > start_step and saved_step != step:
             _save_checkpoint(path, checkpoint_state())
+        # Log the last, partial window only now, after the checkpoint: the checkpoint keeps the running
+        # sums instead, so a run continued from it logs exactly the rows an uninterrupted run logs.
+        if window:
+            flush_window()
+            bar.set_postfix(loss=f"{history.last('loss'):.4g}", refresh=False)
     finally:
         bar.close()
         model.train(was_training)
