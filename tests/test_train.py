@@ -426,4 +426,4 @@ def test_metrics_are_read_before_the_optimizer_step():
     model.w = w
     h = fit(model, torch.optim.SGD([w], lr=1.0), lambda m, b: (m.w * 1.0, {"w": m.w}), torch.zeros(3, 1),
             steps=2, batch_size=1, log_every=1, progress=False)
-    assert h["w"] == [0.0, -1.0] and float(w) == -2.0
+    assert h["w"] == [0.0, -1.0] and float(w.detach()) == -2.0
