@@ -1,0 +1,92 @@
+"""Shared fixtures: the book built once per test session (used by test_book.py and test_browser.py).
+
+The book is built exactly as `make book` builds it, but under the ``smoke`` profile, with warnings as
+errors, into a temporary directory (so the session has its own fresh execution cache and never reuses
+the ``cpu`` results in ``_build``).
+
+Set ``DGM_TEST_BOOK_HTML=/path/to/_build/html`` to reuse an existing build instead (for iterating on
+the HTML tests only; the build test then reports that it was skipped).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+NOTEBOOKS = REPO / "notebooks"
+BUILD_TIMEOUT_S = 1800
+
+
+@dataclasses.dataclass
+class BookBuild:
+    """Result of building the book: the HTML directory, the return code and the log."""
+
+    html: Path
+    returncode: int | None  # None when an existing build was reused
+    log: str
+    seconds: float
+
+    def tail(self, n: int = 60) -> str:
+        return "\n".join(self.log.splitlines()[-n:])
+
+    def warnings(self) -> list[str]:
+        return [line for line in self.log.splitlines() if "WARNING" in line or "ERROR" in line]
+
+    def require_html(self) -> Path:
+        """The HTML directory, or fail the calling test if the build produced none."""
+        if not (self.html / "index.html").exists():
+            pytest.fail(f"the book build produced no HTML in {self.html}; build log tail:\n{self.tail()}")
+        return self.html
+
+
+def chapter_notebooks() -> list[Path]:
+    """The chapter notebooks (``notebooks/NN_topic.ipynb``), sorted."""
+    return sorted(NOTEBOOKS.glob("*.ipynb"))
+
+
+def _jupyter_book_command() -> list[str]:
+    exe = Path(sys.executable).parent / "jupyter-book"
+    if exe.exists():
+        return [str(exe)]
+    found = shutil.which("jupyter-book")
+    if found is None:
+        pytest.fail("jupyter-book is not installed in this environment (pip install -e '.[book]')")
+    return [found]
+
+
+@pytest.fixture(scope="session")
+def built_book(tmp_path_factory) -> BookBuild:
+    """Build the book under COURSEKIT_PROFILE=smoke with `-W -n --keep-going` (once per session)."""
+    reuse = os.environ.get("DGM_TEST_BOOK_HTML")
+    if reuse:
+        return BookBuild(html=Path(reuse), returncode=None, log=f"(reused {reuse})", seconds=0.0)
+    out = tmp_path_factory.mktemp("book")
+    env = dict(os.environ)
+    env["COURSEKIT_PROFILE"] = "smoke"
+    # The notebook kernels inherit this environment; a non-interactive MPLBACKEND (e.g. Agg, which
+    # the test command sets for the unit tests) would stop plt.show() from producing inline figures.
+    env.pop("MPLBACKEND", None)
+    cmd = _jupyter_book_command() + ["build", str(REPO), "--path-output", str(out), "-W", "-n", "--keep-going"]
+    start = time.perf_counter()
+    try:
+        proc = subprocess.run(
+            cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            timeout=BUILD_TIMEOUT_S,
+        )
+        returncode, log = proc.returncode, proc.stdout
+    except subprocess.TimeoutExpired as exc:
+        returncode = -1
+        log = (exc.stdout or b"").decode() if isinstance(exc.stdout, bytes) else (exc.stdout or "")
+        log += f"\n[test] book build timed out after {BUILD_TIMEOUT_S} s"
+    seconds = time.perf_counter() - start
+    (out / "build.log").write_text(log)
+    print(f"\n[built_book] {' '.join(cmd)}: rc={returncode} in {seconds:.1f} s; log in {out / 'build.log'}")
+    return BookBuild(html=out / "_build" / "html", returncode=returncode, log=log, seconds=seconds)
