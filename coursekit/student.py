@@ -4,10 +4,12 @@ The full notebooks in ``notebooks/`` contain every exercise's solution, so that 
 to end (and are tested that way). The student edition is the same notebooks with
 
 * every cell tagged ``solution`` removed (any cell type);
-* every *gated* solution removed: from the markdown cell whose source starts with a
-  ``{solution-start}`` directive through the markdown cell with the matching ``{solution-end}``
-  directive, inclusive (the gated form of sphinx-exercise, which lets a solution contain code cells);
-* every markdown cell that starts with a plain (non-gated) ``{solution}`` directive removed;
+* every *gated* solution removed: everything from a ``{solution-start}`` directive through the
+  matching ``{solution-end}`` directive, inclusive (the gated form of sphinx-exercise, which lets a
+  solution span markdown and code cells). Usually the gate's directives sit in markdown cells of
+  their own, which are removed whole; text before the ``{solution-start}`` or after the
+  ``{solution-end}`` in the same cell (e.g. the exercise statement) is kept;
+* every plain (non-gated) ``{solution}`` directive block removed from markdown cells;
 * all outputs, execution counts and saved widget state cleared;
 * the ``remove-cell`` tag dropped from cells tagged ``student`` (the exercise stubs), so that
   students see the stub that the book hides.
@@ -49,11 +51,8 @@ SOLUTION_TAG = "solution"
 STUDENT_TAG = "student"
 REMOVE_CELL_TAG = "remove-cell"
 
-# A MyST directive opening: three or more backticks or colons, then ``{name}``.
-_DIRECTIVE = r"(?:`{3,}|:{3,})\{%s\}"
-_START_RE = re.compile(r"^\s*" + _DIRECTIVE % r"solution-start")
-_END_RE = re.compile(r"^[ \t]*" + _DIRECTIVE % r"solution-end", re.MULTILINE)
-_PLAIN_SOLUTION_RE = re.compile(r"^\s*" + _DIRECTIVE % r"solution")
+# A MyST directive's opening line: at most 3 spaces, three or more backticks or colons, then ``{name}``.
+_OPEN_RE = re.compile(r"^ {0,3}(?P<fence>`{3,}|:{3,})\{(?P<name>solution-start|solution-end|solution)\}")
 
 
 class UnbalancedSolutionGate(ValueError):
@@ -62,18 +61,20 @@ class UnbalancedSolutionGate(ValueError):
 
 @dataclass(frozen=True)
 class StripReport:
-    """What :func:`strip_notebook` removed from one notebook (counts of cells)."""
+    """What :func:`strip_notebook` removed from one notebook.
 
+    ``removed`` counts cells removed for any reason; ``gates`` and ``plain_solutions`` count the
+    solution gates and plain ``{solution}`` blocks removed; ``solution_cells`` the cells tagged
+    ``solution`` outside gates; ``trimmed_cells`` the markdown cells that kept only their text outside
+    a gate or a ``{solution}`` block; ``unhidden_stubs`` the exercise stubs that lost ``remove-cell``.
+    """
+
+    removed: int = 0
     solution_cells: int = 0
-    gated_cells: int = 0
     gates: int = 0
-    plain_solution_cells: int = 0
+    trimmed_cells: int = 0
+    plain_solutions: int = 0
     unhidden_stubs: int = 0
-
-    @property
-    def removed(self) -> int:
-        """Total number of cells removed."""
-        return self.solution_cells + self.gated_cells + self.plain_solution_cells
 
 
 def _source(cell) -> str:
@@ -85,16 +86,63 @@ def _tags(cell) -> list[str]:
     return list(cell.get("metadata", {}).get("tags", []) or [])
 
 
-def _is_gate_start(cell) -> bool:
-    return cell.get("cell_type") == "markdown" and bool(_START_RE.match(_source(cell)))
+def _closes(line: str, fence: str) -> bool:
+    """Whether ``line`` closes a directive opened with ``fence`` (CommonMark: same character, at least as long)."""
+    text = line.strip()
+    return len(text) >= len(fence) and set(text) == {fence[0]}
 
 
-def _is_gate_end(cell) -> bool:
-    return cell.get("cell_type") == "markdown" and bool(_END_RE.search(_source(cell)))
+class _Gates:
+    """Walks the notebook's markdown line by line, tracking whether a solution gate is open."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.open_at: int | None = None  # cell index of the open gate's {solution-start}
+        self.gates = 0
+        self.plain = 0
+
+    def markdown(self, index: int, text: str) -> str:
+        """The part of one markdown cell's text outside gates and ``{solution}`` blocks."""
+        lines = text.splitlines(keepends=True)
+        kept, i = [], 0
+        while i < len(lines):
+            match = _OPEN_RE.match(lines[i])
+            if match is None:
+                if self.open_at is None:
+                    kept.append(lines[i])
+                i += 1
+                continue
+            # skip the whole directive block, through its closing fence (or the end of the cell)
+            j = i + 1
+            while j < len(lines) and not _closes(lines[j], match["fence"]):
+                j += 1
+            name = match["name"]
+            if name == "solution-start":
+                if self.open_at is not None:
+                    raise UnbalancedSolutionGate(
+                        f"{self.name}: cell {index} opens a {{solution-start}} gate while the gate opened at "
+                        f"cell {self.open_at} is still open (missing {{solution-end}} before cell {index})"
+                    )
+                self.open_at = index
+                self.gates += 1
+            elif name == "solution-end":
+                if self.open_at is None:
+                    raise UnbalancedSolutionGate(
+                        f"{self.name}: cell {index} has a {{solution-end}} without a preceding {{solution-start}}"
+                    )
+                self.open_at = None
+            elif self.open_at is None:
+                self.plain += 1
+            i = j + 1
+        return "".join(kept)
 
 
 def strip_notebook(nb, *, name: str = "<notebook>"):
     """Return the student edition of one notebook (a new object; ``nb`` is not modified).
+
+    Gates are found line by line, so a ``{solution-start}`` may follow the exercise in the same markdown
+    cell and text may follow a ``{solution-end}``: that text is kept, the solution between is removed.
+    A markdown cell left empty is dropped.
 
     Parameters
     ----------
@@ -111,9 +159,9 @@ def strip_notebook(nb, *, name: str = "<notebook>"):
     Raises
     ------
     UnbalancedSolutionGate
-        If a ``{solution-start}`` cell has no later ``{solution-end}`` cell, a ``{solution-end}``
-        appears without an open gate, or a gate is opened inside another gate. The message gives
-        the notebook name and the cell index (0-based) of the offending cell.
+        If a ``{solution-start}`` has no later ``{solution-end}``, a ``{solution-end}`` appears without an
+        open gate, or a gate is opened inside another gate. The message gives the notebook name and the
+        (0-based) index of the offending cell.
     TypeError
         If ``nb`` is not a notebook (no ``cells`` list).
     """
@@ -121,37 +169,26 @@ def strip_notebook(nb, *, name: str = "<notebook>"):
         raise TypeError(f"{name}: expected an nbformat notebook with a 'cells' list, got {type(nb).__name__}")
     out = nbformat.from_dict(copy.deepcopy(dict(nb)))  # a deep copy, as a NotebookNode
 
+    gates = _Gates(name)
     kept = []
-    counts = dict(solution_cells=0, gated_cells=0, gates=0, plain_solution_cells=0, unhidden_stubs=0)
-    open_gate: int | None = None  # index of the cell that opened the current gate
+    counts = dict(solution_cells=0, trimmed_cells=0, unhidden_stubs=0)
     for i, cell in enumerate(out.cells):
-        starts, ends = _is_gate_start(cell), _is_gate_end(cell)
-        if open_gate is not None:
-            if starts:
-                raise UnbalancedSolutionGate(
-                    f"{name}: cell {i} opens a {{solution-start}} gate while the gate opened at "
-                    f"cell {open_gate} is still open (missing {{solution-end}} before cell {i})"
-                )
-            counts["gated_cells"] += 1
-            if ends:
-                open_gate = None
+        if cell.get("cell_type") == "markdown":
+            was_open = gates.open_at is not None
+            text = _source(cell)
+            rest = gates.markdown(i, text)
+            if rest == text and was_open:  # no directive in it, inside a gate
+                continue
+            if rest != text:
+                if not rest.strip():
+                    continue
+                cell.source = rest.strip("\n") + ("\n" if text.endswith("\n") else "")
+                counts["trimmed_cells"] += 1
+        elif gates.open_at is not None:
             continue
-        if starts:
-            counts["gates"] += 1
-            counts["gated_cells"] += 1
-            if not ends:  # a start and end in the same markdown cell close at once
-                open_gate = i
-            continue
-        if ends:
-            raise UnbalancedSolutionGate(
-                f"{name}: cell {i} has a {{solution-end}} without a preceding {{solution-start}}"
-            )
         tags = _tags(cell)
         if SOLUTION_TAG in tags:
             counts["solution_cells"] += 1
-            continue
-        if cell.get("cell_type") == "markdown" and _PLAIN_SOLUTION_RE.match(_source(cell)):
-            counts["plain_solution_cells"] += 1
             continue
         if STUDENT_TAG in tags and REMOVE_CELL_TAG in tags:
             cell.metadata["tags"] = [t for t in tags if t != REMOVE_CELL_TAG]
@@ -161,14 +198,15 @@ def strip_notebook(nb, *, name: str = "<notebook>"):
             cell.execution_count = None
             cell.metadata.pop("execution", None)
         kept.append(cell)
-    if open_gate is not None:
+    if gates.open_at is not None:
         raise UnbalancedSolutionGate(
-            f"{name}: the {{solution-start}} gate opened at cell {open_gate} is never closed "
-            f"(no {{solution-end}} markdown cell after it)"
+            f"{name}: the {{solution-start}} gate opened at cell {gates.open_at} is never closed "
+            f"(no {{solution-end}} after it)"
         )
+    removed = len(out.cells) - len(kept)
     out.cells = kept
     out.metadata.pop("widgets", None)  # saved ipywidgets state belongs to an executed run
-    return out, StripReport(**counts)
+    return out, StripReport(removed=removed, gates=gates.gates, plain_solutions=gates.plain, **counts)
 
 
 def _notebooks(src: Path) -> list[Path]:
@@ -222,8 +260,8 @@ def make_student_edition(src="notebooks", dst="_build/student", *, verbose: bool
         written.append(target)
         if verbose:
             print(
-                f"{path} -> {target}: removed {report.solution_cells} solution cell(s), "
-                f"{report.gates} solution gate(s) ({report.gated_cells} cells), "
+                f"{path} -> {target}: removed {report.gates} solution gate(s) and "
+                f"{report.solution_cells} other solution cell(s) ({report.removed} cells in all), "
                 f"unhid {report.unhidden_stubs} exercise stub(s)"
             )
     return written

@@ -76,8 +76,11 @@ def install_cell(nb) -> tuple[int, str]:
 
 
 def repo_url_value(source: str) -> str:
-    """The string assigned to REPO_URL, parsed with `ast` (IPython magics are blanked first)."""
-    python = "\n".join("" if line.lstrip().startswith(("%", "!")) else line for line in source.splitlines())
+    """The string assigned to REPO_URL, parsed with `ast` (IPython magics and shell lines become `pass`)."""
+    python = "\n".join(
+        line[: len(line) - len(line.lstrip())] + "pass" if line.lstrip().startswith(("%", "!")) else line
+        for line in source.splitlines()
+    )
     for node in ast.walk(ast.parse(python)):
         if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "REPO_URL" for t in node.targets):
             assert isinstance(node.value, ast.Constant) and isinstance(node.value.value, str), (
@@ -221,7 +224,8 @@ def test_chapter_page(built_book, notebook):
         assert (page.parent / src).resolve().is_file(), f"missing image file {src}"
     nb = nbformat.read(notebook, as_version=4)
     gates = sum(
-        1 for c in nb.cells if c.cell_type == "markdown" and re.match(r"\s*(`{3,}|:{3,})\{solution-start\}", c.source)
+        len(re.findall(r"^ {0,3}(`{3,}|:{3,})\{solution-start\}", c.source, re.MULTILINE))
+        for c in nb.cells if c.cell_type == "markdown"
     )
     dropdowns = len(re.findall(r'class="solution dropdown', text))
     assert dropdowns == gates, f"{gates} gated solutions in the notebook but {dropdowns} solution dropdowns in the page"

@@ -66,6 +66,9 @@ def synthetic():
         md("````{solution-start} ex-d\n````\nShort answer.\n````{solution-end}\n````"),  # 15 one-cell gate
         md("## Pitfalls: `{solution-start}` is mentioned in prose here"),  # 16 not a gate (not at the start)
         code("x = 1", tags=["remove-cell"]),  # 17 remove-cell without student: untouched
+        md("```{exercise}\n:label: ex-e\nDo E.\n```\n\n```{solution-start} ex-e\n:class: dropdown\n```\n\nHint."),  # 18
+        code("e = 5", tags=["solution"]),  # 19 (inside the gate)
+        md("```{solution-end}\n```\n\n## Pitfalls\n\n````{solution} ex-f\n```python\nf = 6\n```\n````\nAfter."),  # 20
     ]
     nb.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": {"state": {}}}
     return nb
@@ -83,13 +86,15 @@ def test_strip_rules():
         "check(a)",
         "## Pitfalls: `{solution-start}` is mentioned in prose here",
         "x = 1",
+        "```{exercise}\n:label: ex-e\nDo E.\n```",  # the exercise stays, its gated solution goes
+        "## Pitfalls\n\nAfter.",  # text after {solution-end} stays; the plain {solution} block goes
     ]
-    assert report.gates == 3
-    assert report.gated_cells == 5 + 3 + 1
+    assert report.gates == 4
     assert report.solution_cells == 1  # only the tagged cell outside a gate counts here
-    assert report.plain_solution_cells == 1
+    assert report.plain_solutions == 2
+    assert report.trimmed_cells == 2
     assert report.unhidden_stubs == 1
-    assert report.removed == len(nb.cells) - len(out.cells)
+    assert report.removed == len(nb.cells) - len(out.cells) == 21 - 9
 
 
 def test_strip_clears_outputs_and_tags():
@@ -100,7 +105,7 @@ def test_strip_clears_outputs_and_tags():
     stub = out.cells[3]
     assert stub.metadata["tags"] == ["student"], "the stub must lose remove-cell and keep student"
     assert out.cells[1].metadata["tags"] == ["hide-input"]
-    assert out.cells[-1].metadata["tags"] == ["remove-cell"], "remove-cell is dropped only from student stubs"
+    assert out.cells[6].metadata["tags"] == ["remove-cell"], "remove-cell is dropped only from student stubs"
     assert "widgets" not in out.metadata
     nbformat.validate(out)
 
@@ -121,8 +126,12 @@ def test_strip_does_not_modify_its_input():
             [md("```{solution-start} e\n```"), md(":::{solution-start} f\n:::"), md("```{solution-end}\n```")],
             r"cell 1 opens a \{solution-start\} gate while the gate opened at cell 0",
         ),
+        (
+            [md("Task.\n\n```{solution-start} e\n```\nA.\n```{solution-end}\n```\n\n```{solution-end}\n```")],
+            r"cell 0 has a \{solution-end\} without",
+        ),
     ],
-    ids=["start-without-end", "end-without-start", "nested"],
+    ids=["start-without-end", "end-without-start", "nested", "double-end-mid-cell"],
 )
 def test_unbalanced_gate_is_an_error(cells, match):
     nb = new_notebook(cells=cells)
