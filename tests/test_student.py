@@ -1,13 +1,16 @@
 """The student edition (coursekit.student): stripping rules, and the real notebooks' exercises.
 
 Unit tests run on small notebooks made here with nbformat. The tests on the real chapters build the
-student edition of every notebook in notebooks/, check that no solution survives, then execute each
-student notebook under the `smoke` profile (errors allowed) and check that every exercise's check
-cell fails on the stub with a helpful AssertionError, and that nothing else fails.
+student edition of every notebook in notebooks/ and check that no solution survives and that no later
+cell calls an exercise's stub; then they execute each chapter's set-up cell with its stubs and checks
+under the `smoke` profile and check that every check fails on its stub with a helpful AssertionError.
+(The whole notebooks are executed by nbval and by the book build.)
 """
 
 from __future__ import annotations
 
+import ast
+import copy
 import os
 import re
 import subprocess
@@ -258,62 +261,106 @@ def test_every_code_exercise_has_stub_and_check(student_dir, notebook):
         )
 
 
+def python_source(source: str) -> str:
+    """Cell source with IPython magics and shell lines replaced by `pass`, so `ast` can parse it."""
+    return "\n".join(
+        line[: len(line) - len(line.lstrip())] + "pass" if line.lstrip().startswith(("%", "!")) else line
+        for line in source.splitlines()
+    )
+
+
+def defined_names(source: str) -> set[str]:
+    tree = ast.parse(python_source(source))
+    return {n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef))} | {
+        t.id for n in tree.body if isinstance(n, ast.Assign) for t in n.targets if isinstance(t, ast.Name)
+    }
+
+
+def used_names(source: str) -> set[str]:
+    return {n.id for n in ast.walk(ast.parse(python_source(source))) if isinstance(n, ast.Name)}
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=NB_IDS)
+def test_no_later_cell_uses_an_exercise_stub(student_dir, notebook):
+    """In the student edition the stubs stay stubs, so no cell other than its check may call one."""
+    nb = nbformat.read(student_dir / notebook.name, as_version=4)
+    pairs = exercises(nb)
+    checks = {check for _, check in pairs}
+    offenders = []
+    for stub, check in pairs:
+        names = defined_names(nb.cells[stub].source)
+        for i in range(check + 1, len(nb.cells)):
+            cell = nb.cells[i]
+            if cell.cell_type == "code" and i not in checks and "student" not in cell.metadata.get("tags", []):
+                if hits := names & used_names(cell.source):
+                    offenders.append((i, sorted(hits), cell.source.splitlines()[0][:80]))
+    assert not offenders, (
+        "cells of the student edition call an exercise function, which is still a stub there and raises "
+        f"NotImplementedError (use the coursekit reference instead, e.g. ck.vae.<name>): {offenders}"
+    )
+
+
 @pytest.fixture(scope="module")
-def executed_student(student_dir):
-    """Each student notebook executed under `smoke` with errors allowed: {name: notebook}."""
+def executed_checks(student_dir):
+    """For each student notebook, a small notebook [set-up cell, stub, check, stub, check, ...] executed
+    under `smoke` with errors allowed. Returns {name: (executed notebook, [(stub, check) indices])}.
+
+    Only these cells run (a few seconds), so each check cell must be self-contained given the set-up
+    cell (the install cell, which imports coursekit as ck) and its stub."""
     from nbclient import NotebookClient
 
+    results = {}
     env_before = {k: os.environ.get(k) for k in ("COURSEKIT_PROFILE", "MPLBACKEND")}
     os.environ["COURSEKIT_PROFILE"] = "smoke"  # the kernel inherits this process's environment
-    os.environ["MPLBACKEND"] = "Agg"  # no figures needed here
+    os.environ["MPLBACKEND"] = "Agg"
     try:
-        results = {}
         for path in sorted(student_dir.glob("*.ipynb")):
             nb = nbformat.read(path, as_version=4)
-            client = NotebookClient(
-                nb, timeout=900, kernel_name="python3", allow_errors=True,
+            setup = next(c for c in nb.cells if c.cell_type == "code")
+            mini = new_notebook(metadata=nb.metadata)
+            mini.cells.append(copy.deepcopy(setup))
+            pairs = []
+            for stub, check in exercises(nb):
+                mini.cells += [copy.deepcopy(nb.cells[stub]), copy.deepcopy(nb.cells[check])]
+                pairs.append((len(mini.cells) - 2, len(mini.cells) - 1))
+            NotebookClient(
+                mini, timeout=600, kernel_name="python3", allow_errors=True,
                 resources={"metadata": {"path": str(student_dir)}},
-            )
-            client.execute()
-            results[path.name] = nb
-        return results
+            ).execute()
+            results[path.name] = (mini, pairs)
     finally:
         for k, v in env_before.items():
             if v is None:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+    return results
 
 
 def errors(cell) -> list[dict]:
     return [o for o in cell.get("outputs", []) if o.get("output_type") == "error"]
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=NB_IDS)
-def test_checks_fail_helpfully_on_the_stubs(executed_student, notebook):
-    nb = executed_student[notebook.name]
-    pairs = exercises(nb)
+def test_checks_fail_helpfully_on_the_stubs(executed_checks, notebook):
+    nb, pairs = executed_checks[notebook.name]
+    assert not errors(nb.cells[0]), f"the set-up cell fails: {errors(nb.cells[0])}"
     for stub, check in pairs:
-        assert not errors(nb.cells[stub]), f"the stub cell {stub} itself fails: {errors(nb.cells[stub])}"
+        assert not errors(nb.cells[stub]), f"the stub cell itself fails: {errors(nb.cells[stub])}"
         errs = errors(nb.cells[check])
-        assert errs, f"check cell {check} passed on the stub; it must fail until the exercise is done"
+        where = f"check cell {nb.cells[check].source.strip()!r}"
+        assert errs, f"{where} passed on the stub; it must fail until the exercise is done"
         err = errs[0]
-        where = f"check cell {check} ({nb.cells[check].source.strip()!r})"
+        assert err["ename"] != "NameError", (
+            f"{where} needs a name defined elsewhere in the notebook ({err['evalue']}); a check must run "
+            "right after the set-up cell and its stub"
+        )
         assert err["ename"] == "AssertionError", (
             f"{where} raised {err['ename']}: {err['evalue']!r}; the checker should turn the stub's "
             "NotImplementedError into an AssertionError that says the exercise is not done yet"
         )
         assert NOT_DONE.search(err["evalue"]), f"{where}: the message does not say the exercise is not done: {err['evalue']!r}"
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=NB_IDS)
-def test_only_the_checks_fail_in_the_student_edition(executed_student, notebook):
-    """Apart from the exercise checks, the student edition runs: nothing later depends on a removed solution."""
-    nb = executed_student[notebook.name]
-    checks = {check for _, check in exercises(nb)}
-    unexpected = [
-        (i, e["ename"], e["evalue"][:200]) for i, c in enumerate(nb.cells) if i not in checks for e in errors(c)
-    ]
-    assert not unexpected, f"cells other than the exercise checks fail in the student edition: {unexpected}"
+        traceback = "\n".join(err.get("traceback", []))
+        assert "During handling of the above exception" not in traceback, (
+            f"{where}: the AssertionError is chained to the stub's NotImplementedError; raise it `from None`"
+        )
