@@ -1,0 +1,431 @@
+"""The course benchmark: train every model the course has so far, measure it, write one JSON file.
+
+Run it with ``make bench`` or::
+
+    python -m coursekit.bench --profile cpu --out _build/bench
+
+For each model in :data:`REGISTRY` it trains the model with its chapter's recipe under the chosen run
+profile, then records the parameter count, training wall time and steps per second, the held-out
+likelihood where the model has one (nats per image and bits/dim), and the sample-quality metrics of
+:mod:`coursekit.metrics` (FID, KID, precision, recall, density, coverage, Inception Score) of
+:data:`~coursekit.metrics.COURSE_SAMPLE_SIZE` = 250 generated images against the 250 held-out test
+digits, in the feature space of the course's digit classifier. The real-data floor (the same metrics
+between training and test digits at the same n) and FID's dependence on n are included, so every
+model number can be read against what real data achieves.
+
+Output in ``--out``:
+
+* ``results.json``: see :func:`run_bench` for the schema;
+* ``<model>_<sample set>.npy``: the generated images, float32 (n, 64) in [0, 1].
+
+Adding a chapter's model: write a function ``recipe(ctx: BenchContext) -> TrainedModel`` that trains
+with the chapter's budget (``ctx.budget(smoke=..., cpu=..., gpu=...)``) and returns samples, and add
+one line ``register(Recipe(...))`` at the bottom of this file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import __version__, data, metrics, runtime
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "METRIC_KEYS",
+    "BenchContext",
+    "TrainedModel",
+    "Recipe",
+    "REGISTRY",
+    "register",
+    "run_bench",
+    "format_table",
+    "main",
+]
+
+#: Version of the results.json layout; bump it when a key changes meaning or disappears.
+SCHEMA_VERSION = 1
+
+#: The sample-quality numbers stored for every sample set (see :func:`coursekit.metrics.sample_quality`).
+METRIC_KEYS = ("fid", "kid_mean", "kid_std", "precision", "recall", "density", "coverage", "is_mean", "is_std")
+
+
+@dataclass(frozen=True)
+class BenchContext:
+    """What a recipe gets: the run profile, seed, device, sample size and whether to show progress."""
+
+    profile: str
+    seed: int
+    device: torch.device
+    n_samples: int
+    progress: bool = True
+
+    def budget(self, *, smoke, cpu, gpu):
+        """The value for this run's profile (as :func:`coursekit.runtime.budget`)."""
+        return runtime.budget(smoke=smoke, cpu=cpu, gpu=gpu, profile=self.profile)
+
+
+@dataclass
+class TrainedModel:
+    """What a recipe returns.
+
+    Attributes:
+        model: the trained ``nn.Module`` (for the parameter count).
+        steps: optimiser steps taken.
+        train_seconds: wall-clock time of training (the ``fit`` call(s)), seconds.
+        samples: named sample sets, each float (n, 64) in [0, 1]; the first is the model's headline set.
+        likelihood: held-out likelihood numbers (python floats), or empty for models without one.
+        notes: free-text remarks stored in the JSON (e.g. what the sample sets are).
+    """
+
+    model: torch.nn.Module
+    steps: int
+    train_seconds: float
+    samples: dict[str, torch.Tensor]
+    likelihood: dict[str, float] = field(default_factory=dict)
+    notes: str = ""
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """One benchmark entry.
+
+    Attributes:
+        name: key in results.json and prefix of the ``.npy`` files (``[a-z0-9_]+``).
+        chapter: the notebook the recipe reproduces, e.g. ``"04_vae"``.
+        description: one line for the table's legend.
+        binarize: True if the model is trained on binarised digits; its samples are then compared with
+            binarised test digits, and read against the binarised real-data floor.
+        run: ``run(ctx) -> TrainedModel``.
+    """
+
+    name: str
+    chapter: str
+    description: str
+    binarize: bool
+    run: Callable[[BenchContext], TrainedModel]
+
+
+#: name -> Recipe, in the order the chapters introduce the models.
+REGISTRY: dict[str, Recipe] = {}
+
+
+def register(recipe: Recipe) -> Recipe:
+    """Add a recipe to :data:`REGISTRY` (a name may be registered once)."""
+    if not recipe.name.replace("_", "").isalnum() or recipe.name.lower() != recipe.name:
+        raise ValueError(f"recipe name must be lower-case letters, digits and '_', got {recipe.name!r}")
+    if recipe.name in REGISTRY:
+        raise ValueError(f"a recipe named {recipe.name!r} is already registered")
+    REGISTRY[recipe.name] = recipe
+    return recipe
+
+
+# ------------------------------------------------------------------------------------------------
+# Recipes
+# ------------------------------------------------------------------------------------------------
+
+
+def _vae_recipe(ctx: BenchContext) -> TrainedModel:
+    """Chapter 04: the beta = 1 VAE exactly as notebooks/04_vae.ipynb trains it (same architecture,
+    optimiser, budget, seed, and best-validation-ELBO checkpoint selection), then its test ELBO and IWAE
+    bound with the chapter's sample counts, and ``n`` samples from the prior."""
+    from . import train, vae
+
+    latent_dim, hidden, batch_size, lr = 8, (256, 256), 128, 1e-3
+    steps = ctx.budget(smoke=60, cpu=3000, gpu=20_000)
+    eval_every = ctx.budget(smoke=20, cpu=100, gpu=500)
+    iwae_k = ctx.budget(smoke=50, cpu=1000, gpu=5000)
+    elbo_samples = ctx.budget(smoke=10, cpu=100, gpu=100)
+    dev = ctx.device
+    x_train, _ = data.load_digits("train", binarize=True, device=dev)
+    x_val, _ = data.load_digits("val", binarize=True, device=dev)
+    x_test, _ = data.load_digits("test", binarize=True, device=dev)
+    dim = x_train.shape[1]
+
+    torch.manual_seed(ctx.seed)
+    model = vae.VAE(data_dim=dim, latent_dim=latent_dim, hidden=hidden).to(dev)
+    optimiser = torch.optim.Adam(model.parameters(), lr=lr)
+    best = {"elbo": -math.inf, "state": None}
+
+    @torch.no_grad()
+    def on_step(step, m, history):
+        if step % eval_every == 0 or step == steps:
+            m.eval()
+            val = vae.elbo(m, x_val)["elbo"].mean().item()
+            m.train()
+            if val > best["elbo"]:
+                best["elbo"], best["state"] = val, {k: v.detach().clone() for k, v in m.state_dict().items()}
+
+    t0 = time.perf_counter()
+    history = train.fit(model, optimiser, lambda m, b: vae.vae_loss(m, b, beta=1.0), x_train, steps=steps,
+                        batch_size=batch_size, seed=ctx.seed, desc="bench: VAE (ch. 04)", progress=ctx.progress,
+                        callback=on_step)
+    train_seconds = time.perf_counter() - t0
+    model.load_state_dict(best["state"])
+    model.eval()
+
+    torch.manual_seed(ctx.seed)
+    with torch.no_grad():
+        test_elbo = vae.elbo(model, x_test, n_samples=elbo_samples)["elbo"].mean().item()
+        test_iwae = vae.iwae_bound(model, x_test, k=iwae_k).mean().item()
+    gen = torch.Generator(device=dev).manual_seed(ctx.seed)
+    with torch.no_grad():
+        means = model.sample(ctx.n_samples, generator=gen)
+        draws = torch.bernoulli(means, generator=gen)
+    steps_done = int(history.steps[-1]) if history.steps else steps
+    return TrainedModel(
+        model=model,
+        steps=int(steps_done),
+        train_seconds=train_seconds,
+        samples={"mean": means, "binary": draws},
+        likelihood={
+            "test_elbo_nats": test_elbo,
+            "test_iwae_nats": test_iwae,
+            "test_nll_bits_per_dim_elbo": float(metrics.nats_to_bits_per_dim(-test_elbo, dim)),
+            "test_nll_bits_per_dim_iwae": float(metrics.nats_to_bits_per_dim(-test_iwae, dim)),
+            "elbo_samples": int(elbo_samples),
+            "iwae_k": int(iwae_k),
+            "best_val_elbo_nats": float(best["elbo"]),
+        },
+        notes="'mean': decoder Bernoulli means of z ~ N(0, I) (what the chapter shows); "
+              "'binary': one Bernoulli draw per pixel of those means (the model's actual samples, in the "
+              "binarised space it was trained on). ELBO/IWAE: nats per image on the 250 test digits; "
+              "bits/dim of the NLL bound (binary pixels: no dequantisation term).",
+    )
+
+
+register(Recipe("vae", "04_vae", "VAE, Bernoulli decoder, latent 8, MLP (256, 256)", True, _vae_recipe))
+
+
+# ------------------------------------------------------------------------------------------------
+# Driver
+# ------------------------------------------------------------------------------------------------
+
+
+def _json_float(v):
+    v = float(v)
+    return v if math.isfinite(v) else None
+
+
+def _metrics_only(d: dict) -> dict:
+    return {k: _json_float(d[k]) for k in METRIC_KEYS}
+
+
+def run_bench(profile: str = "cpu", out="_build/bench", *, models=None, seed: int = 0,
+              n: int = metrics.COURSE_SAMPLE_SIZE, device=None, threads: int | None = 1, progress: bool = True,
+              verbose: bool = True) -> dict:
+    """Train and measure the registered models; write ``results.json`` and the samples to ``out``.
+
+    Args:
+        profile: ``"smoke"``, ``"cpu"`` or ``"gpu"`` (the budgets of the chapters' notebooks).
+        out: output directory (created).
+        models: names from :data:`REGISTRY` (default: all, in order).
+        seed: seed of training, sampling, the classifier and the metric subsets.
+        n: sample size of every metric (default 250, the size of the test split).
+        device: training device (default :func:`coursekit.runtime.get_device`).
+        threads: torch intra-op CPU threads during the run (restored after); ``None`` keeps torch's
+            default. The default 1 is as fast for the course's small models and, on a machine whose
+            cores are busy with other work, avoids the many-fold slow-down of threads waiting on each
+            other; it also fixes the reduction order, so CPU numbers do not depend on the core count.
+        progress: show training progress bars. verbose: print the table at the end.
+
+    Returns:
+        The results dict, also written to ``out/results.json``::
+
+            schema_version, coursekit_version, torch_version, python_version, platform, device,
+            threads, profile, seed, n, k, kid_subsets, kid_subset_size, started_at (UTC ISO 8601),
+            total_seconds,
+            classifier: {version, feature_dim, accuracy: {val, test, val_binarized, test_binarized},
+                         seconds},
+            floor: {grayscale: {metric: float, ...}, binarized: {...}}   # train vs test digits at n
+            fid_vs_n: {grayscale: [{n, fid_mean, fid_std, kid_mean, kid_std}, ...], binarized: [...]},
+            models: {name: {chapter, description, profile, binarize, floor ("binarized"|"grayscale"),
+                            parameters, steps, train_seconds, steps_per_second,
+                            likelihood: {...} (may be empty),
+                            fid, kid_mean, kid_std, precision, recall, density, coverage, is_mean, is_std
+                              (of the headline sample set),
+                            headline_samples, samples_file,
+                            sample_sets: {set: {metrics..., file}}, notes}}
+
+        Metric floats that are not finite are stored as ``null``.
+
+    Raises:
+        ValueError: for an unknown profile or model name, or n outside (FEATURE_DIM, 250].
+    """
+    threads_before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(int(threads))
+    try:
+        return _run_bench(profile, out, models, seed, n, device, progress, verbose)
+    finally:
+        torch.set_num_threads(threads_before)
+
+
+def _run_bench(profile, out, models, seed, n, device, progress, verbose) -> dict:
+    t_start = time.perf_counter()
+    started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    profile = runtime._validate_profile(profile, "passed to run_bench()")
+    names = list(REGISTRY) if models is None else list(models)
+    unknown = [m for m in names if m not in REGISTRY]
+    if unknown:
+        raise ValueError(f"unknown model(s) {unknown}; registered: {list(REGISTRY)}")
+    n = int(n)
+    n_test = data.DIGITS_SPLIT_SIZES["test"]
+    if not (2 * metrics.FEATURE_DIM < n <= n_test):
+        raise ValueError(f"n must be in ({2 * metrics.FEATURE_DIM}, {n_test}] (the test split size), got {n}")
+    device = torch.device(device) if device is not None else runtime.get_device()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    kid_subset_size = min(metrics.KID_SUBSET_SIZE, n)
+    qkw = dict(k=3, kid_subsets=metrics.KID_SUBSETS, kid_subset_size=kid_subset_size)
+
+    t0 = time.perf_counter()
+    clf = metrics.get_digits_classifier(seed=seed)
+    classifier_info = {"version": metrics.CLASSIFIER_VERSION, "feature_dim": metrics.FEATURE_DIM,
+                       "accuracy": dict(clf.accuracy), "seconds": time.perf_counter() - t0}
+
+    floors, fid_curves = {}, {}
+    for space, binarize in (("grayscale", False), ("binarized", True)):
+        floors[space] = _metrics_only(metrics.real_data_floor(n=n, seed=seed, binarize=binarize,
+                                                              classifier=clf, **qkw))
+        fid_curves[space] = metrics.fid_vs_sample_size(ns=sorted({50, 100, n, 500}), seed=seed,
+                                                       binarize=binarize, classifier=clf)
+
+    results = {
+        "schema_version": SCHEMA_VERSION,
+        "coursekit_version": __version__,
+        "torch_version": torch.__version__,
+        "python_version": platform.python_version(),
+        "platform": platform.platform(),
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+        "profile": profile,
+        "seed": int(seed),
+        "n": n,
+        "k": qkw["k"],
+        "kid_subsets": qkw["kid_subsets"],
+        "kid_subset_size": kid_subset_size,
+        "started_at": started_at,
+        "classifier": classifier_info,
+        "floor": floors,
+        "fid_vs_n": fid_curves,
+        "models": {},
+    }
+
+    for name in names:
+        recipe = REGISTRY[name]
+        runtime.seed_everything(seed)
+        ctx = BenchContext(profile=profile, seed=seed, device=device, n_samples=n, progress=progress)
+        trained = recipe.run(ctx)
+        x_real, _ = data.load_digits("test", binarize=recipe.binarize)
+        x_real = x_real[:n]
+        sets = {}
+        for set_name, samples in trained.samples.items():
+            samples = samples.detach().to("cpu", torch.float32).reshape(samples.shape[0], -1)
+            fname = f"{name}_{set_name}.npy"
+            np.save(out / fname, samples.numpy())
+            q = metrics.sample_quality(x_real, samples, classifier=clf, seed=seed, **qkw)
+            sets[set_name] = {**_metrics_only(q), "file": fname}
+        headline = next(iter(sets))
+        n_params = sum(p.numel() for p in trained.model.parameters())
+        entry = {
+            "chapter": recipe.chapter,
+            "description": recipe.description,
+            "profile": profile,
+            "binarize": recipe.binarize,
+            "floor": "binarized" if recipe.binarize else "grayscale",
+            "parameters": int(n_params),
+            "steps": int(trained.steps),
+            "train_seconds": float(trained.train_seconds),
+            "steps_per_second": float(trained.steps / trained.train_seconds) if trained.train_seconds > 0 else None,
+            "likelihood": {k: (v if isinstance(v, int) else _json_float(v)) for k, v in trained.likelihood.items()},
+            **{k: sets[headline][k] for k in METRIC_KEYS},
+            "headline_samples": headline,
+            "samples_file": sets[headline]["file"],
+            "sample_sets": sets,
+            "notes": trained.notes,
+        }
+        results["models"][name] = entry
+
+    results["total_seconds"] = time.perf_counter() - t_start
+    with open(out / "results.json", "w") as fh:
+        json.dump(results, fh, indent=2)
+    if verbose:
+        print(format_table(results))
+        print(f"\nwrote {out / 'results.json'} in {results['total_seconds']:.1f} s")
+    return results
+
+
+def _fmt(v, spec):
+    return "-" if v is None else format(v, spec)
+
+
+def format_table(results: dict) -> str:
+    """A plain-text table of ``results`` (as returned by :func:`run_bench`): one row per model sample set
+    and one per real-data floor, then the training numbers and FID against n."""
+    n = results["n"]
+    head = (f"{'':34s} {'FID':>7s} {'KIDx1e3':>13s} {'prec':>5s} {'rec':>5s} {'dens':>5s} {'cov':>5s} "
+            f"{'IS':>5s}")
+    lines = [f"coursekit bench | profile={results['profile']} | device={results['device']} | n={n} | "
+             f"k={results['k']} | classifier test acc {results['classifier']['accuracy']['test']:.3f} "
+             f"(binarised {results['classifier']['accuracy']['test_binarized']:.3f})", "", head,
+             "-" * len(head)]
+
+    def row(label, m):
+        kid = "-" if m["kid_mean"] is None else f"{1e3 * m['kid_mean']:6.1f}+-{1e3 * m['kid_std']:<5.1f}"
+        return (f"{label:34s} {_fmt(m['fid'], '7.3f')} {kid:>13s} {_fmt(m['precision'], '5.2f')} "
+                f"{_fmt(m['recall'], '5.2f')} {_fmt(m['density'], '5.2f')} {_fmt(m['coverage'], '5.2f')} "
+                f"{_fmt(m['is_mean'], '5.2f')}")
+
+    for space in ("grayscale", "binarized"):
+        lines.append(row(f"real-data floor ({space})", results["floor"][space]))
+    for name, m in results["models"].items():
+        for set_name, s in m["sample_sets"].items():
+            lines.append(row(f"{name} [{set_name}] vs {m['floor']} test", s))
+    lines += ["", f"{'model':10s} {'params':>9s} {'steps':>6s} {'train s':>8s} {'steps/s':>8s} "
+              f"{'test NLL nats (ELBO / IWAE)':>28s} {'bits/dim (IWAE)':>16s}"]
+    for name, m in results["models"].items():
+        lik = m["likelihood"]
+        nll = (f"{-lik['test_elbo_nats']:.2f} / {-lik['test_iwae_nats']:.2f}"
+               if "test_elbo_nats" in lik else "-")
+        bpd = _fmt(lik.get("test_nll_bits_per_dim_iwae"), ".4f")
+        lines.append(f"{name:10s} {m['parameters']:9,d} {m['steps']:6d} {m['train_seconds']:8.1f} "
+                     f"{_fmt(m['steps_per_second'], '8.1f')} {nll:>28s} {bpd:>16s}")
+    lines += ["", "FID between real train and held-out digits vs sample size n (mean over repeats):"]
+    for space, rows in results["fid_vs_n"].items():
+        lines.append(f"  {space:10s} " + "  ".join(f"n={r['n']}: {r['fid_mean']:.3f}" for r in rows))
+    return "\n".join(lines)
+
+
+def main(argv=None) -> dict:
+    """Command line: ``python -m coursekit.bench [--profile cpu] [--out _build/bench] [--models vae ...]``."""
+    parser = argparse.ArgumentParser(prog="python -m coursekit.bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--profile", default="cpu", choices=runtime.PROFILES, help="run profile (default cpu)")
+    parser.add_argument("--out", default="_build/bench", help="output directory (default _build/bench)")
+    parser.add_argument("--models", nargs="+", default=None, choices=list(REGISTRY),
+                        help="models to run (default: all)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--n", type=int, default=metrics.COURSE_SAMPLE_SIZE,
+                        help="sample size of every metric (default %(default)s, the test split)")
+    parser.add_argument("--device", default=None, help="training device (default: CUDA, MPS, else CPU)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads (default 1; 0 keeps torch's default)")
+    parser.add_argument("--no-progress", action="store_true", help="hide the training progress bars")
+    args = parser.parse_args(argv)
+    return run_bench(args.profile, args.out, models=args.models, seed=args.seed, n=args.n, device=args.device,
+                     threads=args.threads or None, progress=not args.no_progress)
+
+
+if __name__ == "__main__":  # pragma: no cover - exercised by `make bench`
+    main(sys.argv[1:])

@@ -1,0 +1,101 @@
+"""`make bench` runs unchanged under the smoke profile: check the JSON schema and the files it writes."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from coursekit import bench, metrics
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("COURSEKIT_CACHE_DIR", str(tmp_path_factory.mktemp("ckcache")))
+        threads = torch.get_num_threads()
+        returned = bench.main(["--profile", "smoke", "--out", str(out), "--no-progress"])
+        assert torch.get_num_threads() == threads  # restored
+    return out, returned
+
+
+def _finite(v):
+    return isinstance(v, float) and math.isfinite(v)
+
+
+def test_results_json_schema(smoke_run):
+    out, returned = smoke_run
+    results = json.loads((out / "results.json").read_text())
+    assert results == json.loads(json.dumps(returned))  # the file holds what run_bench returned
+    assert results["schema_version"] == bench.SCHEMA_VERSION
+    assert results["profile"] == "smoke" and results["n"] == metrics.COURSE_SAMPLE_SIZE == 250
+    for key in ("coursekit_version", "torch_version", "device", "threads", "seed", "k", "kid_subsets",
+                "kid_subset_size", "started_at", "total_seconds"):
+        assert key in results, key
+    acc = results["classifier"]["accuracy"]
+    assert set(acc) == {"val", "test", "val_binarized", "test_binarized"} and acc["test"] >= 0.95
+
+    for space in ("grayscale", "binarized"):
+        floor = results["floor"][space]
+        assert set(floor) == set(bench.METRIC_KEYS)
+        assert all(_finite(floor[k]) for k in bench.METRIC_KEYS), floor
+        curve = results["fid_vs_n"][space]
+        assert [r["n"] for r in curve] == sorted(r["n"] for r in curve)
+        assert curve[0]["fid_mean"] > curve[-1]["fid_mean"]  # FID's small-sample bias
+
+    assert set(results["models"]) == set(bench.REGISTRY) and "vae" in results["models"]
+    for name, m in results["models"].items():
+        assert m["profile"] == "smoke" and m["floor"] in results["floor"]
+        assert isinstance(m["parameters"], int) and m["parameters"] > 0
+        assert isinstance(m["steps"], int) and m["steps"] > 0
+        assert _finite(m["train_seconds"]) and m["train_seconds"] > 0
+        assert m["steps_per_second"] == pytest.approx(m["steps"] / m["train_seconds"])
+        for key in bench.METRIC_KEYS:
+            assert _finite(m[key]), (name, key)
+            assert m[key] == m["sample_sets"][m["headline_samples"]][key]
+        assert 0 <= m["precision"] <= 1 and 0 <= m["recall"] <= 1 and 0 <= m["coverage"] <= 1
+        assert m["fid"] >= 0 and 1 <= m["is_mean"] <= 10
+
+    vae = results["models"]["vae"]
+    lik = vae["likelihood"]
+    for key in ("test_elbo_nats", "test_iwae_nats", "test_nll_bits_per_dim_elbo", "test_nll_bits_per_dim_iwae"):
+        assert _finite(lik[key]), key
+    assert lik["test_elbo_nats"] < 0  # a log-likelihood bound of binary data
+    assert lik["test_nll_bits_per_dim_iwae"] == pytest.approx(-lik["test_iwae_nats"] / (64 * math.log(2)))
+    assert vae["parameters"] == sum(p.numel() for p in __import__("coursekit").vae.VAE().parameters())
+    assert vae["steps"] == 60  # the chapter's smoke budget
+
+
+def test_sample_files(smoke_run):
+    out, results = smoke_run
+    for name, m in results["models"].items():
+        assert m["samples_file"] == m["sample_sets"][m["headline_samples"]]["file"]
+        for set_name, s in m["sample_sets"].items():
+            x = np.load(out / s["file"])
+            assert x.shape == (results["n"], 64) and x.dtype == np.float32, (name, set_name)
+            assert np.isfinite(x).all() and x.min() >= 0 and x.max() <= 1
+    binary = np.load(out / results["models"]["vae"]["sample_sets"]["binary"]["file"])
+    assert set(np.unique(binary)) <= {0.0, 1.0}
+
+
+def test_table_lists_models_and_floor(smoke_run, capsys):
+    _, results = smoke_run
+    table = bench.format_table(results)
+    assert "real-data floor (binarized)" in table and "real-data floor (grayscale)" in table
+    assert "vae [mean]" in table and "FID" in table and "bits/dim" in table
+
+
+def test_registry_and_errors(tmp_path):
+    assert list(bench.REGISTRY)[0] == "vae"
+    with pytest.raises(ValueError, match="already registered"):
+        bench.register(bench.REGISTRY["vae"])
+    with pytest.raises(ValueError, match="unknown model"):
+        bench.run_bench("smoke", tmp_path, models=["nope"])
+    with pytest.raises(ValueError, match="profile"):
+        bench.run_bench("laptop", tmp_path)
+    with pytest.raises(ValueError, match="n must be"):
+        bench.run_bench("smoke", tmp_path, n=400)
+    with pytest.raises(SystemExit):
+        bench.main(["--profile", "laptop"])
