@@ -38,6 +38,7 @@ from ._validate import (
     check_tensor,
 )
 from .divergences import gaussian_kl
+from .nets import MLP
 
 __all__ = [
     "reparameterise",
@@ -85,6 +86,15 @@ def _check_log_weights(name: str, log_w: torch.Tensor) -> None:
         raise ValueError(f"{name} must not contain NaN or +inf (got shape {tuple(log_w.shape)})")
 
 
+def _randn(shape, generator, dtype, device) -> torch.Tensor:
+    """Standard normal noise on ``device``; drawn on the generator's own device if that differs
+    (e.g. a CPU ``torch.Generator`` with a CUDA model), so results only depend on the seed."""
+    device = torch.device(device)
+    if generator is not None and generator.device.type != device.type:
+        return torch.randn(shape, generator=generator, dtype=dtype, device=generator.device).to(device)
+    return torch.randn(shape, generator=generator, dtype=dtype, device=device)
+
+
 def _std_normal_log_prob(z: torch.Tensor) -> torch.Tensor:
     """log N(z; 0, I) summed over the last dim."""
     return -0.5 * (z.pow(2) + _LOG_2PI).sum(-1)
@@ -123,7 +133,7 @@ def reparameterise(
     _check_float("logvar", logvar)
     shape = check_broadcastable(mu=mu, logvar=logvar)
     if eps is None:
-        eps = torch.randn(shape, generator=generator, dtype=mu.dtype, device=mu.device)
+        eps = _randn(shape, generator, mu.dtype, mu.device)
     else:
         _check_float("eps", eps)
         check_broadcastable(mu=mu, logvar=logvar, eps=eps)
@@ -210,24 +220,14 @@ def iwae_from_log_weights(log_w: torch.Tensor) -> torch.Tensor:
 
 
 # --------------------------------------------------------------------------- the VAE
-def _mlp(in_dim: int, out_dim: int, hidden: tuple[int, ...]) -> nn.Sequential:
-    layers: list[nn.Module] = []
-    d = in_dim
-    for h in hidden:
-        layers += [nn.Linear(d, h), nn.SiLU()]
-        d = h
-    layers.append(nn.Linear(d, out_dim))
-    return nn.Sequential(*layers)
-
-
 class VAE(nn.Module):
     r"""VAE with a diagonal-Gaussian encoder and a Bernoulli decoder (Kingma & Welling 2014, appendix C).
 
     * prior :math:`p(z) = \mathcal N(0, I_d)`
     * encoder :math:`q_\phi(z|x) = \mathcal N(\mu_\phi(x), \mathrm{diag}\exp(\log\sigma^2_\phi(x)))`:
-      an MLP ``data_dim -> hidden -> 2*latent_dim`` split into (mu, logvar)
+      a :class:`coursekit.nets.MLP` ``data_dim -> hidden -> 2*latent_dim`` split into (mu, logvar)
     * decoder :math:`p_\theta(x|z) = \prod_j \mathrm{Bernoulli}(x_j; \mathrm{sigmoid}(\ell_\theta(z)_j))`:
-      an MLP ``latent_dim -> hidden -> data_dim`` giving logits (for binarised pixels).
+      a :class:`coursekit.nets.MLP` ``latent_dim -> hidden -> data_dim`` giving logits (for binarised pixels).
 
     Args:
         data_dim: number of pixels D (64 for 8x8 digits).
@@ -247,8 +247,8 @@ class VAE(nn.Module):
         self.latent_dim = check_positive_int("latent_dim", latent_dim)
         hidden = tuple(check_positive_int("hidden[i]", h) for h in hidden)
         self.hidden = hidden
-        self.encoder = _mlp(self.data_dim, 2 * self.latent_dim, hidden)
-        self.decoder = _mlp(self.latent_dim, self.data_dim, hidden)
+        self.encoder = MLP(self.data_dim, 2 * self.latent_dim, hidden)
+        self.decoder = MLP(self.latent_dim, self.data_dim, hidden)
 
     def _flat(self, x: torch.Tensor) -> torch.Tensor:
         check_tensor("x", x)
@@ -285,7 +285,7 @@ class VAE(nn.Module):
         """
         n = check_positive_int("n", n)
         p = next(self.parameters())
-        z = torch.randn(n, self.latent_dim, generator=generator, dtype=p.dtype, device=p.device)
+        z = _randn((n, self.latent_dim), generator, p.dtype, p.device)
         return torch.sigmoid(self.decode(z))
 
 
@@ -331,7 +331,7 @@ def elbo(
     check_probability("x", x)
     mu, logvar = model.encode(x)
     kl = gaussian_kl(mu, logvar)
-    eps = torch.randn((n_samples,) + tuple(mu.shape), generator=generator, dtype=mu.dtype, device=mu.device)
+    eps = _randn((n_samples,) + tuple(mu.shape), generator, mu.dtype, mu.device)
     z = reparameterise(mu, logvar, eps)  # (S, N, d)
     logits = model.decode(z)  # (S, N, D)
     rec = bernoulli_log_likelihood(logits, x).mean(0)
@@ -399,7 +399,7 @@ def iwae_bound(
     for start in range(0, x.shape[0], batch_size):
         xb = x[start : start + batch_size]
         mu, logvar = model.encode(xb)
-        eps = torch.randn((k,) + tuple(mu.shape), generator=generator, dtype=mu.dtype, device=mu.device)
+        eps = _randn((k,) + tuple(mu.shape), generator, mu.dtype, mu.device)
         z = reparameterise(mu, logvar, eps)  # (k, n, d)
         log_px_z = bernoulli_log_likelihood(model.decode(z), xb)  # (k, n)
         log_pz_minus_log_qz = -0.5 * (z.pow(2) - eps.pow(2) - logvar).sum(-1)  # (k, n)
@@ -596,7 +596,7 @@ class LinearGaussianModel:
         x64 = self._x(x)
         m = self._latent("q_mu", q_mu, n)
         lv = self._latent("q_logvar", q_logvar, n)
-        eps = torch.randn((k, n, self.latent_dim), generator=generator, dtype=torch.float64, device=x.device)
+        eps = _randn((k, n, self.latent_dim), generator, torch.float64, x.device)
         z = m + torch.exp(0.5 * lv) * eps
         log_q = -0.5 * (eps.pow(2) + lv + _LOG_2PI).sum(-1)
         log_w = self.log_joint(x64, z) - log_q
@@ -606,8 +606,8 @@ class LinearGaussianModel:
         """Ancestral sample x = W z + b + sigma * eps, z ~ N(0, I): returns ``(n, D)`` in the dtype of W."""
         n = check_positive_int("n", n)
         W, b = self._params(self.W.device)
-        z = torch.randn(n, self.latent_dim, generator=generator, dtype=torch.float64, device=W.device)
-        noise = torch.randn(n, self.data_dim, generator=generator, dtype=torch.float64, device=W.device)
+        z = _randn((n, self.latent_dim), generator, torch.float64, W.device)
+        noise = _randn((n, self.data_dim), generator, torch.float64, W.device)
         return (z @ W.T + b + self.sigma * noise).to(self.dtype)
 
     @classmethod
@@ -698,7 +698,7 @@ def reparam_gradient_samples(
     mu_t = _scalar_param("mu", mu)
     sigma_t = _scalar_param("sigma", sigma, positive=True).to(mu_t.dtype)
     n = check_positive_int("n", n)
-    eps = torch.randn(n, generator=generator, dtype=mu_t.dtype, device=mu_t.device)
+    eps = _randn((n,), generator, mu_t.dtype, mu_t.device)
     with torch.enable_grad():
         mu_rep = mu_t.expand(n).clone().requires_grad_(True)  # one copy of mu per sample
         fz = _eval_f(f, mu_rep + sigma_t * eps)
@@ -737,7 +737,7 @@ def score_function_gradient_samples(
     sigma_t = _scalar_param("sigma", sigma, positive=True).to(mu_t.dtype)
     c = float(_scalar_param("baseline", baseline))
     n = check_positive_int("n", n)
-    eps = torch.randn(n, generator=generator, dtype=mu_t.dtype, device=mu_t.device)
+    eps = _randn((n,), generator, mu_t.dtype, mu_t.device)
     z = mu_t + sigma_t * eps
     with torch.no_grad():
         fz = _eval_f(f, z)

@@ -411,6 +411,12 @@ def test_vae_loss_and_training_decreases_loss(xbin):
     assert abs(float(loss.detach()) + metrics["elbo"]) < 1e-5  # beta = 1: loss is the negative ELBO
     loss.backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in m.parameters())
+    torch.manual_seed(5)
+    loss3, metrics3 = vae.vae_loss(m, xbin, beta=3.0)
+    # beta weights the KL in the loss only; the reported elbo stays the beta = 1 bound
+    want = -(metrics3["rec"] - 3.0 * metrics3["kl"])
+    assert abs(float(loss3.detach()) - want) < 1e-4
+    assert abs(metrics3["elbo"] - (metrics3["rec"] - metrics3["kl"])) < 1e-4
     opt = torch.optim.Adam(m.parameters(), lr=1e-2)
     first = None
     for _ in range(60):
@@ -512,3 +518,10 @@ def test_independent_bernoulli_hand_computation():
 def test_independent_bernoulli_bad_input(call, err, match):
     with pytest.raises(err, match=match):
         call()
+
+
+def test_cpu_generator_works_for_tensors_on_another_device():
+    # a CPU torch.Generator with a model on CUDA/MPS: noise is drawn on the CPU and moved
+    z = vae._randn((3, 2), _gen(0), torch.float32, "meta")
+    assert z.device.type == "meta" and z.shape == (3, 2)
+    torch.testing.assert_close(vae._randn((3, 2), _gen(0), torch.float32, "cpu"), torch.randn(3, 2, generator=_gen(0)))
