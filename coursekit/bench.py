@@ -84,7 +84,9 @@ class TrainedModel:
         model: the trained ``nn.Module`` (for the parameter count).
         steps: optimiser steps taken.
         train_seconds: wall-clock time of training (the ``fit`` call(s)), seconds.
-        samples: named sample sets, each float (n, 64) in [0, 1]; the first is the model's headline set.
+        samples: named sample sets, each float (n, 64) in [0, 1]; the first is the model's headline set
+            and should live in the space the model is trained and compared in (binary draws for a
+            Bernoulli model, see :attr:`Recipe.binarize`).
         likelihood: held-out likelihood numbers (python floats), or empty for models without one.
         notes: free-text remarks stored in the JSON (e.g. what the sample sets are).
     """
@@ -188,7 +190,7 @@ def _vae_recipe(ctx: BenchContext) -> TrainedModel:
         model=model,
         steps=int(steps_done),
         train_seconds=train_seconds,
-        samples={"mean": means, "binary": draws},
+        samples={"binary": draws, "mean": means},
         likelihood={
             "test_elbo_nats": test_elbo,
             "test_iwae_nats": test_iwae,
@@ -198,10 +200,11 @@ def _vae_recipe(ctx: BenchContext) -> TrainedModel:
             "iwae_k": int(iwae_k),
             "best_val_elbo_nats": float(best["elbo"]),
         },
-        notes="'mean': decoder Bernoulli means of z ~ N(0, I) (what the chapter shows); "
-              "'binary': one Bernoulli draw per pixel of those means (the model's actual samples, in the "
-              "binarised space it was trained on). ELBO/IWAE: nats per image on the 250 test digits; "
-              "bits/dim of the NLL bound (binary pixels: no dequantisation term).",
+        notes="'binary' (headline): x ~ Bernoulli(decoder(z)), z ~ N(0, I), the model's actual samples, in "
+              "the binarised space it was trained on and is compared in; 'mean': the decoder's Bernoulli "
+              "means of the same z (the images the chapter shows; grey values never occur in binarised "
+              "data, which FID/KID penalise). ELBO/IWAE: nats per image on the 250 test digits; bits/dim "
+              "of the NLL bound (binary pixels: no dequantisation term).",
     )
 
 

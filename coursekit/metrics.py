@@ -18,6 +18,15 @@ The feature extractor
     therefore *not* comparable with published ImageNet-feature FIDs, only with each other and with the
     real-data floor (:func:`real_data_floor`) computed in the same feature space at the same sample size.
 
+Which real data, and how many
+    Samples are compared with real data in the space the model was trained in: the chapter 04 VAE models
+    *binarised* digits, so its samples (binary draws x ~ Bernoulli(decoder(z))) are compared with the
+    binarised test split and read against the binarised floor (``binarize=True``); a model of grey-scale
+    intensities uses ``binarize=False``. The classifier is trained on grey-scale and binarised digits
+    together, so its features mean something in both spaces and for Bernoulli means in between. Every
+    number uses n = :data:`COURSE_SAMPLE_SIZE` = 250 samples, the size of the held-out test split, because
+    FID depends strongly on n (:func:`fid_vs_sample_size`).
+
 Every metric accepts numpy arrays or torch tensors (any device), computes in float64 on the CPU and
 returns python floats. Bad input (wrong rank, mismatched feature sizes, NaN/Inf, too few samples for the
 estimate to mean anything) raises ``ValueError``/``TypeError`` saying what was expected.
@@ -910,7 +919,7 @@ def real_data_floor(n: int = COURSE_SAMPLE_SIZE, seed: int = 0, *, binarize: boo
     its floor is the binarised one).
 
     Args:
-        n: sample size, 2 * :data:`FEATURE_DIM` < n <= 250 (the test split size). seed: subset seed.
+        n: sample size, :data:`FEATURE_DIM` < n <= 250 (the test split size). seed: subset seed.
         binarize: threshold both sets at 0.5. reference_split: ``"train"`` or ``"val"``.
         classifier: feature extractor (default :func:`get_digits_classifier` ``()``).
         **kwargs: passed to :func:`sample_quality` (``k``, ``kid_subsets``, ``kid_subset_size``, ...).
