@@ -43,7 +43,7 @@ book: $(BOOK_STAMP)
 	  mkdir -p _build; \
 	  if [ "$$(cat _build/.profile 2>/dev/null)" != "$$active" ]; then rm -rf _build/.jupyter_cache; fi; \
 	  echo "$$active" > _build/.profile; \
-	  COURSEKIT_PROFILE=$$active MPLBACKEND=Agg $(VENV)/bin/jupyter-book build . -W -n --keep-going
+	  COURSEKIT_PROFILE=$$active $(VENV)/bin/jupyter-book build . -W -n --keep-going
 	@echo "Book written to _build/html/index.html"
 
 test: $(TEST_STAMP)

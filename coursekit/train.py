@@ -461,4 +461,9 @@ def fit(
     finally:
         bar.close()
         model.train(was_training)
+    if progress and step > start_step:
+        # A plain line as well as the bar: the rendered book shows printed text but not the widget bar.
+        elapsed = time.perf_counter() - t0
+        print(f"{desc}: {step - start_step} steps in {elapsed:.1f} s ({(step - start_step) / elapsed:.0f} steps/s), "
+              f"final loss {history.last('loss'):.4g}")
     return history
