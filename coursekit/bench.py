@@ -88,6 +88,7 @@ class TrainedModel:
             and should live in the space the model is trained and compared in (binary draws for a
             Bernoulli model, see :attr:`Recipe.binarize`).
         likelihood: held-out likelihood numbers (python floats), or empty for models without one.
+        config: the hyper-parameters used under this profile (JSON-serialisable).
         notes: free-text remarks stored in the JSON (e.g. what the sample sets are).
     """
 
@@ -96,6 +97,7 @@ class TrainedModel:
     train_seconds: float
     samples: dict[str, torch.Tensor]
     likelihood: dict[str, float] = field(default_factory=dict)
+    config: dict = field(default_factory=dict)
     notes: str = ""
 
 
@@ -138,17 +140,30 @@ def register(recipe: Recipe) -> Recipe:
 # ------------------------------------------------------------------------------------------------
 
 
+#: The chapter 04 recipe, kept identical to notebooks/04_vae.ipynb (the cells "Train a VAE with beta = 1"
+#: and "Held-out evaluation"); tests/test_bench.py reads the notebook and fails if the two drift apart.
+#: Each value is either a constant or a per-profile dict for :func:`coursekit.runtime.budget`.
+VAE_RECIPE = {
+    "LATENT_DIM": 8,
+    "HIDDEN": {"smoke": (64, 64), "cpu": (128, 128), "gpu": (256, 256)},
+    "STEPS": {"smoke": 40, "cpu": 2000, "gpu": 6000},
+    "EVAL_EVERY": {"smoke": 20, "cpu": 100, "gpu": 250},
+    "BATCH_SIZE": 128,
+    "LR": {"smoke": 2e-3, "cpu": 2e-3, "gpu": 1e-3},
+    "IWAE_K": {"smoke": 50, "cpu": 1000, "gpu": 5000},
+    "ELBO_SAMPLES": {"smoke": 10, "cpu": 100, "gpu": 100},
+}
+
+
 def _vae_recipe(ctx: BenchContext) -> TrainedModel:
     """Chapter 04: the beta = 1 VAE exactly as notebooks/04_vae.ipynb trains it (same architecture,
-    optimiser, budget, seed, and best-validation-ELBO checkpoint selection), then its test ELBO and IWAE
-    bound with the chapter's sample counts, and ``n`` samples from the prior."""
+    optimiser, budget, seed, and best-validation-ELBO checkpoint selection; :data:`VAE_RECIPE`), then its
+    test ELBO and IWAE bound with the chapter's sample counts, and ``n`` samples from the prior."""
     from . import train, vae
 
-    latent_dim, hidden, batch_size, lr = 8, (256, 256), 128, 1e-3
-    steps = ctx.budget(smoke=60, cpu=3000, gpu=20_000)
-    eval_every = ctx.budget(smoke=20, cpu=100, gpu=500)
-    iwae_k = ctx.budget(smoke=50, cpu=1000, gpu=5000)
-    elbo_samples = ctx.budget(smoke=10, cpu=100, gpu=100)
+    r = {k: ctx.budget(**v) if isinstance(v, dict) else v for k, v in VAE_RECIPE.items()}
+    latent_dim, hidden, batch_size, lr = r["LATENT_DIM"], r["HIDDEN"], r["BATCH_SIZE"], r["LR"]
+    steps, eval_every, iwae_k, elbo_samples = r["STEPS"], r["EVAL_EVERY"], r["IWAE_K"], r["ELBO_SAMPLES"]
     dev = ctx.device
     x_train, _ = data.load_digits("train", binarize=True, device=dev)
     x_val, _ = data.load_digits("val", binarize=True, device=dev)
@@ -200,6 +215,7 @@ def _vae_recipe(ctx: BenchContext) -> TrainedModel:
             "iwae_k": int(iwae_k),
             "best_val_elbo_nats": float(best["elbo"]),
         },
+        config={k.lower(): (list(v) if isinstance(v, tuple) else v) for k, v in r.items()},
         notes="'binary' (headline): x ~ Bernoulli(decoder(z)), z ~ N(0, I), the model's actual samples, in "
               "the binarised space it was trained on and is compared in; 'mean': the decoder's Bernoulli "
               "means of the same z (the images the chapter shows; grey values never occur in binarised "
@@ -208,7 +224,7 @@ def _vae_recipe(ctx: BenchContext) -> TrainedModel:
     )
 
 
-register(Recipe("vae", "04_vae", "VAE, Bernoulli decoder, latent 8, MLP (256, 256)", True, _vae_recipe))
+register(Recipe("vae", "04_vae", "VAE, Bernoulli decoder, latent 8, MLP encoder/decoder", True, _vae_recipe))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -254,7 +270,7 @@ def run_bench(profile: str = "cpu", out="_build/bench", *, models=None, seed: in
             floor: {grayscale: {metric: float, ...}, binarized: {...}}   # train vs test digits at n
             fid_vs_n: {grayscale: [{n, fid_mean, fid_std, kid_mean, kid_std}, ...], binarized: [...]},
             models: {name: {chapter, description, profile, binarize, floor ("binarized"|"grayscale"),
-                            parameters, steps, train_seconds, steps_per_second,
+                            parameters, steps, train_seconds, steps_per_second, config: {...},
                             likelihood: {...} (may be empty),
                             fid, kid_mean, kid_std, precision, recall, density, coverage, is_mean, is_std
                               (of the headline sample set),
@@ -352,6 +368,7 @@ def _run_bench(profile, out, models, seed, n, device, progress, verbose) -> dict
             "steps": int(trained.steps),
             "train_seconds": float(trained.train_seconds),
             "steps_per_second": float(trained.steps / trained.train_seconds) if trained.train_seconds > 0 else None,
+            "config": trained.config,
             "likelihood": {k: (v if isinstance(v, int) else _json_float(v)) for k, v in trained.likelihood.items()},
             **{k: sets[headline][k] for k in METRIC_KEYS},
             "headline_samples": headline,

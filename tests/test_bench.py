@@ -1,7 +1,9 @@
 """`make bench` runs unchanged under the smoke profile: check the JSON schema and the files it writes."""
 
+import ast
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -64,8 +66,10 @@ def test_results_json_schema(smoke_run):
         assert _finite(lik[key]), key
     assert lik["test_elbo_nats"] < 0  # a log-likelihood bound of binary data
     assert lik["test_nll_bits_per_dim_iwae"] == pytest.approx(-lik["test_iwae_nats"] / (64 * math.log(2)))
-    assert vae["parameters"] == sum(p.numel() for p in __import__("coursekit").vae.VAE().parameters())
-    assert vae["steps"] == 60  # the chapter's smoke budget
+    hidden = bench.VAE_RECIPE["HIDDEN"]["smoke"]
+    assert vae["parameters"] == sum(p.numel() for p in __import__("coursekit").vae.VAE(hidden=hidden).parameters())
+    assert vae["steps"] == bench.VAE_RECIPE["STEPS"]["smoke"]  # the chapter's smoke budget
+    assert vae["config"]["hidden"] == list(bench.VAE_RECIPE["HIDDEN"]["smoke"])
 
 
 def test_sample_files(smoke_run):
@@ -99,3 +103,38 @@ def test_registry_and_errors(tmp_path):
         bench.run_bench("smoke", tmp_path, n=400)
     with pytest.raises(SystemExit):
         bench.main(["--profile", "laptop"])
+
+
+def _notebook_assignments(path: Path, names) -> dict:
+    """First value assigned to each of ``names`` in the notebook's code cells: a literal, or the keyword
+    dict of a ``ck.runtime.budget(smoke=..., cpu=..., gpu=...)`` call."""
+    found = {}
+    for cell in json.loads(path.read_text())["cells"]:
+        if cell["cell_type"] != "code":
+            continue
+        lines = "".join(cell["source"]).splitlines()
+        code = "\n".join(  # IPython magics (%pip, !cmd) -> pass, keeping the indentation
+            line[: len(line) - len(line.lstrip())] + "pass" if line.lstrip().startswith(("%", "!")) else line
+            for line in lines
+        )
+        for node in ast.walk(ast.parse(code)):
+            if not (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)):
+                continue
+            name = node.targets[0].id
+            if name not in names or name in found:
+                continue
+            value = node.value
+            if isinstance(value, ast.Call) and ast.unparse(value.func).endswith("budget"):
+                found[name] = {kw.arg: ast.literal_eval(kw.value) for kw in value.keywords}
+            else:
+                found[name] = ast.literal_eval(value)
+    return found
+
+
+def test_vae_recipe_matches_chapter_04():
+    """The bench must train the VAE exactly as the chapter does, so its numbers are the chapter's."""
+    notebook = Path(__file__).resolve().parents[1] / "notebooks" / "04_vae.ipynb"
+    if not notebook.exists():
+        pytest.skip("notebooks/04_vae.ipynb not present")
+    found = _notebook_assignments(notebook, set(bench.VAE_RECIPE))
+    assert found == bench.VAE_RECIPE, "update coursekit.bench.VAE_RECIPE to the budgets of notebooks/04_vae.ipynb"
