@@ -62,6 +62,8 @@ __all__ = [
     "density_coverage",
     "prdc",
     # the domain classifier
+    "CLASSIFIER_VERSION",
+    "FEATURE_DIM",
     "DigitsClassifier",
     "get_digits_classifier",
     "features",
