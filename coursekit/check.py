@@ -25,7 +25,8 @@ import torch
 
 from .divergences import gaussian_kl
 
-__all__ = ["kl_std_normal", "reparameterise", "iwae_from_log_weights"]
+__all__ = ["kl_std_normal", "reparameterise", "iwae_from_log_weights", "q_sample", "posterior_mean_variance",
+           "ddim_step"]
 
 
 # --------------------------------------------------------------------------- machinery
@@ -552,3 +553,360 @@ def score_jacobian_trace(fn: Callable, *, seed: int | None = None) -> None:
                  "torch.autograd.grad(..., create_graph=True) and do not detach.")
     ctx.passed("exact per-example trace (linear score gives tr W; a tanh network matches explicit Jacobians), "
                "differentiable in the parameters")
+
+
+# =========================================================================== chapter 05: normalizing flows
+__all__ += ["coupling_forward", "coupling_inverse", "digits_bits_per_dim"]
+
+
+def _coupling_net(gen: torch.Generator, d: int):
+    """A fixed random network (x_masked (N, d) -> (s, t), each (N, d)) for the coupling checks, float64."""
+    w1 = torch.randn(d, 16, generator=gen, dtype=torch.float64) / math.sqrt(d)
+    w2 = torch.randn(16, 2 * d, generator=gen, dtype=torch.float64) * 0.4
+    b2 = torch.randn(2 * d, generator=gen, dtype=torch.float64) * 0.3
+
+    def net(x_masked):
+        h = torch.tanh(x_masked.to(torch.float64) @ w1) @ w2 + b2
+        s, t = h.chunk(2, dim=-1)
+        return s.to(x_masked.dtype), t.to(x_masked.dtype)
+
+    return net
+
+
+def _pair(out, what: str):
+    """Pack a student's ``(values, log_det)`` into one tensor (N, D + 1) for :meth:`_Ctx.call`."""
+    if not (isinstance(out, (tuple, list)) and len(out) == 2
+            and all(isinstance(o, torch.Tensor) for o in out)):
+        raise TypeError(f"return a tuple ({what}, log_det) of two tensors, got {type(out).__name__}")
+    y, ld = out
+    if y.ndim != 2 or ld.shape != (y.shape[0],):
+        raise TypeError(f"expected {what} of shape (N, D) and log_det of shape (N,), got {tuple(y.shape)} and "
+                        f"{tuple(ld.shape)} (sum the log-scales over the last dimension, one number per example)")
+    return torch.cat([y, ld.unsqueeze(-1).to(y.dtype)], dim=-1)
+
+
+def _coupling_setup(ctx, n, d):
+    mask = (torch.rand(d, generator=ctx.gen) < 0.5).double()
+    mask[0], mask[-1] = 1.0, 0.0  # at least one of each
+    mask = mask[torch.randperm(d, generator=ctx.gen)]
+    return ctx.randn(n, d, dtype=torch.float64), mask, _coupling_net(ctx.gen, d)
+
+
+def _coupling_ref(x, mask, net, inverse: bool):
+    s, t = net(x * mask)
+    s, t = s * (1 - mask), t * (1 - mask)
+    if inverse:
+        return x * mask + (1 - mask) * (x - t) * torch.exp(-s), -s.sum(-1), s, t
+    return x * mask + (1 - mask) * (x * torch.exp(s) + t), s.sum(-1), s, t
+
+
+def coupling_forward(fn: Callable, *, seed: int | None = None) -> None:
+    r"""Check ``fn(x, mask, net) -> (z, log_det)``, the RealNVP affine coupling (Dinh et al. 2017, eq. 6-9).
+
+    ``x`` (N, D), ``mask`` (D,) of 0/1 (1 = passed through), ``net(x * mask) -> (s, t)`` each (N, D).
+    Expected :math:`z = b \odot x + (1 - b) \odot (x \odot e^{s} + t)` and
+    ``log_det`` :math:`= \sum_i (1 - b_i) s_i`, shape (N,). Checks values (hints: log-det not masked,
+    masked half transformed, net fed the unmasked x, exp(-s) instead of exp(s)), and ``log_det`` against
+    ``torch.autograd.functional.jacobian`` of ``z``.
+
+    Raises:
+        AssertionError: with an explanation when a check fails or ``fn`` is a stub.
+    """
+    _check_coupling(fn, seed, inverse=False)
+
+
+def coupling_inverse(fn: Callable, *, seed: int | None = None) -> None:
+    r"""Check ``fn(z, mask, net) -> (x, log_det)``, the inverse of the affine coupling.
+
+    Expected :math:`x = b \odot z + (1 - b) \odot (z - t) \odot e^{-s}` with ``(s, t) = net(z * mask)`` (the
+    passed-through half is the same in z and x), and ``log_det`` :math:`= \log\lvert\det \partial x/\partial z
+    \rvert = -\sum_i (1 - b_i) s_i`. Checks values (hints: the sign of the log-det, shift and scale in
+    the wrong order, exp(s) instead of exp(-s)), that it inverts :func:`coupling_forward`'s formula, and
+    ``log_det`` against autograd.
+
+    Raises:
+        AssertionError: with an explanation when a check fails or ``fn`` is a stub.
+    """
+    _check_coupling(fn, seed, inverse=True)
+
+
+def _check_coupling(fn, seed, inverse: bool):
+    name = "coupling_inverse" if inverse else "coupling_forward"
+    ctx = _Ctx(name, fn, seed)
+    n, d = 5, 6
+    x, mask, net = _coupling_setup(ctx, n, d)
+    orig = ctx.fn
+    out_name = "x" if inverse else "z"
+    ctx.fn = lambda v: _pair(orig(v, mask, net), out_name)
+    out = ctx.call(x, what=" (plus mask and net)")
+    y, ld = out[:, :d].double(), out[:, d].double()
+    ref_y, ref_ld, s, t = _coupling_ref(x, mask, net, inverse)
+    free = 1 - mask
+    tol = dict(rtol=1e-5, atol=1e-6)
+    if not _close(y, ref_y, **tol):
+        s_all, t_all = net(x)  # the net fed the unmasked input
+        if inverse:
+            cands = {
+                "undo the shift before the scale: x = (z - t) * exp(-s) on the transformed half, not "
+                "z * exp(-s) - t.": x * mask + free * (x * torch.exp(-s) - t),
+                "the inverse divides by the scale: multiply by exp(-s), not exp(s).": x * mask + free * (x - t) * torch.exp(s),
+                "the passed-through half (mask = 1) must be copied unchanged: apply s and t only where mask = 0.":
+                    (x - net(x * mask)[1]) * torch.exp(-net(x * mask)[0]),
+            }
+        else:
+            cands = {
+                "the scale is exp(s), not exp(-s).": x * mask + free * (x * torch.exp(-s) + t),
+                "the passed-through half (mask = 1) must be copied unchanged: apply s and t only where mask = 0.":
+                    x * torch.exp(net(x * mask)[0]) + net(x * mask)[1],
+                "scale then shift: z = x * exp(s) + t, not (x + t) * exp(s).": x * mask + free * (x + t) * torch.exp(s),
+            }
+        cands["the network must see only the passed-through half: call net(x * mask), not net(x) (otherwise the "
+              "layer is not invertible and its Jacobian is not triangular)."] = (
+            x * mask + free * ((x - t_all) * torch.exp(-s_all) if inverse else x * torch.exp(s_all) + t_all))
+        hint = _diagnose(y, cands, **tol) or (
+            "expected x = mask*z + (1-mask)*(z - t)*exp(-s)" if inverse else "expected z = mask*x + (1-mask)*(x*exp(s) + t)")
+        ctx.fail(f"wrong {out_name}: {hint}\n  input row 0 = {_fmt(x[0])}, mask = {_fmt(mask)}\n"
+                 f"  expected {_fmt(ref_y[0])}, got {_fmt(y[0])}")
+    if not _close(ld, ref_ld, **tol):
+        s_full = net(x * mask)[0]
+        cands = {
+            ("the sign: log|det dx/dz| of the inverse is MINUS the sum of the log-scales, -sum((1-mask)*s)."
+             if inverse else "the sign: log|det dz/dx| = +sum((1-mask)*s), the log of the product of the scales exp(s_i)."):
+                -ref_ld,
+            "only the transformed half contributes: sum (1 - mask) * s, not all of s (the passed-through "
+            "half has Jacobian 1, log 1 = 0).": (-1 if inverse else 1) * s_full.sum(-1),
+            "the log-determinant is the sum of the log-scales s_i, not of the scales exp(s_i).":
+                (-1 if inverse else 1) * (free * torch.exp(s)).sum(-1),
+        }
+        hint = _diagnose(ld, cands, **tol) or "expected the sum over the transformed coordinates of the log-scale."
+        ctx.fail(f"wrong log_det: {hint}\n  expected {_fmt(ref_ld)}, got {_fmt(ld)}")
+
+    # log_det against the autograd Jacobian of the student's own map
+    jac_ld = []
+    for row in x:
+        jac = torch.autograd.functional.jacobian(lambda v: orig(v.unsqueeze(0), mask, net)[0].squeeze(0), row)
+        jac_ld.append(torch.linalg.slogdet(jac.double()).logabsdet)
+    if not _close(ld, torch.stack(jac_ld), rtol=1e-5, atol=1e-5):
+        ctx.fail(f"log_det does not match log|det J| of your map computed by autograd: {_fmt(torch.stack(jac_ld))} "
+                 f"vs your {_fmt(ld)}. Make {out_name} a differentiable torch function of the input.")
+    if inverse:  # round trip through the forward formula
+        z_fwd = _coupling_ref(x, mask, net, inverse=False)[0]
+        back = ctx.call(z_fwd, what=" (plus mask and net)")[:, :d].double()
+        if not _close(back, x, rtol=1e-5, atol=1e-6):
+            ctx.fail(f"inverse(forward(x)) != x: got {_fmt(back[0])} for x = {_fmt(x[0])}")
+    detail = ("x = mask*z + (1-mask)*(z-t)*exp(-s), log_det = -sum((1-mask)*s) = autograd's, inverts the forward map"
+              if inverse else "z = mask*x + (1-mask)*(x*exp(s)+t), log_det = sum((1-mask)*s) = autograd's log|det J|")
+    ctx.passed(detail)
+
+
+def digits_bits_per_dim(fn: Callable, *, seed: int | None = None) -> None:
+    r"""Check ``fn(nll_nats, dim) -> bits/dim`` of the 17-level digits from a continuous NLL on dequantised
+    data in [0, 1): ``(nll + dim * log 17) / (dim * ln 2)`` (Theis et al. 2016 sec. 3.1;
+    :func:`coursekit.flows.digits_bits_per_dim`).
+
+    ``nll_nats`` has shape (N,); the result has shape (N,). Hints: the dequantisation term missing, 16 or
+    256 levels instead of 17, nats instead of bits, per image instead of per dimension, the sign.
+
+    Raises:
+        AssertionError: with an explanation when a check fails or ``fn`` is a stub.
+    """
+    from .flows import digits_bits_per_dim as ref_fn
+
+    ctx = _Ctx("digits_bits_per_dim", fn, seed)
+    n = 6
+    d = int(ctx.uniform(16, 80, 1).round())
+    nll = ctx.uniform(-150.0, 40.0, n)
+    orig = ctx.fn
+    ctx.fn = lambda v: orig(v, d)
+    out = ctx.call(nll, what=f" and dim={d}")
+    if out.shape != (n,):
+        ctx.fail(f"expected one value per example, shape ({n},), got {tuple(out.shape)}")
+    nl = nll.double()
+    ref = ref_fn(nl, d)
+    ln2 = math.log(2)
+    tol = dict(rtol=1e-5, atol=1e-5)
+    if not _close(out, ref, **tol):
+        cands = {
+            "the dequantisation term is missing: add dim * log(17) nats (the volume 17^-dim of one bin) before "
+            "converting, i.e. + log2(17) bits/dim.": nl / (d * ln2),
+            "the digits have 17 levels (0..16), not 16: the bin width is 1/17.": (nl + d * math.log(16)) / (d * ln2),
+            "256 levels is for 8-bit images; the digits have 17 (0..16).": (nl + d * math.log(256)) / (d * ln2),
+            "the correction has the wrong sign: the discrete NLL is the continuous NLL PLUS dim * log(17).":
+                (nl - d * math.log(17)) / (d * ln2),
+            "these are nats per dimension: divide by ln 2 as well to get bits.": (nl + d * math.log(17)) / d,
+            "these are bits per image: divide by dim as well.": (nl + d * math.log(17)) / ln2,
+        }
+        hint = _diagnose(out, cands, **tol) or "expected (nll + dim * log 17) / (dim * ln 2)."
+        ctx.fail(f"wrong values: {hint}\n  e.g. nll = {float(nl[0]):.4f} nats, dim = {d}: expected "
+                 f"{float(ref[0]):.6f} bits/dim, got {float(out[0].detach()):.6f}")
+    zero = ctx.call(torch.zeros(2))
+    if not _close(zero, torch.full((2,), math.log2(17), dtype=torch.float64), **tol):
+        ctx.fail(f"a density uniform on [0, 1)^dim (NLL 0) must cost log2(17) = {math.log2(17):.4f} bits/dim, the "
+                 f"code length of 17 equally likely levels; got {_fmt(zero)}")
+    ctx.passed("(nll + dim log 17) / (dim ln 2); the uniform density gives log2(17) bits/dim")
+
+
+# =========================================================================== chapter 08: diffusion
+def _diffusion_inputs(ctx: _Ctx, n: int = 6):
+    """A random schedule (linear or cosine, random T) and random images / noise, float32."""
+    from . import diffusion as _d
+
+    T = int(torch.randint(20, 120, (), generator=ctx.gen))
+    name = ("linear", "cosine")[int(torch.randint(0, 2, (), generator=ctx.gen))]
+    abar = _d.alphas_cumprod_from_betas(_d.beta_schedule(name, T)).float()
+    x0 = ctx.uniform(-1.0, 1.0, n, 1, 8, 8)
+    noise = ctx.randn(n, 1, 8, 8)
+    return _d, T, name, abar, x0, noise
+
+
+def q_sample(fn: Callable, *, seed: int | None = None) -> None:
+    r"""Check ``fn(x0, t, noise, alphas_cumprod) -> sqrt(abar[t]) * x0 + sqrt(1 - abar[t]) * noise`` (Ho et al.
+    2020, eq. 4), with ``t`` an int64 tensor (N,) of 0-based indices and the images (N, 1, 8, 8).
+
+    Compares with :func:`coursekit.diffusion.q_sample` on a random schedule, with hints for a missing square
+    root, an off-by-one index and swapped coefficients; then checks the sample moments of many draws."""
+    ctx = _Ctx("q_sample", fn, seed)
+    _d, T, name, abar, x0, noise = _diffusion_inputs(ctx)
+    t = torch.randint(0, T, (x0.shape[0],), generator=ctx.gen)
+    t[0], t[1] = 0, T - 1
+    try:
+        out = ctx.call(x0, t, noise, abar)
+    except AssertionError as err:
+        if "must match the size" not in str(err):
+            raise
+        raise AssertionError(f"{err}\nHint: alphas_cumprod[t] has shape (N,); reshape it to (N, 1, 1, 1), e.g. "
+                             "alphas_cumprod[t].view(-1, 1, 1, 1), so that it scales each image.") from None
+    if out.shape != x0.shape:
+        ctx.fail(f"expected x_t with the shape of x0, {tuple(x0.shape)}, got {tuple(out.shape)}. abar[t] has shape "
+                 "(N,): reshape it to (N, 1, 1, 1) (e.g. abar[t].view(-1, 1, 1, 1)) so it broadcasts per image.")
+    ref = _d.q_sample(x0.double(), t, noise.double(), abar)
+    tol = dict(rtol=1e-4, atol=1e-5)
+    if not _close(out, ref, **tol):
+        a = abar.double()[t].view(-1, 1, 1, 1)
+        a_next = abar.double()[(t + 1).clamp(max=T - 1)].view(-1, 1, 1, 1)
+        a_prev = torch.cat([abar.double().new_ones(1), abar.double()])[t].view(-1, 1, 1, 1)
+        x, e = x0.double(), noise.double()
+        candidates = {
+            "the coefficients need square roots: x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps "
+            "(abar_t and 1 - abar_t are the VARIANCE-like factors).": a * x + (1 - a) * e,
+            "x0 and the noise have swapped coefficients: the signal is scaled by sqrt(abar_t).":
+                (1 - a).sqrt() * x + a.sqrt() * e,
+            "off by one: index t of alphas_cumprod is already the right step (0-based), use alphas_cumprod[t].":
+                a_next.sqrt() * x + (1 - a_next).sqrt() * e,
+            "off by one: use alphas_cumprod[t], not alphas_cumprod[t - 1].": a_prev.sqrt() * x + (1 - a_prev).sqrt() * e,
+            "the noise must be added (and scaled by sqrt(1 - abar_t)), not subtracted.": a.sqrt() * x - (1 - a).sqrt() * e,
+        }
+        hint = _diagnose(out, candidates, **tol) or "expected sqrt(abar[t]) * x0 + sqrt(1 - abar[t]) * noise per image."
+        i = _first_bad(out, ref, **tol)
+        ctx.fail(f"wrong values ({name} schedule, T = {T}): {hint}\n  image {i} at t = {int(t[i])}: expected first "
+                 f"pixels {_fmt(ref[i].reshape(-1)[:3])}, got {_fmt(out[i].reshape(-1)[:3])}")
+    # moments of many draws at one t: mean sqrt(abar) x0, variance 1 - abar
+    big, tt = 20000, int(T // 2)
+    xs = ctx.call(x0[:1].expand(big, 1, 8, 8).clone(), torch.full((big,), tt, dtype=torch.long),
+                  ctx.randn(big, 1, 8, 8), abar).detach().double()
+    a = float(abar[tt])
+    z_mean = (xs.mean(0) - a**0.5 * x0[0].double()).abs() / ((1 - a) / big) ** 0.5
+    if bool((z_mean > 5).any()):
+        ctx.fail("the mean of many samples at one t is not sqrt(abar_t) * x0.")
+    ctx.passed(f"matches sqrt(abar_t) x0 + sqrt(1 - abar_t) eps ({name} schedule, T = {T})")
+
+
+def posterior_mean_variance(fn: Callable, *, seed: int | None = None) -> None:
+    r"""Check ``fn(x0, xt, t, alphas_cumprod) -> (mean, variance)`` of :math:`q(x_{t-1} \mid x_t, x_0)` (Ho et al.
+    2020, eqs. 6-7) for 0-based ``t`` (int64 tensor (N,)) with every ``t >= 1``; ``variance`` may have shape
+    (N,), (N, 1, 1, 1) or the images' shape. Compares with
+    :func:`coursekit.diffusion.q_posterior_mean_variance`, with hints for swapped coefficients and
+    :math:`\beta_t` used as the variance."""
+    ctx = _Ctx("posterior_mean_variance", fn, seed)
+    _d, T, name, abar, x0, xt = _diffusion_inputs(ctx)
+    t = torch.randint(1, T, (x0.shape[0],), generator=ctx.gen)
+    t[0], t[1] = 1, T - 1
+    try:
+        mean, var = ctx.fn(x0, xt, t, abar)
+    except NotImplementedError:
+        raise AssertionError("posterior_mean_variance: not implemented yet. Replace `raise NotImplementedError` in "
+                             "your function with your code, run that cell, then run this check again.") from None
+    except (TypeError, ValueError) as err:
+        ctx.fail(f"calling your function or unpacking its result as (mean, variance) failed: {type(err).__name__}: {err}")
+    ref_mean, ref_var = _d.q_posterior_mean_variance(x0.double(), xt.double(), t, abar)
+    if not isinstance(mean, torch.Tensor) or mean.shape != x0.shape:
+        ctx.fail(f"the mean must be a tensor of the images' shape {tuple(x0.shape)}, got "
+                 f"{tuple(mean.shape) if isinstance(mean, torch.Tensor) else type(mean).__name__}")
+    if not isinstance(var, torch.Tensor):
+        var = torch.as_tensor(var)
+    try:
+        var_full = torch.broadcast_to(var.reshape(-1, 1, 1, 1) if var.shape == (x0.shape[0],) else var, x0.shape)
+    except RuntimeError:
+        ctx.fail(f"the variance has shape {tuple(var.shape)}: use (N,), (N, 1, 1, 1) or the images' shape.")
+    ab = abar.double()[t].view(-1, 1, 1, 1)
+    ap = abar.double()[t - 1].view(-1, 1, 1, 1)
+    beta = 1 - ab / ap
+    tol = dict(rtol=1e-4, atol=1e-5)
+    if not _close(var_full, ref_var.expand_as(x0), **tol):
+        cands = {"that is beta_t, the forward step's variance; the posterior's is "
+                 "beta_tilde = (1 - abar_{t-1}) / (1 - abar_t) * beta_t.": beta.expand_as(x0),
+                 "the ratio is inverted: beta_tilde = (1 - abar_{t-1}) / (1 - abar_t) * beta_t.":
+                     ((1 - ab) / (1 - ap) * beta).expand_as(x0),
+                 "beta_t is 1 - alpha_t with alpha_t = abar_t / abar_{t-1}, not 1 - abar_t.":
+                     ((1 - ap) / (1 - ab) * (1 - ab)).expand_as(x0)}
+        hint = _diagnose(var_full, cands, **tol) or "expected (1 - abar_{t-1}) / (1 - abar_t) * beta_t."
+        ctx.fail(f"wrong variance: {hint}\n  at t = {int(t[0])}: expected {float(ref_var[0]):.6g}, "
+                 f"got {float(var_full[0].reshape(-1)[0]):.6g}")
+    if not _close(mean, ref_mean, **tol):
+        alpha = ab / ap
+        c0 = ap.sqrt() * beta / (1 - ab)
+        ct = alpha.sqrt() * (1 - ap) / (1 - ab)
+        x, y = x0.double(), xt.double()
+        cands = {"the two coefficients are swapped: x0 gets sqrt(abar_{t-1}) beta_t / (1 - abar_t) and x_t gets "
+                 "sqrt(alpha_t) (1 - abar_{t-1}) / (1 - abar_t).": ct * x + c0 * y,
+                 "x_t's coefficient needs sqrt(alpha_t), not alpha_t.": c0 * x + alpha * (1 - ap) / (1 - ab) * y,
+                 "x0's coefficient needs sqrt(abar_{t-1}), not sqrt(abar_t).": ab.sqrt() * beta / (1 - ab) * x + ct * y}
+        hint = _diagnose(mean, cands, **tol) or ("expected sqrt(abar_{t-1}) beta_t / (1 - abar_t) * x0 + "
+                                                 "sqrt(alpha_t) (1 - abar_{t-1}) / (1 - abar_t) * x_t.")
+        ctx.fail(f"wrong mean: {hint}")
+    ctx.n_checks += 1
+    ctx.passed(f"mean and variance of q(x_(t-1) | x_t, x_0) correct ({name} schedule, T = {T})")
+
+
+def ddim_step(fn: Callable, *, seed: int | None = None) -> None:
+    r"""Check the deterministic DDIM step ``fn(eps, xt, t, t_prev, alphas_cumprod) -> x_{t_prev}`` (Song et al. 2021,
+    eq. 12 with :math:`\eta = 0`, no clipping): ``t`` and ``t_prev`` are python ints with ``t_prev < t`` and
+    ``t_prev = -1`` meaning the data (:math:`\bar\alpha = 1`). Compares with
+    :func:`coursekit.diffusion.ddim_step` ``(eta=0, clip=False)``."""
+    ctx = _Ctx("ddim_step", fn, seed)
+    _d, T, name, abar, eps, xt = _diffusion_inputs(ctx)
+    xt = 1.5 * xt
+    cases = [(T - 1, T // 2), (T // 2, T // 5), (3, -1), (T - 1, -1)]
+    for t, tp in cases:
+        try:
+            out = ctx.fn(eps.clone(), xt.clone(), t, tp, abar)
+        except NotImplementedError:
+            raise AssertionError("ddim_step: not implemented yet. Replace `raise NotImplementedError` in your "
+                                 "function with your code, run that cell, then run this check again.") from None
+        except Exception as err:
+            ctx.fail(f"your function raised {type(err).__name__}: {err} for t = {t}, t_prev = {tp}"
+                     + (" (t_prev = -1 means the data: use abar = 1 there)" if tp == -1 else ""))
+        ctx.n_checks += 1
+        if not isinstance(out, torch.Tensor) or out.shape != xt.shape:
+            ctx.fail(f"return a tensor of the images' shape {tuple(xt.shape)}")
+        ref = _d.ddim_step(eps.double(), xt.double(), t, tp, abar, eta=0.0, clip=False)
+        tol = dict(rtol=1e-4, atol=1e-4)
+        if not _close(out, ref, **tol):
+            a = float(abar[t])
+            ap = 1.0 if tp < 0 else float(abar[tp])
+            x0h = (xt.double() - (1 - a) ** 0.5 * eps.double()) / a**0.5
+            cands = {"x0_hat is (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t): divide by sqrt(abar_t).":
+                         ap**0.5 * (xt.double() - (1 - a) ** 0.5 * eps.double()) + (1 - ap) ** 0.5 * eps.double(),
+                     "the direction term is sqrt(1 - abar_{t_prev}) * eps (the noise level of the TARGET time).":
+                         ap**0.5 * x0h + (1 - a) ** 0.5 * eps.double(),
+                     "the signal term is sqrt(abar_{t_prev}) * x0_hat, at the target time.":
+                         a**0.5 * x0h + (1 - ap) ** 0.5 * eps.double()}
+            if tp == -1:
+                a_last = float(abar[-1])
+                cands["with t_prev = -1, alphas_cumprod[t_prev] is python's LAST entry (the noisiest time). "
+                      "t_prev = -1 means the data: use abar = 1 there, so the step returns x0_hat."] = (
+                    a_last**0.5 * x0h + (1 - a_last) ** 0.5 * eps.double())
+            hint = _diagnose(out, cands, **tol) or ("expected sqrt(abar_prev) * x0_hat + sqrt(1 - abar_prev) * eps with "
+                                                    "x0_hat = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t).")
+            ctx.fail(f"wrong values for t = {t}, t_prev = {tp}: {hint}")
+    ctx.passed(f"deterministic DDIM steps correct, including the last step to t_prev = -1 ({name}, T = {T})")
