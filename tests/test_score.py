@@ -456,3 +456,29 @@ def test_float32_default_and_no_input_mutation():
     out = S.annealed_langevin_sample(net, x, S.geometric_sigmas(1.0, 0.1, 3), 1e-3, 2)
     assert out.dtype == torch.float32 and torch.equal(x, keep) and not out.requires_grad
     assert S.hyvarinen_loss(lambda z: -z, x).dtype == torch.float32
+
+
+# ------------------------------------------------------------------------------------------------ bench
+def test_ncsn_bench_recipe_matches_chapter_09():
+    """`make bench` must train the digits NCSN exactly as the chapter does, so its numbers are the chapter's."""
+    from pathlib import Path
+
+    from coursekit import bench
+    from test_bench import _notebook_assignments
+
+    notebook = Path(__file__).resolve().parents[1] / "notebooks" / "09_score_matching.ipynb"
+    if not notebook.exists():
+        pytest.skip("notebooks/09_score_matching.ipynb not present")
+    found = _notebook_assignments(notebook, set(bench.NCSN_RECIPE))
+    assert found == bench.NCSN_RECIPE, "update coursekit.bench.NCSN_RECIPE to the budgets of notebooks/09_score_matching.ipynb"
+    assert "ncsn" in bench.REGISTRY and bench.REGISTRY["ncsn"].binarize is False
+
+
+def test_ncsn_bench_recipe_runs_under_smoke():
+    from coursekit import bench
+
+    ctx = bench.BenchContext(profile="smoke", seed=0, device=torch.device("cpu"), n_samples=40, progress=False)
+    out = bench.REGISTRY["ncsn"].run(ctx)
+    x = out.samples["clipped"]
+    assert x.shape == (40, 64) and x.min() >= 0 and x.max() <= 1 and torch.isfinite(x).all()
+    assert out.steps == bench.NCSN_RECIPE["DIGITS_STEPS"]["smoke"] and out.likelihood == {}
