@@ -227,6 +227,165 @@ def _vae_recipe(ctx: BenchContext) -> TrainedModel:
 register(Recipe("vae", "04_vae", "VAE, Bernoulli decoder, latent 8, MLP encoder/decoder", True, _vae_recipe))
 
 
+#: The chapter 05 recipe, kept identical to notebooks/05_flows.ipynb (the cell "Train RealNVP on the digits");
+#: tests/test_flows.py reads the notebook and fails if the two drift apart.
+FLOW_RECIPE = {
+    "N_COUPLINGS": 8,
+    "FLOW_HIDDEN": {"smoke": (32, 32), "cpu": (64, 64), "gpu": (64, 64)},
+    "FLOW_STEPS": {"smoke": 30, "cpu": 1200, "gpu": 3000},
+    "FLOW_EVAL_EVERY": {"smoke": 15, "cpu": 100, "gpu": 100},
+    "FLOW_BATCH_SIZE": 128,
+    "FLOW_LR": 1e-3,
+    "LOGIT_ALPHA": 0.05,
+    "EVAL_DRAWS": {"smoke": 2, "cpu": 10, "gpu": 20},
+}
+
+
+def _flow_recipe(ctx: BenchContext) -> TrainedModel:
+    """Chapter 05: RealNVP (checkerboard couplings, logit pre-processing) on uniformly dequantised grey-scale
+    digits, exactly as notebooks/05_flows.ipynb trains it (:data:`FLOW_RECIPE`, best validation NLL kept),
+    then the test bits/dim of the 17-level digits and ``n`` samples quantised back to the 17 levels."""
+    from . import flows, train
+
+    r = {k: ctx.budget(**v) if isinstance(v, dict) else v for k, v in FLOW_RECIPE.items()}
+    dev = ctx.device
+    x_train, _ = data.load_digits("train", device=dev)
+    x_val, _ = data.load_digits("val", device=dev)
+    x_test, _ = data.load_digits("test", device=dev)
+    dim = x_train.shape[1]
+
+    torch.manual_seed(ctx.seed)
+    model = flows.realnvp(dim, r["N_COUPLINGS"], r["FLOW_HIDDEN"], mask=flows.checkerboard_mask(8, 8), logit=True,
+                          alpha=r["LOGIT_ALPHA"]).to(dev)
+    optimiser = torch.optim.Adam(model.parameters(), lr=r["FLOW_LR"])
+    y_val = flows.dequantize_digits(x_val, generator=torch.Generator(device=dev).manual_seed(ctx.seed + 1))
+    best = {"nll": math.inf, "state": None}
+    steps = r["FLOW_STEPS"]
+
+    @torch.no_grad()
+    def on_step(step, m, history):
+        if step % r["FLOW_EVAL_EVERY"] == 0 or step == steps:
+            m.eval()
+            val = -m.log_prob(y_val).mean().item()
+            m.train()
+            if val < best["nll"]:
+                best["nll"], best["state"] = val, {k: v.detach().clone() for k, v in m.state_dict().items()}
+
+    t0 = time.perf_counter()
+    history = train.fit(model, optimiser, lambda m, b: flows.nll_loss(m, flows.dequantize_digits(b)), x_train,
+                        steps=steps, batch_size=r["FLOW_BATCH_SIZE"], seed=ctx.seed, desc="bench: RealNVP (ch. 05)",
+                        progress=ctx.progress, callback=on_step)
+    train_seconds = time.perf_counter() - t0
+    model.load_state_dict(best["state"])
+    model.eval()
+
+    gen = torch.Generator(device=dev).manual_seed(ctx.seed + 2)
+    nll = flows.dequantized_nll(model, x_test, draws=r["EVAL_DRAWS"], generator=gen).mean().item()
+    bpd = float(flows.digits_bits_per_dim(nll, dim))
+    gen = torch.Generator(device=dev).manual_seed(ctx.seed)
+    with torch.no_grad():
+        samples = flows.quantize_digits(model.sample(ctx.n_samples, generator=gen))
+    steps_done = int(history.steps[-1]) if history.steps else steps
+    return TrainedModel(
+        model=model,
+        steps=steps_done,
+        train_seconds=train_seconds,
+        samples={"levels": samples},
+        likelihood={
+            "test_nll_nats_dequantized": nll,
+            "test_nll_bits_per_dim": bpd,
+            "test_nll_nats": bpd * dim * math.log(2),
+            "eval_draws": int(r["EVAL_DRAWS"]),
+            "best_val_nll_nats_dequantized": float(best["nll"]),
+        },
+        config={k.lower(): (list(v) if isinstance(v, tuple) else v) for k, v in r.items()},
+        notes="'levels': y ~ flow, quantised to the bin floor(17 y) and shown as k/16, the 17-level grey-scale "
+              "space the model is trained in; compared with grey-scale test digits and the grey-scale floor. "
+              "Likelihood: continuous NLL of the dequantised test digits (mean over eval_draws noise draws), "
+              "bits/dim of the discrete 17-level data = nll / (64 ln 2) + log2 17 (an upper bound; "
+              "Theis et al. 2016); test_nll_nats is the same bound in nats per image.",
+    )
+
+
+register(Recipe("flow", "05_flows", "RealNVP, 8 affine couplings, dequantised grey-scale digits", False,
+                _flow_recipe))
+
+
+#: The chapter 08 recipe, kept identical to notebooks/08_diffusion.ipynb (the cells "Check 1" for T and the
+#: cell that trains the U-Net); tests/test_diffusion.py reads the notebook and fails if the two drift apart.
+DIFFUSION_RECIPE = {
+    "T": {"smoke": 50, "cpu": 200, "gpu": 500},
+    "SCHEDULE": "linear",
+    "CHANNELS": {"smoke": 16, "cpu": 16, "gpu": 32},
+    "STEPS": {"smoke": 30, "cpu": 1200, "gpu": 8000},
+    "BATCH_SIZE": {"smoke": 64, "cpu": 64, "gpu": 128},
+    "LR": 2e-3,
+    "WARMUP": 100,
+    "EMA_DECAY": {"smoke": 0.9, "cpu": 0.995, "gpu": 0.999},
+    "DDIM_STEPS": {"smoke": 10, "cpu": 50, "gpu": 100},
+}
+
+
+def _diffusion_recipe(ctx: BenchContext) -> TrainedModel:
+    """Chapter 08: a DDPM (epsilon prediction, L_simple, small U-Net, EMA of the weights) on grey-scale digits
+    scaled to [-1, 1], exactly as notebooks/08_diffusion.ipynb trains it (:data:`DIFFUSION_RECIPE`); ``n``
+    ancestral (DDPM, T steps) and ``n`` deterministic DDIM samples mapped back to [0, 1]; and the variational
+    bound on the test digits (17 pixel levels, discretised-Gaussian decoder)."""
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    from . import diffusion as dm
+    from . import nets, train
+
+    r = {k: ctx.budget(**v) if isinstance(v, dict) else v for k, v in DIFFUSION_RECIPE.items()}
+    dev = ctx.device
+    x_train = dm.to_model_space(data.load_digits("train", image_shape=True, device=dev)[0])
+    x_test = dm.to_model_space(data.load_digits("test", image_shape=True, device=dev)[0])
+    abar = dm.alphas_cumprod_from_betas(dm.beta_schedule(r["SCHEDULE"], r["T"])).float().to(dev)
+
+    torch.manual_seed(ctx.seed)
+    model = nets.UNet(in_channels=1, channels=r["CHANNELS"]).to(dev)
+    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(r["EMA_DECAY"]))
+    optimiser = torch.optim.Adam(model.parameters(), lr=r["LR"])
+    warmup = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda step: min(1.0, (step + 1) / r["WARMUP"]))
+
+    def after_step(step, m, history):
+        ema.update_parameters(m)
+        warmup.step()
+
+    t0 = time.perf_counter()
+    history = train.fit(model, optimiser, lambda m, b: dm.diffusion_loss(m, b, abar), x_train, steps=r["STEPS"],
+                        batch_size=r["BATCH_SIZE"], seed=ctx.seed, desc="bench: DDPM (ch. 08)", progress=ctx.progress,
+                        callback=after_step)
+    train_seconds = time.perf_counter() - t0
+    net = ema.module.eval()
+    shape = (ctx.n_samples, 1, 8, 8)
+    ddpm = dm.ddpm_sample(net, shape, abar, generator=torch.Generator(device=dev).manual_seed(ctx.seed))
+    ddim = dm.ddim_sample(net, shape, abar, r["DDIM_STEPS"],
+                          generator=torch.Generator(device=dev).manual_seed(ctx.seed + 1))
+    vlb = dm.vlb_terms(net, x_test, abar, levels=17, generator=torch.Generator(device=dev).manual_seed(ctx.seed + 2))
+    nll = vlb["total"].mean().item()
+    steps_done = int(history.steps[-1]) if history.steps else r["STEPS"]
+    return TrainedModel(
+        model=net,
+        steps=steps_done,
+        train_seconds=train_seconds,
+        samples={"ddpm": dm.to_image_space(ddpm).reshape(ctx.n_samples, -1),
+                 "ddim": dm.to_image_space(ddim).reshape(ctx.n_samples, -1)},
+        likelihood={"test_nll_nats": nll, "test_nll_bits_per_dim": float(metrics.nats_to_bits_per_dim(nll, 64)),
+                    "vlb_prior_nats": vlb["prior"].mean().item(), "vlb_decoder_nats": vlb["decoder"].mean().item()},
+        config={k.lower(): v for k, v in r.items()},
+        notes="'ddpm' (headline): ancestral sampling with T steps; 'ddim': deterministic DDIM with ddim_steps steps; "
+              "both from the EMA weights, mapped from [-1, 1] to [0, 1], compared with grey-scale test digits and the "
+              "grey-scale floor. Likelihood: the variational bound (L_T + sum L_t-1 + L_0, one noise draw per term) on "
+              "the 250 test digits as 17-level data, nats per image and bits/dim (an upper bound on the discrete NLL; "
+              "the model is trained with L_simple, not with the bound).",
+    )
+
+
+register(Recipe("ddpm", "08_diffusion", "DDPM, small U-Net (eps prediction, EMA), grey-scale digits", False,
+                _diffusion_recipe))
+
+
 #: The chapter 09 recipe, kept identical to notebooks/09_score_matching.ipynb (the cells "Train the digits
 #: NCSN" and "Sample 250 digits"); tests/test_score.py reads the notebook and fails if the two drift apart.
 NCSN_RECIPE = {
@@ -476,8 +635,8 @@ def format_table(results: dict) -> str:
     for name, m in results["models"].items():
         lik = m["likelihood"]
         nll = (f"{-lik['test_elbo_nats']:.2f} / {-lik['test_iwae_nats']:.2f}"
-               if "test_elbo_nats" in lik else "-")
-        bpd = _fmt(lik.get("test_nll_bits_per_dim_iwae"), ".4f")
+               if "test_elbo_nats" in lik else _fmt(lik.get("test_nll_nats"), ".2f"))
+        bpd = _fmt(lik.get("test_nll_bits_per_dim_iwae", lik.get("test_nll_bits_per_dim")), ".4f")
         lines.append(f"{name:10s} {m['parameters']:9,d} {m['steps']:6d} {m['train_seconds']:8.1f} "
                      f"{_fmt(m['steps_per_second'], '8.1f')} {nll:>28s} {bpd:>16s}")
     lines += ["", "FID between real train and held-out digits vs sample size n (mean over repeats):"]

@@ -1,0 +1,752 @@
+r"""Normalizing flows and autoregressive density models (chapter 05).
+
+A *flow* is an invertible, differentiable map :math:`f` from data :math:`x \in \mathbb{R}^D` to a latent
+:math:`z = f(x)` with a simple base density :math:`p_Z = \mathcal{N}(0, \mathbf{I})`. The change-of-variables
+formula gives the exact log-density (Rezende & Mohamed 2015, eq. 1-2; Papamakarios et al. 2021, eq. 2-3)
+
+.. math::
+
+    \log p_X(x) = \log p_Z(f(x)) + \log \lvert \det J_f(x) \rvert ,
+
+and a composition :math:`f = f_K \circ \dots \circ f_1` adds the log-determinants of its layers (chain rule).
+
+Conventions used by every layer (a :class:`FlowLayer`):
+
+* ``forward(x) -> (z, log_det)``: the *normalizing* direction, data to latent, with
+  ``log_det`` = :math:`\log\lvert\det \partial z / \partial x\rvert`, shape (N,), nats;
+* ``inverse(z) -> (x, log_det)``: the *generative* direction, latent to data, with
+  ``log_det`` = :math:`\log\lvert\det \partial x / \partial z\rvert` = minus the forward one at the
+  corresponding point.
+
+Inputs are float tensors of shape (N, D); outputs live on the input's device and dtype.
+
+Layers
+    :class:`ElementwiseAffine` (learnable per-dimension scale and shift),
+    :class:`Permute` (a fixed permutation, :math:`\lvert\det\rvert = 1`),
+    :class:`LogitTransform` (maps (0, 1) data to the real line, Dinh et al. 2017 sec. 4.1),
+    :class:`AffineCoupling` (RealNVP, Dinh et al. 2017 eq. 4-9; additive NICE coupling,
+    Dinh et al. 2015, when ``scale=False``),
+    :class:`MADE` (masked autoencoder for distribution estimation, Germain et al. 2015),
+    :class:`MAFLayer` (masked autoregressive flow, Papamakarios et al. 2017, eq. 2-5: density in one
+    pass, sampling in D sequential passes),
+    :class:`IAFLayer` (inverse autoregressive flow, Kingma et al. 2016, eq. 10: sampling in one pass,
+    density of an arbitrary x in D sequential passes).
+
+Models
+    :class:`Flow` (a stack of layers with a standard normal base), built by :func:`realnvp`,
+    :func:`maf`, :func:`iaf`.
+
+Checks and data helpers
+    :func:`autograd_log_det`, :func:`check_layer` (invertibility and log-determinant vs
+    ``torch.autograd.functional.jacobian``), :func:`nll_loss`, :func:`dequantize_digits`,
+    :func:`digits_bits_per_dim` (uniform dequantisation of the 17-level digits, Theis et al. 2016).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from . import metrics
+from ._validate import check_finite, check_positive_int, check_shape, check_tensor
+from .nets import MLP
+
+__all__ = [
+    "DIGITS_LEVELS",
+    "standard_normal_log_prob",
+    "FlowLayer",
+    "ElementwiseAffine",
+    "Permute",
+    "LogitTransform",
+    "AffineCoupling",
+    "MaskedLinear",
+    "MADE",
+    "MAFLayer",
+    "IAFLayer",
+    "Flow",
+    "checkerboard_mask",
+    "realnvp",
+    "maf",
+    "iaf",
+    "autograd_log_det",
+    "check_layer",
+    "nll_loss",
+    "dequantize_digits",
+    "digits_bits_per_dim",
+    "dequantized_nll",
+    "quantize_digits",
+]
+
+LOG_2PI = math.log(2.0 * math.pi)
+
+#: scikit-learn's digits store each pixel as an integer count 0..16: B = 17 levels.
+DIGITS_LEVELS = 17
+
+
+def _check_input(name: str, x, dim: int | None = None) -> torch.Tensor:
+    check_tensor(name, x)
+    if not x.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
+    check_shape(name, x, ("N", dim))
+    check_finite(name, x)
+    return x
+
+
+def standard_normal_log_prob(z: torch.Tensor) -> torch.Tensor:
+    r"""Log-density of :math:`\mathcal{N}(0, \mathbf{I}_D)` at each row of ``z``.
+
+    :math:`\log \mathcal{N}(z; 0, \mathbf{I}) = -\tfrac12 \lVert z \rVert^2 - \tfrac{D}{2}\log 2\pi`.
+
+    Args:
+        z: float tensor (N, D).
+
+    Returns:
+        (N,) tensor, nats.
+
+    Raises:
+        TypeError / ValueError: for a non-tensor, a wrong rank or NaN/Inf.
+    """
+    _check_input("z", z)
+    return -0.5 * (z**2).sum(-1) - 0.5 * z.shape[-1] * LOG_2PI
+
+
+class FlowLayer(nn.Module):
+    """Base class: an invertible map with a tractable log-determinant (see the module docstring).
+
+    Subclasses implement ``_forward(x)`` and ``_inverse(z)``, each returning ``(output, log_det)``;
+    the public ``forward``/``inverse`` validate the input (shape (N, ``dim``), finite).
+    """
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.dim = check_positive_int("dim", dim)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Data -> latent: ``(z, log|det dz/dx|)``, shapes (N, D) and (N,)."""
+        return self._forward(_check_input("x", x, self.dim))
+
+    def inverse(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Latent -> data: ``(x, log|det dx/dz|)``, shapes (N, D) and (N,)."""
+        return self._inverse(_check_input("z", z, self.dim))
+
+    def _forward(self, x):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _inverse(self, z):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class ElementwiseAffine(FlowLayer):
+    r"""Per-dimension affine map :math:`z = x \odot e^{s} + t` with learnable :math:`s, t \in \mathbb{R}^D`.
+
+    Jacobian :math:`\operatorname{diag}(e^{s})`, so :math:`\log\lvert\det\rvert = \sum_i s_i` (the same for
+    every x). Inverse :math:`x = (z - t) \odot e^{-s}`. Initialised to the identity (s = t = 0).
+
+    Args:
+        dim: D.
+    """
+
+    def __init__(self, dim: int):
+        super().__init__(dim)
+        self.log_scale = nn.Parameter(torch.zeros(self.dim))
+        self.shift = nn.Parameter(torch.zeros(self.dim))
+
+    def _forward(self, x):
+        z = x * self.log_scale.exp() + self.shift
+        return z, self.log_scale.sum().expand(x.shape[0])
+
+    def _inverse(self, z):
+        x = (z - self.shift) * (-self.log_scale).exp()
+        return x, (-self.log_scale.sum()).expand(z.shape[0])
+
+
+class Permute(FlowLayer):
+    r"""Reorder the coordinates: :math:`z = x_{\pi}` (``z[:, i] = x[:, perm[i]]``).
+
+    A permutation matrix has :math:`\lvert\det\rvert = 1`, so the log-determinant is 0 both ways. Stacked
+    between coupling or autoregressive layers it lets every coordinate be transformed and condition the
+    others (Dinh et al. 2017 sec. 3.5; Papamakarios et al. 2017 sec. 3.2).
+
+    Args:
+        perm: a permutation of 0..D-1 (sequence or LongTensor).
+
+    Raises:
+        ValueError: if ``perm`` is not a permutation.
+    """
+
+    def __init__(self, perm):
+        perm = torch.as_tensor(perm, dtype=torch.long).reshape(-1)
+        if perm.numel() == 0 or not torch.equal(perm.sort().values, torch.arange(perm.numel())):
+            raise ValueError(f"perm must be a permutation of 0..D-1, got {perm.tolist()}")
+        super().__init__(perm.numel())
+        self.register_buffer("perm", perm)
+        self.register_buffer("inv_perm", torch.argsort(perm))
+
+    @classmethod
+    def reverse(cls, dim: int) -> "Permute":
+        """The reversal D-1, ..., 0 (the permutation MAF uses between layers)."""
+        return cls(torch.arange(check_positive_int("dim", dim) - 1, -1, -1))
+
+    def _forward(self, x):
+        return x[:, self.perm], x.new_zeros(x.shape[0])
+
+    def _inverse(self, z):
+        return z[:, self.inv_perm], z.new_zeros(z.shape[0])
+
+
+class LogitTransform(FlowLayer):
+    r"""Map data in (0, 1) to the real line: :math:`z = \operatorname{logit}(\alpha + (1 - 2\alpha) x)`.
+
+    RealNVP's pre-processing for images (Dinh et al. 2017 sec. 4.1): a density in logit space becomes a
+    density on (0, 1)^D through this layer's log-determinant, so likelihoods stay those of the data.
+    With :math:`y = \alpha + (1-2\alpha)x`,
+
+    .. math::
+
+        \frac{dz_i}{dx_i} = \frac{1 - 2\alpha}{y_i (1 - y_i)}, \qquad
+        \log\lvert\det\rvert = \sum_i \big[\log(1 - 2\alpha) - \log y_i - \log(1 - y_i)\big].
+
+    Args:
+        dim: D.
+        alpha: margin in [0, 0.5) keeping :math:`y` away from 0 and 1 (default 0.05).
+
+    Raises:
+        ValueError: for ``alpha`` outside [0, 0.5); in ``forward``, for x outside [0, 1]
+            (or exactly 0 or 1 when ``alpha = 0``).
+    """
+
+    def __init__(self, dim: int, alpha: float = 0.05):
+        super().__init__(dim)
+        alpha = float(alpha)
+        if not 0.0 <= alpha < 0.5:
+            raise ValueError(f"alpha must be in [0, 0.5), got {alpha}")
+        self.alpha = alpha
+
+    def _forward(self, x):
+        lo, hi = float(x.detach().min()), float(x.detach().max())
+        if lo < 0 or hi > 1 or (self.alpha == 0 and (lo == 0 or hi == 1)):
+            raise ValueError(
+                f"LogitTransform expects data in [0, 1] (open interval when alpha=0), got values in "
+                f"[{lo:g}, {hi:g}]; dequantise and scale the data first"
+            )
+        y = self.alpha + (1 - 2 * self.alpha) * x
+        z = torch.log(y) - torch.log1p(-y)
+        log_det = (math.log(1 - 2 * self.alpha) - torch.log(y) - torch.log1p(-y)).sum(-1)
+        return z, log_det
+
+    def _inverse(self, z):
+        y = torch.sigmoid(z)
+        x = (y - self.alpha) / (1 - 2 * self.alpha)
+        # log dx/dz = log sigmoid'(z) - log(1 - 2 alpha) = -softplus(-z) - softplus(z) - log(1 - 2 alpha)
+        sp = nn.functional.softplus
+        log_det = (-sp(-z) - sp(z) - math.log(1 - 2 * self.alpha)).sum(-1)
+        return x, log_det
+
+
+def _soft_clamp(s: torch.Tensor, bound: float | None) -> torch.Tensor:
+    """``bound * tanh(s / bound)``: the identity near 0, limited to (-bound, bound) (stabilises training)."""
+    return s if bound is None else bound * torch.tanh(s / bound)
+
+
+class AffineCoupling(FlowLayer):
+    r"""RealNVP affine coupling layer (Dinh et al. 2017, eq. 4-9).
+
+    A binary ``mask`` b splits the coordinates into a conditioning half :math:`x_a` (b = 1, passed
+    through) and a transformed half :math:`x_b` (b = 0):
+
+    .. math::
+
+        z_a = x_a, \qquad z_b = x_b \odot e^{s(x_a)} + t(x_a).
+
+    The Jacobian is block triangular, :math:`\begin{pmatrix} I & 0 \\ \partial z_b/\partial x_a &
+    \operatorname{diag}(e^{s(x_a)}) \end{pmatrix}`, so :math:`\log\lvert\det\rvert = \sum_i s_i(x_a)`, and the
+    inverse is explicit, :math:`x_a = z_a`, :math:`x_b = (z_b - t(z_a)) \odot e^{-s(z_a)}` (the conditioning
+    half is unchanged, so s and t can be recomputed). In the masked notation of the paper,
+    :math:`z = b \odot x + (1 - b) \odot (x \odot e^{s(b \odot x)} + t(b \odot x))`. ``scale=False`` gives
+    NICE's additive coupling (Dinh et al. 2015), whose log-determinant is 0.
+
+    s and t come from one :class:`coursekit.nets.MLP` ``(|a| -> hidden -> 2|b|)`` with PyTorch's default
+    initialisation (a zero-initialised last layer, which starts the layer at the identity, trained more
+    slowly on two moons); s is soft-clamped to ``(-scale_bound, scale_bound)``.
+
+    Args:
+        mask: (D,) tensor/sequence of 0/1 with at least one 0 and one 1.
+        hidden: hidden widths of the MLP. activation: module class (default ``nn.ReLU``).
+        scale: learn the scale s (RealNVP) or only the shift t (NICE).
+        scale_bound: soft clamp of s (``None``: unbounded).
+
+    Raises:
+        ValueError: for a mask that is not 0/1 or that masks everything or nothing.
+    """
+
+    def __init__(self, mask, hidden: Sequence[int] = (64, 64), activation=nn.ReLU, scale: bool = True,
+                 scale_bound: float | None = 3.0):
+        mask = torch.as_tensor(mask, dtype=torch.float32).reshape(-1)
+        if not bool(((mask == 0) | (mask == 1)).all()) or mask.sum() in (0, mask.numel()):
+            raise ValueError(f"mask must hold 0s and 1s, with at least one of each, got {mask.tolist()}")
+        super().__init__(mask.numel())
+        self.register_buffer("mask", mask)
+        self.register_buffer("idx_a", mask.nonzero().reshape(-1))
+        self.register_buffer("idx_b", (mask == 0).nonzero().reshape(-1))
+        self.scale = bool(scale)
+        self.scale_bound = scale_bound
+        self.net = MLP(len(self.idx_a), 2 * len(self.idx_b), hidden=hidden, activation=activation)
+
+    def scale_shift(self, x_a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(s, t)``, each (N, |b|), from the conditioning coordinates ``x_a`` (N, |a|)."""
+        s, t = self.net(x_a).chunk(2, dim=-1)
+        s = _soft_clamp(s, self.scale_bound) if self.scale else torch.zeros_like(s)
+        return s, t
+
+    def _forward(self, x):
+        s, t = self.scale_shift(x[:, self.idx_a])
+        z_b = x[:, self.idx_b] * s.exp() + t
+        return x.index_copy(1, self.idx_b, z_b), s.sum(-1)
+
+    def _inverse(self, z):
+        s, t = self.scale_shift(z[:, self.idx_a])
+        x_b = (z[:, self.idx_b] - t) * (-s).exp()
+        return z.index_copy(1, self.idx_b, x_b), -s.sum(-1)
+
+
+class MaskedLinear(nn.Linear):
+    """``nn.Linear`` whose weight is multiplied by a fixed 0/1 ``mask`` of shape (out, in) (MADE)."""
+
+    def __init__(self, in_features: int, out_features: int, mask: torch.Tensor):
+        super().__init__(in_features, out_features)
+        if tuple(mask.shape) != (out_features, in_features):
+            raise ValueError(f"mask must have shape ({out_features}, {in_features}), got {tuple(mask.shape)}")
+        self.register_buffer("mask", mask.to(torch.float32))
+
+    def forward(self, x):
+        return nn.functional.linear(x, self.weight * self.mask, self.bias)
+
+
+class MADE(nn.Module):
+    r"""Masked autoencoder for distribution estimation (Germain et al. 2015, sec. 4).
+
+    Every input coordinate i gets a degree :math:`m(i) \in \{1..D\}` (its position in the autoregressive
+    order), every hidden unit k a degree :math:`m(k) \in \{1..D-1\}`. The masks
+
+    .. math::
+
+        M^{\text{hidden}}_{k, j} = [\,m(k) \ge m(j)\,], \qquad M^{\text{out}}_{i, k} = [\,m(i) > m(k)\,]
+
+    (eq. 12-13) make output i a function of the inputs with *smaller* degree only, so one forward pass
+    returns every conditional's parameters at once and the Jacobian d(output_i)/d(input_j) is zero
+    unless :math:`m(j) < m(i)`. Hidden degrees are assigned cyclically (deterministic).
+
+    Args:
+        dim: D. hidden: hidden widths (each >= 1). n_params: parameters per coordinate (2 for an affine
+            flow). order: the degrees as a permutation of 1..D, default 1..D (the natural order).
+        activation: module class (default ``nn.ReLU``).
+
+    Shapes:
+        input (N, D) -> output (N, n_params, D).
+    """
+
+    def __init__(self, dim: int, hidden: Sequence[int] = (64, 64), n_params: int = 2, order=None,
+                 activation=nn.ReLU):
+        super().__init__()
+        self.dim = check_positive_int("dim", dim)
+        self.n_params = check_positive_int("n_params", n_params)
+        if order is None:
+            order = torch.arange(1, self.dim + 1)
+        order = torch.as_tensor(order, dtype=torch.long).reshape(-1)
+        if not torch.equal(order.sort().values, torch.arange(1, self.dim + 1)):
+            raise ValueError(f"order must be a permutation of 1..{self.dim}, got {order.tolist()}")
+        self.register_buffer("order", order)
+        degrees = [order]
+        for width in hidden:
+            width = check_positive_int("hidden width", width)
+            degrees.append(torch.arange(width) % max(self.dim - 1, 1) + 1)
+        layers: list[nn.Module] = []
+        for d_in, d_out in zip(degrees[:-1], degrees[1:]):
+            mask = (d_out[:, None] >= d_in[None, :])
+            layers += [MaskedLinear(len(d_in), len(d_out), mask), activation()]
+        out_deg = order.repeat(self.n_params)
+        out_mask = out_deg[:, None] > degrees[-1][None, :]
+        self.out = MaskedLinear(len(degrees[-1]), self.dim * self.n_params, out_mask)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+        self.body = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _check_input("x", x, self.dim)
+        return self.out(self.body(x)).reshape(x.shape[0], self.n_params, self.dim)
+
+
+class MAFLayer(FlowLayer):
+    r"""One layer of a masked autoregressive flow (Papamakarios et al. 2017, eq. 2-5).
+
+    Generative direction (latent u to data x), sequential in the order of the MADE:
+    :math:`x_i = u_i\, e^{\alpha_i} + \mu_i` with :math:`(\mu_i, \alpha_i)` functions of :math:`x_{<i}`.
+    Normalizing direction (x to u), **one parallel pass** of the MADE on x:
+    :math:`u_i = (x_i - \mu_i(x_{<i}))\, e^{-\alpha_i(x_{<i})}`, with a triangular Jacobian and
+    :math:`\log\lvert\det \partial u/\partial x\rvert = -\sum_i \alpha_i`. So density evaluation costs
+    one pass and sampling costs D passes (``inverse`` loops D times).
+
+    Args:
+        dim: D. hidden: MADE hidden widths. order: MADE degrees (default 1..D).
+        scale_bound: soft clamp of :math:`\alpha` (``None``: unbounded).
+    """
+
+    def __init__(self, dim: int, hidden: Sequence[int] = (64, 64), order=None, scale_bound: float | None = 3.0,
+                 activation=nn.ReLU):
+        super().__init__(dim)
+        self.made = MADE(self.dim, hidden, n_params=2, order=order, activation=activation)
+        self.scale_bound = scale_bound
+
+    def _params(self, x):
+        p = self.made(x)
+        return p[:, 0], _soft_clamp(p[:, 1], self.scale_bound)
+
+    def _forward(self, x):  # one pass
+        mu, alpha = self._params(x)
+        return (x - mu) * (-alpha).exp(), -alpha.sum(-1)
+
+    def _inverse(self, u):  # D sequential passes
+        x = torch.zeros_like(u)
+        for _ in range(self.dim):
+            mu, alpha = self._params(x)
+            x = u * alpha.exp() + mu  # coordinates up to the current degree are now exact
+        return x, alpha.sum(-1)
+
+
+class IAFLayer(FlowLayer):
+    r"""One layer of an inverse autoregressive flow (Kingma et al. 2016, eq. 10, affine form).
+
+    The MADE reads the *latent* side: generative direction (z to x), **one parallel pass**:
+    :math:`x_i = z_i\, e^{a_i(z_{<i})} + m_i(z_{<i})`, :math:`\log\lvert\det \partial x/\partial z\rvert = \sum_i a_i`.
+    Normalizing direction (x to z) for an arbitrary x must recover :math:`z_1, z_2, \dots` one after the
+    other: :math:`z_i = (x_i - m_i(z_{<i}))\, e^{-a_i(z_{<i})}`, **D sequential passes**. So sampling (and
+    the density of the model's own samples, whose z is known) is fast, and the density of data is slow:
+    the mirror image of :class:`MAFLayer`. (Kingma et al. write the update with a sigmoid gate; the exp
+    form here is the same family.)
+
+    Args: as :class:`MAFLayer`.
+    """
+
+    def __init__(self, dim: int, hidden: Sequence[int] = (64, 64), order=None, scale_bound: float | None = 3.0,
+                 activation=nn.ReLU):
+        super().__init__(dim)
+        self.made = MADE(self.dim, hidden, n_params=2, order=order, activation=activation)
+        self.scale_bound = scale_bound
+
+    def _params(self, z):
+        p = self.made(z)
+        return p[:, 0], _soft_clamp(p[:, 1], self.scale_bound)
+
+    def _inverse(self, z):  # one pass
+        m, a = self._params(z)
+        return z * a.exp() + m, a.sum(-1)
+
+    def _forward(self, x):  # D sequential passes
+        z = torch.zeros_like(x)
+        for _ in range(self.dim):
+            m, a = self._params(z)
+            z = (x - m) * (-a).exp()
+        return z, -a.sum(-1)
+
+
+class Flow(nn.Module):
+    r"""A normalizing flow: layers applied in order from data to latent, standard normal base.
+
+    :math:`\log p(x) = \log \mathcal{N}(f(x); 0, \mathbf{I}) + \sum_k \log\lvert\det J_{f_k}\rvert`
+    (change of variables + chain rule; Papamakarios et al. 2021, eq. 2-8). Sampling runs the layers'
+    ``inverse`` in reverse order on :math:`z \sim \mathcal{N}(0, \mathbf{I})`.
+
+    Args:
+        layers: sequence of :class:`FlowLayer` with the same ``dim``.
+
+    Raises:
+        ValueError: if the list is empty or the layers' dims differ.
+    """
+
+    def __init__(self, layers: Sequence[FlowLayer]):
+        super().__init__()
+        layers = list(layers)
+        if not layers:
+            raise ValueError("a Flow needs at least one layer")
+        dims = {layer.dim for layer in layers}
+        if len(dims) != 1:
+            raise ValueError(f"all layers must have the same dim, got {sorted(dims)}")
+        self.dim = dims.pop()
+        self.layers = nn.ModuleList(layers)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Data -> latent: ``(z, sum of log|det dz/dx|)``, (N, D) and (N,)."""
+        _check_input("x", x, self.dim)
+        total = x.new_zeros(x.shape[0])
+        for layer in self.layers:
+            x, ld = layer(x)
+            total = total + ld
+        return x, total
+
+    def inverse(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Latent -> data: ``(x, sum of log|det dx/dz|)``, (N, D) and (N,)."""
+        _check_input("z", z, self.dim)
+        total = z.new_zeros(z.shape[0])
+        for layer in reversed(self.layers):
+            z, ld = layer.inverse(z)
+            total = total + ld
+        return z, total
+
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        """Exact log-density of each row of ``x`` (N, D) -> (N,), nats."""
+        z, log_det = self.forward(x)
+        return standard_normal_log_prob(z) + log_det
+
+    def sample(self, n: int, generator: torch.Generator | None = None, temperature: float = 1.0) -> torch.Tensor:
+        """``n`` samples (n, D): ``inverse(temperature * z)``, ``z ~ N(0, I)`` drawn on the flow's device
+        (with ``generator`` if given, which must live on that device). ``temperature`` < 1 draws from a
+        narrower base (Kingma & Dhariwal 2018); 1 is the model's own distribution."""
+        n = check_positive_int("n", n)
+        if not float(temperature) > 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        ref = next(self.parameters(), None)
+        ref = ref if ref is not None else next(self.buffers())
+        z = torch.randn(n, self.dim, generator=generator, device=ref.device, dtype=ref.dtype)
+        return self.inverse(float(temperature) * z)[0]
+
+
+def _alternating_mask(dim: int, parity: int) -> torch.Tensor:
+    return ((torch.arange(dim) + parity) % 2).float()
+
+
+def checkerboard_mask(height: int, width: int) -> torch.Tensor:
+    """The (height * width,) 0/1 checkerboard ``(row + col) % 2 == 0`` of a row-major image (Dinh et al.
+    2017 fig. 3): every pixel's four neighbours sit in the other half."""
+    rows = torch.arange(check_positive_int("height", height)).view(-1, 1)
+    cols = torch.arange(check_positive_int("width", width)).view(1, -1)
+    return ((rows + cols) % 2 == 0).float().reshape(-1)
+
+
+def realnvp(dim: int, n_couplings: int = 6, hidden: Sequence[int] = (64, 64), *, mask=None, logit: bool = False,
+            alpha: float = 0.05, scale_bound: float | None = 3.0, activation=nn.ReLU, seed: int | None = None) -> Flow:
+    """A RealNVP flow (Dinh et al. 2017): ``n_couplings`` affine couplings whose masks alternate between
+    ``mask`` and ``1 - mask`` (default: even / odd coordinates; :func:`checkerboard_mask` suits images),
+    preceded by a :class:`LogitTransform` if ``logit`` (for data in [0, 1]) and followed by an
+    :class:`ElementwiseAffine` on the latent side.
+
+    Alternating masks play the role of the permutations between layers: every coordinate is
+    transformed by every second coupling. ``seed`` (optional) seeds the initialisation without touching
+    the global RNG.
+
+    Raises:
+        ValueError: for ``dim < 2`` or a mask of the wrong size (see :class:`AffineCoupling`).
+    """
+    dim = check_positive_int("dim", dim)
+    if dim < 2:
+        raise ValueError("a coupling flow needs dim >= 2")
+    n_couplings = check_positive_int("n_couplings", n_couplings)
+    mask = _alternating_mask(dim, 0) if mask is None else torch.as_tensor(mask, dtype=torch.float32).reshape(-1)
+    if mask.numel() != dim:
+        raise ValueError(f"mask must have {dim} entries, got {mask.numel()}")
+
+    def build():
+        layers: list[FlowLayer] = [LogitTransform(dim, alpha)] if logit else []
+        layers += [AffineCoupling(mask if k % 2 == 0 else 1 - mask, hidden, activation, scale_bound=scale_bound)
+                   for k in range(n_couplings)]
+        layers.append(ElementwiseAffine(dim))
+        return Flow(layers)
+
+    return _seeded(build, seed)
+
+
+def _autoregressive(cls, dim, n_layers, hidden, logit, alpha, scale_bound, activation, seed):
+    dim = check_positive_int("dim", dim)
+    n_layers = check_positive_int("n_layers", n_layers)
+
+    def build():
+        layers: list[FlowLayer] = [LogitTransform(dim, alpha)] if logit else []
+        for k in range(n_layers):
+            if k > 0:
+                layers.append(Permute.reverse(dim))
+            layers.append(cls(dim, hidden, scale_bound=scale_bound, activation=activation))
+        layers.append(ElementwiseAffine(dim))
+        return Flow(layers)
+
+    return _seeded(build, seed)
+
+
+def maf(dim: int, n_layers: int = 5, hidden: Sequence[int] = (64, 64), *, logit: bool = False, alpha: float = 0.05,
+        scale_bound: float | None = 3.0, activation=nn.ReLU, seed: int | None = None) -> Flow:
+    """A masked autoregressive flow (Papamakarios et al. 2017): ``n_layers`` :class:`MAFLayer` with the
+    order reversed between layers (:meth:`Permute.reverse`), optional logit pre-processing, an
+    :class:`ElementwiseAffine` on the latent side. ``log_prob`` costs one MADE pass per layer;
+    ``sample`` costs D passes per layer."""
+    return _autoregressive(MAFLayer, dim, n_layers, hidden, logit, alpha, scale_bound, activation, seed)
+
+
+def iaf(dim: int, n_layers: int = 5, hidden: Sequence[int] = (64, 64), *, logit: bool = False, alpha: float = 0.05,
+        scale_bound: float | None = 3.0, activation=nn.ReLU, seed: int | None = None) -> Flow:
+    """An inverse autoregressive flow (Kingma et al. 2016) built like :func:`maf` from :class:`IAFLayer`:
+    ``sample`` costs one MADE pass per layer; ``log_prob`` of arbitrary data costs D passes per layer."""
+    return _autoregressive(IAFLayer, dim, n_layers, hidden, logit, alpha, scale_bound, activation, seed)
+
+
+def _seeded(build, seed):
+    if seed is None:
+        return build()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed))
+        return build()
+
+
+# ------------------------------------------------------------------------------------------------
+# Checks: invertibility and log-determinants against autograd
+# ------------------------------------------------------------------------------------------------
+
+
+def autograd_log_det(fn, x: torch.Tensor) -> torch.Tensor:
+    r""":math:`\log\lvert\det \partial \mathrm{fn}(x_n)/\partial x_n\rvert` for each row, by autograd.
+
+    Builds the full D x D Jacobian of each example with ``torch.autograd.functional.jacobian`` and
+    takes ``torch.linalg.slogdet``: O(D^3) per example, an independent reference for the layers'
+    cheap formulas.
+
+    Args:
+        fn: maps a (1, D) tensor to a (1, D) tensor (e.g. ``lambda v: layer(v)[0]``).
+        x: (N, D) float tensor.
+
+    Returns:
+        (N,) tensor, nats.
+    """
+    _check_input("x", x)
+    out = []
+    for row in x:
+        jac = torch.autograd.functional.jacobian(lambda v: fn(v.unsqueeze(0)).squeeze(0), row)
+        out.append(torch.linalg.slogdet(jac).logabsdet)
+    return torch.stack(out)
+
+
+@torch.no_grad()
+def _max_abs(a, b):
+    return float((a - b).abs().max())
+
+
+def check_layer(layer, x: torch.Tensor) -> dict:
+    """Measure a flow layer (or a whole :class:`Flow`) at the points ``x`` (N, D).
+
+    Returns a dict of python floats:
+
+    * ``inverse_error``: max |inverse(forward(x)) - x|;
+    * ``forward_error``: max |forward(inverse(z)) - z| with z = forward(x);
+    * ``log_det_error``: max |forward log-det - autograd log|det J|| (:func:`autograd_log_det`);
+    * ``inverse_log_det_error``: max |inverse log-det at z - autograd log|det| of ``inverse`` at z|;
+    * ``log_det_sum``: max |forward log-det(x) + inverse log-det(z)| (must be 0: the Jacobians are
+      inverses of each other).
+
+    Use float64 inputs (and ``layer.double()``) for tight tolerances.
+    """
+    _check_input("x", x)
+    z, ld = layer(x)
+    x_back, ld_inv = layer.inverse(z)
+    z_again, _ = layer(x_back)
+    ad_fwd = autograd_log_det(lambda v: layer(v)[0], x)
+    ad_inv = autograd_log_det(lambda v: layer.inverse(v)[0], z.detach())
+    return {
+        "inverse_error": _max_abs(x_back, x),
+        "forward_error": _max_abs(z_again, z),
+        "log_det_error": _max_abs(ld, ad_fwd),
+        "inverse_log_det_error": _max_abs(ld_inv, ad_inv),
+        "log_det_sum": _max_abs(ld + ld_inv, torch.zeros_like(ld)),
+    }
+
+
+# ------------------------------------------------------------------------------------------------
+# Training objective, dequantisation and bits/dim
+# ------------------------------------------------------------------------------------------------
+
+
+def nll_loss(flow: Flow, batch: torch.Tensor):
+    """Mean negative log-likelihood of a minibatch (nats per example), for :func:`coursekit.train.fit`.
+
+    Returns ``(loss, {"nll": loss})``; maximum likelihood = minimising KL(p_data || p_model).
+    """
+    nll = -flow.log_prob(batch).mean()
+    return nll, {"nll": nll.detach()}
+
+
+def dequantize_digits(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    r"""Uniformly dequantise scikit-learn digits: ``y = (k + u) / 17`` with ``k = 16 x`` and ``u ~ U[0,1)``.
+
+    The digits of :func:`coursekit.data.load_digits` are integer counts k in 0..16 divided by 16. The
+    17 levels are mapped to the 17 bins [k/17, (k+1)/17) of [0, 1), each of width 1/17, and the noise
+    fills the bin (:func:`coursekit.metrics.uniform_dequantize`; Theis et al. 2016 sec. 3.1). A continuous
+    density p on y then bounds the discrete likelihood:
+    :math:`-\log P(k) \le \mathbb{E}_u[-\log p(y)] + D \log 17` (see :func:`digits_bits_per_dim`).
+
+    Args:
+        x: (N, 64) float tensor of digits in {0, 1/16, ..., 1}.
+        generator: optional ``torch.Generator`` on ``x``'s device.
+
+    Returns:
+        float32 (N, 64) in [0, 1), on ``x``'s device.
+
+    Raises:
+        ValueError: if ``x`` does not hold multiples of 1/16 in [0, 1].
+    """
+    _check_input("x", x)
+    k = x * (DIGITS_LEVELS - 1)
+    if bool(((k - k.round()).abs() > 1e-4).any()):
+        raise ValueError("x must hold the digits' intensities k/16, k = 0..16 (as load_digits returns them)")
+    return metrics.uniform_dequantize(k.round(), DIGITS_LEVELS, generator=generator)
+
+
+def digits_bits_per_dim(nll_nats, dim: int = 64):
+    r"""Bits/dim of the discrete digits from a continuous NLL (nats per image) on dequantised data in [0, 1).
+
+    ``(nll + D log 17) / (D ln 2)`` = ``nll / (D ln 2) + log2 17``
+    (:func:`coursekit.metrics.discrete_nll_to_bits_per_dim` with ``levels=17``, ``data_range=1``): the
+    17 bins of width 1/17 tile [0, 1), and a bin's volume :math:`17^{-D}` turns a density into a
+    probability. A model uniform on [0, 1)^D (NLL 0) gets exactly :math:`\log_2 17` bits/dim, the code
+    length of 17 equally likely levels.
+    """
+    return metrics.discrete_nll_to_bits_per_dim(nll_nats, dim, DIGITS_LEVELS, 1.0)
+
+
+@torch.no_grad()
+def dequantized_nll(flow: Flow, x: torch.Tensor, draws: int = 10, generator: torch.Generator | None = None) -> torch.Tensor:
+    r"""Held-out NLL of digits under a flow on dequantised data, averaged over ``draws`` noise draws.
+
+    Estimates :math:`\mathbb{E}_u[-\log p(y)]`, :math:`y = (16x + u)/17`, per image: in expectation an
+    upper bound on the discrete NLL minus the bin-volume term (Theis et al. 2016). Pass the result to
+    :func:`digits_bits_per_dim`.
+
+    Args:
+        flow: a :class:`Flow` on (0, 1)^64 data (e.g. ``realnvp(64, ..., logit=True)``).
+        x: (N, 64) digits from :func:`coursekit.data.load_digits` (multiples of 1/16).
+        draws: number of dequantisation draws (>= 1).
+        generator: optional ``torch.Generator`` on ``x``'s device for the noise.
+
+    Returns:
+        (N,) tensor, nats per image (continuous density on [0, 1)^64).
+    """
+    draws = check_positive_int("draws", draws)
+    was_training = flow.training
+    flow.eval()
+    total = torch.zeros(x.shape[0], device=x.device)
+    for _ in range(draws):
+        total += -flow.log_prob(dequantize_digits(x, generator))
+    flow.train(was_training)
+    return total / draws
+
+
+def quantize_digits(y: torch.Tensor) -> torch.Tensor:
+    """Map continuous samples in [0, 1) back to the digits' levels: the bin ``k = floor(17 y)`` (clipped to
+    0..16) as the intensity ``k / 16``, the space of :func:`coursekit.data.load_digits` (grey scale).
+
+    Args:
+        y: (N, D) float tensor (values outside [0, 1) are clipped to the end bins; NaN rejected).
+
+    Returns:
+        (N, D) float32 in {0, 1/16, ..., 1}.
+    """
+    _check_input("y", y)
+    k = torch.floor(y.float() * DIGITS_LEVELS).clamp(0, DIGITS_LEVELS - 1)
+    return k / (DIGITS_LEVELS - 1)

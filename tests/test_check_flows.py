@@ -1,0 +1,153 @@
+"""Tests for the chapter 05 checkers in coursekit.check: correct solutions pass, stubs and plausible
+mistakes fail with a message that names the mistake."""
+
+import math
+
+import pytest
+import torch
+
+from coursekit import check
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def stub(*args):
+    raise NotImplementedError
+
+
+def _fails(checker, fn, *patterns, seed=None):
+    with pytest.raises(AssertionError) as info:
+        checker(fn, seed=seed)
+    msg = str(info.value)
+    for p in patterns:
+        assert p.lower() in msg.lower(), f"expected {p!r} in the message:\n{msg}"
+    return msg
+
+
+# ----------------------------------------------------------------------------- coupling forward / inverse
+def fwd_ok(x, mask, net):
+    s, t = net(x * mask)
+    s, t = s * (1 - mask), t * (1 - mask)
+    return x * mask + (1 - mask) * (x * torch.exp(s) + t), s.sum(-1)
+
+
+def inv_ok(z, mask, net):
+    s, t = net(z * mask)
+    s, t = s * (1 - mask), t * (1 - mask)
+    return z * mask + (1 - mask) * (z - t) * torch.exp(-s), -s.sum(-1)
+
+
+def fwd_where(x, mask, net):  # a different but correct way to write it
+    s, t = net(x * mask)
+    keep = mask.bool()
+    z = torch.where(keep, x, x * torch.exp(s) + t)
+    return z, torch.where(keep, torch.zeros_like(s), s).sum(dim=1)
+
+
+@pytest.mark.parametrize("checker, fn", [(check.coupling_forward, fwd_ok), (check.coupling_forward, fwd_where),
+                                         (check.coupling_inverse, inv_ok)])
+def test_correct_coupling_passes(checker, fn, capsys):
+    for seed in range(3):
+        checker(fn, seed=seed)
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 3 and all(line.startswith("✓ coupling_") for line in out)
+
+
+def test_fresh_inputs_and_seed_reproduces():
+    seen = []
+
+    def spy(x, mask, net):
+        seen.append(x.clone())
+        return fwd_ok(x, mask, net)
+
+    check.coupling_forward(spy)
+    check.coupling_forward(spy)
+    assert not torch.equal(seen[0], seen[-1])
+    seen.clear()
+    check.coupling_forward(spy, seed=4)
+    first = seen[0]
+    seen.clear()
+    check.coupling_forward(spy, seed=4)
+    assert torch.equal(first, seen[0])
+
+
+@pytest.mark.parametrize("checker", [check.coupling_forward, check.coupling_inverse, check.digits_bits_per_dim])
+def test_stub_says_not_implemented(checker):
+    _fails(checker, stub, "not implemented yet")
+
+
+@pytest.mark.parametrize(
+    "fn, patterns",
+    [
+        (lambda x, m, n: (fwd_ok(x, m, n)[0], -fwd_ok(x, m, n)[1]), ["sign"]),
+        (lambda x, m, n: (fwd_ok(x, m, n)[0], n(x * m)[0].sum(-1)), ["transformed half", "(1 - mask)"]),
+        (lambda x, m, n: (x * m + (1 - m) * (x * torch.exp(n(x)[0]) + n(x)[1]), fwd_ok(x, m, n)[1]),
+         ["net(x * mask)"]),
+        (lambda x, m, n: (x * m + (1 - m) * (x * torch.exp(-n(x * m)[0]) + n(x * m)[1]), fwd_ok(x, m, n)[1]),
+         ["exp(s)"]),
+        (lambda x, m, n: (x * torch.exp(n(x * m)[0]) + n(x * m)[1], fwd_ok(x, m, n)[1]), ["passed-through"]),
+        (lambda x, m, n: fwd_ok(x, m, n)[0], ["tuple"]),
+        (lambda x, m, n: (fwd_ok(x, m, n)[0], fwd_ok(x, m, n)[1].unsqueeze(-1)), ["shape (N,)"]),
+        (lambda x, m, n: (fwd_ok(x, m, n)[0], ((1 - m) * torch.exp(n(x * m)[0])).sum(-1)), ["not of the scales"]),
+    ],
+)
+def test_forward_mistakes_are_named(fn, patterns):
+    _fails(check.coupling_forward, fn, *patterns, seed=0)
+
+
+@pytest.mark.parametrize(
+    "fn, patterns",
+    [
+        (lambda z, m, n: (inv_ok(z, m, n)[0], -inv_ok(z, m, n)[1]), ["sign", "minus"]),
+        (lambda z, m, n: (z * m + (1 - m) * (z * torch.exp(-n(z * m)[0] * (1 - m)) - n(z * m)[1] * (1 - m)),
+                          inv_ok(z, m, n)[1]), ["shift before the scale"]),
+        (lambda z, m, n: (z * m + (1 - m) * (z - n(z * m)[1]) * torch.exp(n(z * m)[0]), inv_ok(z, m, n)[1]),
+         ["exp(-s)"]),
+        (lambda z, m, n: (z * m + (1 - m) * (z - n(z)[1]) * torch.exp(-n(z)[0]), inv_ok(z, m, n)[1]),
+         ["net(x * mask)"]),
+    ],
+)
+def test_inverse_mistakes_are_named(fn, patterns):
+    _fails(check.coupling_inverse, fn, *patterns, seed=1)
+
+
+def test_non_differentiable_log_det_is_caught():
+    def detached(x, mask, net):
+        z, ld = fwd_ok(x, mask, net)
+        return z.detach(), ld  # z computed outside autograd
+
+    _fails(check.coupling_forward, detached, "autograd", seed=2)
+
+
+# ----------------------------------------------------------------------------- bits per dimension
+def bpd_ok(nll, dim):
+    return (nll + dim * math.log(17)) / (dim * math.log(2))
+
+
+def test_bpd_correct_passes(capsys):
+    check.digits_bits_per_dim(bpd_ok)
+    check.digits_bits_per_dim(lambda nll, d: nll / (d * math.log(2)) + math.log2(17))
+    assert capsys.readouterr().out.count("✓ digits_bits_per_dim passed") == 2
+
+
+@pytest.mark.parametrize(
+    "fn, patterns",
+    [
+        (lambda nll, d: nll / (d * math.log(2)), ["dequantisation term is missing"]),
+        (lambda nll, d: (nll + d * math.log(16)) / (d * math.log(2)), ["17 levels"]),
+        (lambda nll, d: (nll + d * math.log(256)) / (d * math.log(2)), ["8-bit"]),
+        (lambda nll, d: (nll - d * math.log(17)) / (d * math.log(2)), ["wrong sign"]),
+        (lambda nll, d: (nll + d * math.log(17)) / d, ["nats per dimension"]),
+        (lambda nll, d: (nll + d * math.log(17)) / math.log(2), ["bits per image"]),
+        (lambda nll, d: bpd_ok(nll, d).sum(), ["shape"]),
+        (lambda nll, d: float(bpd_ok(nll, d)[0]), ["torch.Tensor"]),
+    ],
+)
+def test_bpd_mistakes_are_named(fn, patterns):
+    _fails(check.digits_bits_per_dim, fn, *patterns, seed=0)

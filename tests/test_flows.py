@@ -1,0 +1,337 @@
+"""Tests for coursekit.flows: every layer type is invertible (1e-5) and its log-determinant matches
+torch.autograd.functional.jacobian; MADE is autoregressive; MAF/IAF pass counts; the densities
+integrate to one; dequantisation and bits/dim; the course's RealNVP against zuko's on two moons."""
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from torch.distributions import MultivariateNormal, Normal
+
+from coursekit import data, flows, metrics
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def _perturb(module, scale=0.3, seed=0):
+    """Move every parameter away from its (often identity) initialisation so the checks bite."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.add_(scale * torch.randn(p.shape, generator=g, dtype=p.dtype))
+    return module
+
+
+D = 5
+
+
+def _layers():
+    torch.manual_seed(0)
+    return {
+        "elementwise_affine": flows.ElementwiseAffine(D),
+        "permute": flows.Permute(torch.randperm(D)),
+        "logit": flows.LogitTransform(D, alpha=0.05),
+        "affine_coupling": flows.AffineCoupling(flows._alternating_mask(D, 0), hidden=(16, 16)),
+        "nice_coupling": flows.AffineCoupling(flows._alternating_mask(D, 1), hidden=(16, 16), scale=False),
+        "maf_layer": flows.MAFLayer(D, hidden=(16, 16), order=torch.randperm(D) + 1),
+        "iaf_layer": flows.IAFLayer(D, hidden=(16, 16)),
+        "realnvp": flows.realnvp(D, 4, (16, 16)),
+        "maf": flows.maf(D, 3, (16, 16)),
+        "iaf": flows.iaf(D, 2, (16, 16)),
+        "realnvp_logit": flows.realnvp(D, 2, (16, 16), logit=True),
+    }
+
+
+LAYER_NAMES = list(_layers())
+
+
+def _inputs(name, dtype, n=6, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    if "logit" in name:
+        return torch.rand(n, D, generator=g, dtype=dtype) * 0.98 + 0.01
+    return torch.randn(n, D, generator=g, dtype=dtype)
+
+
+@pytest.mark.parametrize("name", LAYER_NAMES)
+def test_invertible_and_log_det_matches_autograd_float64(name):
+    layer = _perturb(_layers()[name]).double()
+    x = _inputs(name, torch.float64)
+    r = flows.check_layer(layer, x)
+    assert r["inverse_error"] < 1e-10 and r["forward_error"] < 1e-10, r
+    assert r["log_det_error"] < 1e-8 and r["inverse_log_det_error"] < 1e-8, r
+    assert r["log_det_sum"] < 1e-10, r
+
+
+@pytest.mark.parametrize("name", LAYER_NAMES)
+def test_invertible_float32_to_1e_5(name):
+    layer = _perturb(_layers()[name], scale=0.1)
+    x = _inputs(name, torch.float32)
+    z, ld = layer(x)
+    assert z.dtype == torch.float32 and z.shape == x.shape and ld.shape == (x.shape[0],)
+    x_back, ld_inv = layer.inverse(z)
+    assert (x_back - x).abs().max() < 1e-5
+    assert (ld + ld_inv).abs().max() < 1e-4
+    ad = flows.autograd_log_det(lambda v: layer(v)[0], x)
+    assert (ld - ad).abs().max() < 1e-4
+
+
+def test_made_is_autoregressive_in_its_order():
+    order = torch.tensor([3, 1, 5, 2, 4])
+    made = _perturb(flows.MADE(D, hidden=(12, 12), n_params=2, order=order)).double()
+    x = torch.randn(D, dtype=torch.float64)
+    for k in range(2):
+        jac = torch.autograd.functional.jacobian(lambda v: made(v.unsqueeze(0))[0, k], x)
+        allowed = order[:, None] > order[None, :]  # output i may depend on input j iff m(j) < m(i)
+        assert bool((jac[~allowed] == 0).all())
+        assert bool((jac[allowed] != 0).any())
+    # a one-dimensional MADE outputs constants
+    one = _perturb(flows.MADE(1, hidden=(4,)))
+    assert torch.equal(one(torch.zeros(1, 1)), one(torch.ones(1, 1)))
+
+
+def _count_calls(module):
+    calls = {"n": 0}
+    module.register_forward_hook(lambda *a: calls.__setitem__("n", calls["n"] + 1))
+    return calls
+
+
+@pytest.mark.parametrize("cls", [flows.MAFLayer, flows.IAFLayer])
+def test_pass_counts_maf_vs_iaf(cls):
+    dim = 7
+    layer = _perturb(cls(dim, hidden=(16,)))
+    calls = _count_calls(layer.made)
+    x = torch.randn(4, dim)
+    z, _ = layer(x)
+    n_forward = calls["n"]
+    calls["n"] = 0
+    layer.inverse(z)
+    n_inverse = calls["n"]
+    if cls is flows.MAFLayer:  # density (data -> noise) in one pass, sampling in D
+        assert (n_forward, n_inverse) == (1, dim)
+    else:  # IAF: sampling (noise -> data) in one pass, density of data in D
+        assert (n_forward, n_inverse) == (dim, 1)
+
+
+def test_affine_change_of_variables_1d_and_nd():
+    # z ~ N(0, 1), x = 3 z + 5 -> N(5, 9): an ElementwiseAffine used in the generative direction
+    layer = flows.ElementwiseAffine(1).double()
+    with torch.no_grad():
+        layer.log_scale.fill_(-math.log(3.0))  # forward (x -> z): z = x / 3 - 5 / 3
+        layer.shift.fill_(-5.0 / 3.0)
+    flow = flows.Flow([layer])
+    x = torch.linspace(-5, 15, 41, dtype=torch.float64).unsqueeze(1)
+    assert torch.allclose(flow.log_prob(x), Normal(5.0, 3.0).log_prob(x[:, 0]), atol=1e-12)
+    # x = A z + b -> N(b, A A^T): log p(x) = log N(A^{-1}(x - b)) - log|det A|
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(3, 3, generator=g, dtype=torch.float64) + 2 * torch.eye(3, dtype=torch.float64)
+    b = torch.randn(3, generator=g, dtype=torch.float64)
+    x = torch.randn(10, 3, generator=g, dtype=torch.float64)
+    z = torch.linalg.solve(a, (x - b).T).T
+    ours = flows.standard_normal_log_prob(z) - torch.linalg.slogdet(a).logabsdet
+    ref = MultivariateNormal(b, covariance_matrix=a @ a.T).log_prob(x)
+    assert torch.allclose(ours, ref, atol=1e-10)
+
+
+@pytest.mark.parametrize("build", [lambda: flows.realnvp(2, 4, (16, 16)), lambda: flows.maf(2, 3, (16, 16))])
+def test_density_integrates_to_one_2d(build):
+    torch.manual_seed(0)
+    flow = _perturb(build(), scale=0.05).double()
+    n = 401
+    grid = torch.linspace(-12, 12, n, dtype=torch.float64)
+    xx, yy = torch.meshgrid(grid, grid, indexing="xy")
+    pts = torch.stack([xx.reshape(-1), yy.reshape(-1)], 1)
+    with torch.no_grad():
+        mass = flow.log_prob(pts).exp().sum().item() * (grid[1] - grid[0]).item() ** 2
+    assert abs(mass - 1) < 1e-2, mass
+
+
+def test_sample_shapes_generator_and_temperature():
+    flow = _perturb(flows.realnvp(4, 2, (8,)))
+    g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    a, b = flow.sample(5, generator=g1), flow.sample(5, generator=g2)
+    assert a.shape == (5, 4) and torch.equal(a, b)
+    with pytest.raises(ValueError, match="temperature"):
+        flow.sample(3, temperature=0.0)
+    # the model's own samples have log p that a Monte Carlo estimate of -entropy can use: finite
+    assert torch.isfinite(flow.log_prob(a)).all()
+
+
+def test_seeded_construction_is_deterministic_and_leaves_global_rng():
+    torch.manual_seed(0)
+    before = torch.rand(1)
+    torch.manual_seed(0)
+    f1 = flows.maf(3, 2, (8,), seed=5)
+    after = torch.rand(1)
+    f2 = flows.maf(3, 2, (8,), seed=5)
+    assert torch.equal(before, after)
+    for p1, p2 in zip(f1.parameters(), f2.parameters()):
+        assert torch.equal(p1, p2)
+
+
+def test_bad_input_is_rejected():
+    flow = flows.realnvp(2, 2, (8,))
+    with pytest.raises(ValueError, match="shape"):
+        flow.log_prob(torch.zeros(3, 3))
+    with pytest.raises(ValueError, match="NaN"):
+        flow.log_prob(torch.tensor([[0.0, float("nan")]]))
+    with pytest.raises(TypeError):
+        flow.log_prob([[0.0, 1.0]])
+    with pytest.raises(TypeError, match="floating"):
+        flow.log_prob(torch.zeros(2, 2, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        flows.LogitTransform(2)(torch.tensor([[0.5, 1.5]]))
+    with pytest.raises(ValueError, match="alpha"):
+        flows.LogitTransform(2, alpha=0.5)
+    with pytest.raises(ValueError, match="mask"):
+        flows.AffineCoupling([1, 1, 1])
+    with pytest.raises(ValueError, match="mask"):
+        flows.realnvp(4, 2, mask=[1, 0])
+    with pytest.raises(ValueError, match="permutation"):
+        flows.Permute([0, 0, 1])
+    with pytest.raises(ValueError, match="order"):
+        flows.MADE(3, order=[1, 2, 2])
+    with pytest.raises(ValueError, match="dim"):
+        flows.Flow([flows.ElementwiseAffine(2), flows.ElementwiseAffine(3)])
+    with pytest.raises(ValueError, match="dim >= 2"):
+        flows.realnvp(1)
+
+
+def test_checkerboard_mask():
+    m = flows.checkerboard_mask(8, 8).reshape(8, 8)
+    assert m.sum() == 32 and m[0, 0] == 1 and m[0, 1] == 0 and m[1, 0] == 0 and m[1, 1] == 1
+
+
+def test_dequantisation_and_bits_per_dim():
+    x, _ = data.load_digits("test")
+    g = torch.Generator().manual_seed(0)
+    y = flows.dequantize_digits(x, generator=g)
+    assert y.shape == x.shape and y.dtype == torch.float32
+    assert float(y.min()) >= 0 and float(y.max()) < 1
+    # y lies in the bin of its level: 16 x <= 17 y < 16 x + 1 (up to float32 rounding)
+    offset = y.double() * 17 - torch.round(x.double() * 16)
+    assert bool((offset > -1e-4).all()) and bool((offset < 1 + 1e-4).all())
+    with pytest.raises(ValueError, match="k/16"):
+        flows.dequantize_digits(torch.full((1, 64), 0.3))
+    # the uniform density on [0, 1)^64 (NLL 0) costs log2(17) bits/dim, the code length of 17 levels
+    assert flows.digits_bits_per_dim(0.0) == pytest.approx(math.log2(17), abs=1e-12)
+    nll = torch.tensor([10.0, -50.0])
+    ref = metrics.discrete_nll_to_bits_per_dim(nll, 64, 17)
+    assert torch.allclose(flows.digits_bits_per_dim(nll), ref)
+    assert torch.allclose(flows.digits_bits_per_dim(nll), nll / (64 * math.log(2)) + math.log2(17))
+
+
+def test_dequantised_bound_is_the_discrete_likelihood_for_a_piecewise_constant_density():
+    """Theis et al. (2016): the bound is tight for a density constant inside each bin. A 17-level
+    categorical spread uniformly over its bins has NLL (after + D log 17) equal to the discrete NLL."""
+    probs = torch.softmax(torch.randn(17, generator=torch.Generator().manual_seed(1), dtype=torch.float64), 0)
+    k = torch.arange(17, dtype=torch.float64).repeat(4).reshape(-1, 1)  # (68, 1)
+    y = (k + torch.rand(k.shape, generator=torch.Generator().manual_seed(2), dtype=torch.float64)) / 17
+    density = probs[torch.floor(y * 17).long()] * 17  # constant within each bin, integrates to 1
+    continuous_nll = -torch.log(density).squeeze(1)
+    discrete_nll = -torch.log(probs[k.long()]).squeeze(1)
+    bits = metrics.discrete_nll_to_bits_per_dim(continuous_nll, 1, 17)
+    assert torch.allclose(bits, discrete_nll / math.log(2), atol=1e-10)
+
+
+def test_nll_loss_and_training_reduces_it():
+    torch.manual_seed(0)
+    flow = flows.realnvp(2, 4, (32, 32))
+    x = data.two_moons(512, 0.1, seed=0)
+    loss0, m = flows.nll_loss(flow, x)
+    assert loss0.item() == pytest.approx(-flow.log_prob(x).mean().item()) and "nll" in m
+    opt = torch.optim.Adam(flow.parameters(), lr=3e-3)
+    for _ in range(100):
+        loss, _ = flows.nll_loss(flow, x)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < loss0.item() - 0.5
+
+
+# ------------------------------------------------------------------------------------------------
+# The course's RealNVP against zuko's (a third-party implementation) on two moons
+# ------------------------------------------------------------------------------------------------
+
+#: Shared by both models: data, number of couplings, hidden widths, optimiser, steps, batches, seed.
+MOONS = {"n_train": 2000, "n_test": 2000, "noise": 0.1, "couplings": 6, "hidden": (64, 64),
+         "steps": 1000, "batch": 256, "lr": 1e-3, "seed": 0}
+
+
+def _train_moons(model, log_prob, c):
+    x_train = data.two_moons(c["n_train"], c["noise"], seed=c["seed"])
+    x_test = data.two_moons(c["n_test"], c["noise"], seed=c["seed"] + 1)
+    opt = torch.optim.Adam(model.parameters(), lr=c["lr"])
+    g = torch.Generator().manual_seed(c["seed"])
+    for _ in range(c["steps"]):
+        idx = torch.randint(0, c["n_train"], (c["batch"],), generator=g)
+        loss = -log_prob(x_train[idx]).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        return -log_prob(x_test).mean().item()
+
+
+def test_realnvp_matches_zuko_on_two_moons():
+    zuko = pytest.importorskip("zuko")
+    c = MOONS
+    torch.manual_seed(c["seed"])
+    ours = flows.realnvp(2, c["couplings"], c["hidden"])
+    nll_ours = _train_moons(ours, ours.log_prob, c)
+    torch.manual_seed(c["seed"])
+    theirs = zuko.flows.RealNVP(2, transforms=c["couplings"], hidden_features=c["hidden"])
+    nll_zuko = _train_moons(theirs, lambda x: theirs().log_prob(x), c)
+    print(f"two moons held-out NLL: course RealNVP {nll_ours:.4f} nats, zuko RealNVP {nll_zuko:.4f} nats")
+    assert math.isfinite(nll_ours) and nll_ours < 1.6  # far below a Gaussian fit (about 2.0 nats)
+    assert nll_ours <= nll_zuko + 0.05
+
+
+# ------------------------------------------------------------------------------------------------
+# The bench recipe and the chapter train the same model
+# ------------------------------------------------------------------------------------------------
+
+
+def _notebook_budgets(path: Path, names) -> dict:
+    import ast
+
+    found = {}
+    for cell in json.loads(path.read_text())["cells"]:
+        if cell["cell_type"] != "code":
+            continue
+        src = "\n".join(
+            line[: len(line) - len(line.lstrip())] + "pass" if line.lstrip().startswith(("%", "!")) else line
+            for line in "".join(cell["source"]).splitlines()
+        )
+        for node in ast.walk(ast.parse(src)):
+            if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+                name = node.targets[0].id
+                if name in names and name not in found:
+                    v = node.value
+                    if isinstance(v, ast.Call) and getattr(v.func, "attr", "") == "budget":
+                        found[name] = {kw.arg: ast.literal_eval(kw.value) for kw in v.keywords}
+                    else:
+                        found[name] = ast.literal_eval(v)
+    return found
+
+
+def test_bench_recipe_matches_the_chapter():
+    from coursekit import bench
+
+    nb = REPO / "notebooks" / "05_flows.ipynb"
+    if not nb.exists():
+        pytest.skip("chapter 05 notebook not present")
+    recipe = bench.FLOW_RECIPE
+    found = _notebook_budgets(nb, set(recipe))
+    assert set(found) == set(recipe), f"missing in the notebook: {set(recipe) - set(found)}"
+    for name, value in recipe.items():
+        assert found[name] == value, f"{name}: notebook {found[name]!r} vs bench {value!r}"
