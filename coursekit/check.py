@@ -378,7 +378,7 @@ __all__ += ["langevin_step", "dsm_target", "score_jacobian_trace"]
 def langevin_step(fn: Callable, *, seed: int | None = None) -> None:
     r"""Check ``fn(x, score, step_size, z) -> x + (step_size / 2) * score + sqrt(step_size) * z``.
 
-    One step of unadjusted Langevin dynamics with time step :math:`\varepsilon` (Welling & Teh 2011, eq. 4;
+    One step of unadjusted Langevin dynamics with time step :math:`\varepsilon` (Welling & Teh 2011;
     Roberts & Tweedie 1996): drift :math:`\tfrac{\varepsilon}{2}\nabla\log p`, noise variance :math:`\varepsilon`.
     Checks the shape and values on random inputs (hints for a noise of :math:`\sqrt{2\varepsilon}`, a drift of
     :math:`\varepsilon` instead of :math:`\varepsilon/2`, :math:`\varepsilon z` without the square root, a flipped drift
@@ -436,7 +436,7 @@ def langevin_step(fn: Callable, *, seed: int | None = None) -> None:
 
 def dsm_target(fn: Callable, *, seed: int | None = None) -> None:
     r"""Check ``fn(x, x_tilde, sigma) -> -(x_tilde - x) / sigma**2``, the denoising score-matching target
-    :math:`\nabla_{\tilde x} \log \mathcal{N}(\tilde x; x, \sigma^2 I)` (Vincent 2011, eq. 11).
+    :math:`\nabla_{\tilde x} \log \mathcal{N}(\tilde x; x, \sigma^2 I)` (Vincent 2011).
 
     Checks shape and values for a float ``sigma`` and for a per-example ``sigma`` of shape (N, 1), with
     hints for a flipped sign, dividing by sigma instead of sigma^2, and returning the noise itself.
@@ -498,7 +498,7 @@ def score_jacobian_trace(fn: Callable, *, seed: int | None = None) -> None:
     :math:`s(x) = Wx + b` must give :math:`\operatorname{tr} W` for every example. Hints for summing the whole
     Jacobian (one backward pass of ``s.sum()``), returning a batch total, and random (Hutchinson)
     estimates. Finally the result must be differentiable in the network's parameters (``create_graph=True``),
-    as training with :func:`coursekit.score.hyvarinen_loss` needs (Hyvarinen 2005, eq. 4).
+    as training with :func:`coursekit.score.hyvarinen_loss` needs (Hyvarinen 2005, theorem 1).
 
     Raises:
         AssertionError: with an explanation when a check fails or ``fn`` is a stub.

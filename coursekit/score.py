@@ -8,11 +8,11 @@ turn a score into samples.
 
 Objectives (each returns the mean over the batch, a 0-d tensor, differentiable in the model's parameters)
 
-* :func:`hyvarinen_loss` - Hyvarinen (2005), eq. 4: :math:`\mathbb{E}_p[\operatorname{tr}(\nabla_x s(x))
+* :func:`hyvarinen_loss` - Hyvarinen (2005), theorem 1: :math:`\mathbb{E}_p[\operatorname{tr}(\nabla_x s(x))
   + \tfrac12 \lVert s(x) \rVert^2]`, exact trace by autograd (:func:`jacobian_trace`, D backward passes).
-* :func:`sliced_score_matching_loss` - Song, Garg, Shi & Ermon (2019), eqs. 7-8: the trace replaced by
+* :func:`sliced_score_matching_loss` - Song, Garg, Shi & Ermon (2019), "Sliced score matching": the trace replaced by
   random projections :math:`v^\top \nabla_x s(x)\, v` (one backward pass per projection).
-* :func:`denoising_score_matching_loss` - Vincent (2011), eq. 11: regress :math:`s(\tilde x)` on
+* :func:`denoising_score_matching_loss` - Vincent (2011), the DSM objective: regress :math:`s(\tilde x)` on
   :math:`\nabla_{\tilde x} \log q_\sigma(\tilde x \mid x) = -(\tilde x - x)/\sigma^2` (:func:`dsm_target`).
 * :func:`ncsn_loss` - Song & Ermon (2019), eqs. 5-6: denoising score matching over a geometric set of
   noise levels with weight :math:`\lambda(\sigma) = \sigma^2`.
@@ -20,7 +20,7 @@ Objectives (each returns the mean over the batch, a 0-d tensor, differentiable i
 Samplers
 
 * :func:`langevin_sample` - unadjusted Langevin dynamics (Roberts & Tweedie 1996; Welling & Teh 2011,
-  eq. 4), :math:`x \leftarrow x + \tfrac{\varepsilon}{2} \nabla_x \log p(x) + \sqrt{\varepsilon}\, z`.
+  SGLD without the minibatch noise), :math:`x \leftarrow x + \tfrac{\varepsilon}{2} \nabla_x \log p(x) + \sqrt{\varepsilon}\, z`.
 * :func:`annealed_langevin_sample` - Song & Ermon (2019), algorithm 1, step
   :math:`\alpha_i = \varepsilon\, \sigma_i^2 / \sigma_L^2` at noise level :math:`\sigma_i`.
 
@@ -142,7 +142,7 @@ def hyvarinen_loss(score_fn: Callable, x: torch.Tensor) -> torch.Tensor:
             + \tfrac12 \lVert s_\theta(x) \rVert^2\Big]
 
     (Hyvarinen 2005, "Estimation of non-normalized statistical models by score matching", JMLR 6,
-    theorem 1 / eq. 4, written with :math:`s = \nabla_x \log p_\theta` rather than :math:`\psi`). It equals the
+    theorem 1, written with :math:`s = \nabla_x \log p_\theta` rather than :math:`\psi`). It equals the
     Fisher divergence :math:`\tfrac12 \mathbb{E}_p \lVert s_\theta(x) - \nabla_x \log p(x) \rVert^2` minus
     :math:`\tfrac12 \mathbb{E}_p \lVert \nabla_x \log p(x) \rVert^2`, a constant free of :math:`\theta`,
     provided :math:`p(x)\, s_\theta(x) \to 0` as :math:`\lVert x \rVert \to \infty` (integration by parts).
@@ -179,11 +179,11 @@ def sliced_score_matching_loss(score_fn: Callable, x: torch.Tensor, *, n_project
         J_{\mathrm{SSM}}(\theta) = \mathbb{E}_{p(x)} \mathbb{E}_{p(v)}\Big[v^\top \nabla_x s_\theta(x)\, v
             + \tfrac12 \big(v^\top s_\theta(x)\big)^2\Big]
 
-    (Song, Garg, Shi & Ermon 2019, "Sliced score matching", eq. 7). For any projection distribution with
+    (Song, Garg, Shi & Ermon 2019, "Sliced score matching"). For any projection distribution with
     :math:`\mathbb{E}[v v^\top] = I` (standard normal or Rademacher), :math:`\mathbb{E}_v[v^\top A v] =
     \operatorname{tr} A` and :math:`\mathbb{E}_v[(v^\top s)^2] = \lVert s \rVert^2`, so :math:`J_{\mathrm{SSM}} = J`.
     ``variance_reduced=True`` replaces :math:`\tfrac12 (v^\top s)^2` by its expectation
-    :math:`\tfrac12 \lVert s \rVert^2` (SSM-VR, eq. 8). :math:`v^\top \nabla_x s\, v` is one vector-Jacobian
+    :math:`\tfrac12 \lVert s \rVert^2` (SSM-VR, same paper). :math:`v^\top \nabla_x s\, v` is one vector-Jacobian
     product, :math:`v^\top \nabla_x (v^\top s)`: one backward pass per projection, whatever D.
 
     Args:
@@ -231,7 +231,7 @@ def dsm_target(x: torch.Tensor, x_tilde: torch.Tensor, sigma) -> torch.Tensor:
     = -(\tilde x - x) / \sigma^2`.
 
     With :math:`\tilde x = x + \sigma \varepsilon` it is :math:`-\varepsilon / \sigma`: it points from the noisy
-    point back to the clean one, and its size grows like 1/sigma (Vincent 2011, eq. 11).
+    point back to the clean one, and its size grows like 1/sigma (Vincent 2011).
 
     Args:
         x: clean data (N, D); x_tilde: noisy data, same shape.
@@ -275,7 +275,7 @@ def denoising_score_matching_loss(score_fn: Callable, x: torch.Tensor, sigma, *,
         J_{\mathrm{DSM}}(\theta) = \mathbb{E}_{p(x)} \mathbb{E}_{\varepsilon \sim \mathcal{N}(0, I)}
             \Big[\tfrac12 \Big\lVert s_\theta(x + \sigma\varepsilon) + \frac{\varepsilon}{\sigma} \Big\rVert^2\Big]
 
-    (Vincent 2011, "A connection between score matching and denoising autoencoders", eq. 11). It
+    (Vincent 2011, "A connection between score matching and denoising autoencoders"). It
     differs from the Fisher divergence between :math:`s_\theta` and the score of the *noisy* density
     :math:`q_\sigma = p * \mathcal{N}(0, \sigma^2 I)` by a constant free of :math:`\theta`, so its minimiser is
     :math:`\nabla \log q_\sigma`, not :math:`\nabla \log p`. No derivatives of :math:`s_\theta` are needed.
@@ -404,7 +404,7 @@ def langevin_sample(score_fn: Callable, x0: torch.Tensor, step_size: float, n_st
 
     the Euler-Maruyama discretisation, with time step :math:`\varepsilon`, of
     :math:`dX_t = \tfrac12 \nabla \log p(X_t)\, dt + dW_t`, whose stationary density is :math:`p`
-    (Roberts & Tweedie 1996, eq. 1.2; Welling & Teh 2011, eq. 4). The drift coefficient is *half* the
+    (Roberts & Tweedie 1996; Welling & Teh 2011, whose SGLD update has this form). The drift coefficient is *half* the
     noise variance; the equivalent convention :math:`x + \tau \nabla \log p + \sqrt{2\tau}\, z` has
     :math:`\tau = \varepsilon / 2`. There is no Metropolis correction, so the chain's stationary law differs
     from :math:`p` by O(:math:`\varepsilon`) (for a Gaussian target of variance :math:`s^2` the chain's variance
