@@ -396,7 +396,7 @@ NCSN_RECIPE = {
     "DIGITS_DEPTH": {"smoke": 2, "cpu": 3, "gpu": 4},
     "DIGITS_STEPS": {"smoke": 20, "cpu": 1000, "gpu": 8000},
     "DIGITS_BATCH": 128,
-    "DIGITS_LR": 1e-3,
+    "DIGITS_LR": 3e-3,
     "DIGITS_EPS": 4e-4,
     "DIGITS_T": {"smoke": 2, "cpu": 10, "gpu": 20},
 }
@@ -416,10 +416,12 @@ def _ncsn_recipe(ctx: BenchContext) -> TrainedModel:
     torch.manual_seed(ctx.seed)
     model = score.NoiseConditionalConvNet8x8(channels=r["DIGITS_CHANNELS"], depth=r["DIGITS_DEPTH"]).to(dev)
     optimiser = torch.optim.Adam(model.parameters(), lr=r["DIGITS_LR"])
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, r["DIGITS_STEPS"])
     t0 = time.perf_counter()
     history = train.fit(model, optimiser, lambda m, b: score.ncsn_loss(m, b, sigmas), x_train,
                         steps=r["DIGITS_STEPS"], batch_size=r["DIGITS_BATCH"], seed=ctx.seed,
-                        desc="bench: NCSN (ch. 09)", progress=ctx.progress)
+                        desc="bench: NCSN (ch. 09)", progress=ctx.progress,
+                        callback=lambda step, m, h: schedule.step())
     train_seconds = time.perf_counter() - t0
     model.eval()
     gen = torch.Generator(device=dev).manual_seed(ctx.seed)

@@ -482,3 +482,18 @@ def test_ncsn_bench_recipe_runs_under_smoke():
     x = out.samples["clipped"]
     assert x.shape == (40, 64) and x.min() >= 0 and x.max() <= 1 and torch.isfinite(x).all()
     assert out.steps == bench.NCSN_RECIPE["DIGITS_STEPS"]["smoke"] and out.likelihood == {}
+
+
+def test_mmd_permutation_test():
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(200, 2, generator=g), torch.randn(150, 2, generator=g)
+    out = S.mmd_permutation_test(x, y, n_permutations=50, seed=1)
+    assert out["mmd2"] == pytest.approx(S.gaussian_mmd2(x, y), rel=1e-9, abs=1e-12)
+    assert 0 < out["p_value"] <= 1 and out["n_permutations"] == 50
+    pvals = [S.mmd_permutation_test(torch.randn(100, 2, generator=g), torch.randn(100, 2, generator=g),
+                                    n_permutations=40, seed=s)["p_value"] for s in range(20)]
+    assert 0.3 < np.mean(pvals) < 0.7  # p-values are roughly uniform under the null
+    shifted = S.mmd_permutation_test(x, y + 0.5, n_permutations=50)
+    assert shifted["p_value"] == pytest.approx(1 / 51) and shifted["mmd2"] > shifted["null_q95"]
+    with pytest.raises(ValueError, match="n_permutations"):
+        S.mmd_permutation_test(x, y, n_permutations=0)
