@@ -127,6 +127,9 @@ def test_hyvarinen_minimiser_is_the_gaussian_mle():
     mle_prec = torch.linalg.inv(xc.T @ xc / len(x))
     assert torch.allclose(mu.detach(), x.mean(0), atol=1e-6)
     assert torch.allclose(p_raw.detach(), mle_prec, atol=1e-6)
+    # ... and therefore close to the true parameters (sampling error of n = 400)
+    assert torch.allclose(mu.detach(), torch.tensor([1.0, -2.0], dtype=torch.float64), atol=0.2)
+    assert torch.allclose(p_raw.detach(), torch.linalg.inv(true_cov), atol=0.4)
 
 
 # ------------------------------------------------------------------------------------------------ sliced SM
