@@ -90,3 +90,14 @@ def built_book(tmp_path_factory) -> BookBuild:
     (out / "build.log").write_text(log)
     print(f"\n[built_book] {' '.join(cmd)}: rc={returncode} in {seconds:.1f} s; log in {out / 'build.log'}")
     return BookBuild(html=out / "_build" / "html", returncode=returncode, log=log, seconds=seconds)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread():
+    """The tests use tiny tensors: one intra-op thread is faster, and far faster on a shared 2-core machine."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)

@@ -1,6 +1,5 @@
 """`make bench` runs unchanged under the smoke profile: check the JSON schema and the files it writes."""
 
-import ast
 import json
 import math
 from pathlib import Path
@@ -10,6 +9,8 @@ import pytest
 import torch
 
 from coursekit import bench, metrics
+
+from _helpers import notebook_assignments
 
 
 @pytest.fixture(scope="module")
@@ -105,36 +106,10 @@ def test_registry_and_errors(tmp_path):
         bench.main(["--profile", "laptop"])
 
 
-def _notebook_assignments(path: Path, names) -> dict:
-    """First value assigned to each of ``names`` in the notebook's code cells: a literal, or the keyword
-    dict of a ``ck.runtime.budget(smoke=..., cpu=..., gpu=...)`` call."""
-    found = {}
-    for cell in json.loads(path.read_text())["cells"]:
-        if cell["cell_type"] != "code":
-            continue
-        lines = "".join(cell["source"]).splitlines()
-        code = "\n".join(  # IPython magics (%pip, !cmd) -> pass, keeping the indentation
-            line[: len(line) - len(line.lstrip())] + "pass" if line.lstrip().startswith(("%", "!")) else line
-            for line in lines
-        )
-        for node in ast.walk(ast.parse(code)):
-            if not (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)):
-                continue
-            name = node.targets[0].id
-            if name not in names or name in found:
-                continue
-            value = node.value
-            if isinstance(value, ast.Call) and ast.unparse(value.func).endswith("budget"):
-                found[name] = {kw.arg: ast.literal_eval(kw.value) for kw in value.keywords}
-            else:
-                found[name] = ast.literal_eval(value)
-    return found
-
-
 def test_vae_recipe_matches_chapter_04():
     """The bench must train the VAE exactly as the chapter does, so its numbers are the chapter's."""
     notebook = Path(__file__).resolve().parents[1] / "notebooks" / "04_vae.ipynb"
     if not notebook.exists():
         pytest.skip("notebooks/04_vae.ipynb not present")
-    found = _notebook_assignments(notebook, set(bench.VAE_RECIPE))
+    found = notebook_assignments(notebook, set(bench.VAE_RECIPE))
     assert found == bench.VAE_RECIPE, "update coursekit.bench.VAE_RECIPE to the budgets of notebooks/04_vae.ipynb"

@@ -8,26 +8,7 @@ import torch
 
 from coursekit import check
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
-def stub(*args):
-    raise NotImplementedError
-
-
-def _fails(checker, fn, *patterns, seed=None):
-    with pytest.raises(AssertionError) as info:
-        checker(fn, seed=seed)
-    msg = str(info.value)
-    for p in patterns:
-        assert p.lower() in msg.lower(), f"expected {p!r} in the message:\n{msg}"
-    return msg
+from _helpers import _fails, stub
 
 
 # ----------------------------------------------------------------------------- coupling forward / inverse

@@ -8,6 +8,8 @@ import pytest
 import torch
 
 from coursekit import diffusion as d
+
+from _helpers import notebook_assignments
 from coursekit import nets
 
 diffusers = pytest.importorskip("diffusers", reason="diffusers is a test-only reference (pip install -e '.[dev]')")
@@ -412,32 +414,6 @@ def test_sinusoidal_time_embedding():
 # ------------------------------------------------------------------------------------------------ the bench
 
 
-def _notebook_assignments(path, names) -> dict:
-    """First value assigned to each of ``names`` in the notebook's code cells: a literal, or the keyword dict of
-    a ``ck.runtime.budget(smoke=..., cpu=..., gpu=...)`` call."""
-    import ast
-    import json
-
-    found = {}
-    for cell in json.loads(path.read_text())["cells"]:
-        if cell["cell_type"] != "code":
-            continue
-        code = "\n".join(line[: len(line) - len(line.lstrip())] + "pass" if line.lstrip().startswith(("%", "!"))
-                         else line for line in "".join(cell["source"]).splitlines())
-        for node in ast.walk(ast.parse(code)):
-            if not (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)):
-                continue
-            name = node.targets[0].id
-            if name not in names or name in found:
-                continue
-            value = node.value
-            if isinstance(value, ast.Call) and ast.unparse(value.func).endswith("budget"):
-                found[name] = {kw.arg: ast.literal_eval(kw.value) for kw in value.keywords}
-            else:
-                found[name] = ast.literal_eval(value)
-    return found
-
-
 def test_bench_recipe_matches_chapter_08():
     """The bench trains the DDPM exactly as the chapter does, so its numbers are the chapter's."""
     from pathlib import Path
@@ -448,5 +424,5 @@ def test_bench_recipe_matches_chapter_08():
     if not notebook.exists():
         pytest.skip("notebooks/08_diffusion.ipynb not present")
     assert "ddpm" in bench.REGISTRY and bench.REGISTRY["ddpm"].chapter == "08_diffusion"
-    found = _notebook_assignments(notebook, set(bench.DIFFUSION_RECIPE))
+    found = notebook_assignments(notebook, set(bench.DIFFUSION_RECIPE))
     assert found == bench.DIFFUSION_RECIPE, "update coursekit.bench.DIFFUSION_RECIPE to the budgets of the notebook"

@@ -10,15 +10,6 @@ from torch.distributions import Independent, Normal, kl_divergence
 from coursekit.divergences import gaussian_kl
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread is faster, and much faster when the CPU is shared."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def _normal(mu, logvar):
     return Independent(Normal(mu, torch.exp(0.5 * logvar)), 1)
 

@@ -2,7 +2,6 @@
 torch.autograd.functional.jacobian; MADE is autoregressive; MAF/IAF pass counts; the densities
 integrate to one; dequantisation and bits/dim; the course's RealNVP against zuko's on two moons."""
 
-import json
 import math
 from pathlib import Path
 
@@ -12,15 +11,9 @@ from torch.distributions import MultivariateNormal, Normal
 
 from coursekit import data, flows, metrics
 
+from _helpers import notebook_assignments
+
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 def _perturb(module, scale=0.3, seed=0):
@@ -301,29 +294,6 @@ def test_realnvp_matches_zuko_on_two_moons():
 # ------------------------------------------------------------------------------------------------
 
 
-def _notebook_budgets(path: Path, names) -> dict:
-    import ast
-
-    found = {}
-    for cell in json.loads(path.read_text())["cells"]:
-        if cell["cell_type"] != "code":
-            continue
-        src = "\n".join(
-            line[: len(line) - len(line.lstrip())] + "pass" if line.lstrip().startswith(("%", "!")) else line
-            for line in "".join(cell["source"]).splitlines()
-        )
-        for node in ast.walk(ast.parse(src)):
-            if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
-                name = node.targets[0].id
-                if name in names and name not in found:
-                    v = node.value
-                    if isinstance(v, ast.Call) and getattr(v.func, "attr", "") == "budget":
-                        found[name] = {kw.arg: ast.literal_eval(kw.value) for kw in v.keywords}
-                    else:
-                        found[name] = ast.literal_eval(v)
-    return found
-
-
 def test_bench_recipe_matches_the_chapter():
     from coursekit import bench
 
@@ -331,7 +301,7 @@ def test_bench_recipe_matches_the_chapter():
     if not nb.exists():
         pytest.skip("chapter 05 notebook not present")
     recipe = bench.FLOW_RECIPE
-    found = _notebook_budgets(nb, set(recipe))
+    found = notebook_assignments(nb, set(recipe))
     assert set(found) == set(recipe), f"missing in the notebook: {set(recipe) - set(found)}"
     for name, value in recipe.items():
         assert found[name] == value, f"{name}: notebook {found[name]!r} vs bench {value!r}"

@@ -11,14 +11,6 @@ from torch.distributions import Categorical, Independent, MixtureSameFamily, Nor
 from coursekit import score as S
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def small_net(d, seed, hidden=16):
     torch.manual_seed(seed)
     return torch.nn.Sequential(torch.nn.Linear(d, hidden), torch.nn.Tanh(), torch.nn.Linear(hidden, hidden),
@@ -467,12 +459,12 @@ def test_ncsn_bench_recipe_matches_chapter_09():
     from pathlib import Path
 
     from coursekit import bench
-    from test_bench import _notebook_assignments
+    from _helpers import notebook_assignments
 
     notebook = Path(__file__).resolve().parents[1] / "notebooks" / "09_score_matching.ipynb"
     if not notebook.exists():
         pytest.skip("notebooks/09_score_matching.ipynb not present")
-    found = _notebook_assignments(notebook, set(bench.NCSN_RECIPE))
+    found = notebook_assignments(notebook, set(bench.NCSN_RECIPE))
     assert found == bench.NCSN_RECIPE, "update coursekit.bench.NCSN_RECIPE to the budgets of notebooks/09_score_matching.ipynb"
     assert "ncsn" in bench.REGISTRY and bench.REGISTRY["ncsn"].binarize is False
 

@@ -1,0 +1,52 @@
+"""Helpers shared by several test files (imported as ``from _helpers import ...``; pytest puts tests/ on
+sys.path)."""
+
+from __future__ import annotations
+
+import ast
+import json
+from pathlib import Path
+
+import pytest
+
+
+def stub(*args):
+    """An exercise stub, as students receive it."""
+    raise NotImplementedError
+
+
+def _fails(checker, fn, *patterns, seed=None) -> str:
+    """Assert that ``checker(fn)`` raises an AssertionError whose message contains every pattern."""
+    with pytest.raises(AssertionError) as info:
+        checker(fn, seed=seed)
+    msg = str(info.value)
+    for p in patterns:
+        assert p.lower() in msg.lower(), f"expected {p!r} in the message:\n{msg}"
+    return msg
+
+
+def notebook_assignments(path: Path, names) -> dict:
+    """First value assigned to each of ``names`` in the notebook's code cells: a literal, or the keyword dict of
+    a ``ck.runtime.budget(smoke=..., cpu=..., gpu=...)`` call. Used to keep coursekit.bench's recipes equal to
+    the chapters' budgets."""
+    found = {}
+    for cell in json.loads(Path(path).read_text())["cells"]:
+        if cell["cell_type"] != "code":
+            continue
+        lines = "".join(cell["source"]).splitlines()
+        code = "\n".join(  # IPython magics (%pip, !cmd) -> pass, keeping the indentation
+            line[: len(line) - len(line.lstrip())] + "pass" if line.lstrip().startswith(("%", "!")) else line
+            for line in lines
+        )
+        for node in ast.walk(ast.parse(code)):
+            if not (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)):
+                continue
+            name = node.targets[0].id
+            if name not in names or name in found:
+                continue
+            value = node.value
+            if isinstance(value, ast.Call) and ast.unparse(value.func).endswith("budget"):
+                found[name] = {kw.arg: ast.literal_eval(kw.value) for kw in value.keywords}
+            else:
+                found[name] = ast.literal_eval(value)
+    return found
