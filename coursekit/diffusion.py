@@ -82,13 +82,18 @@ def _check_images(name: str, x) -> torch.Tensor:
     return check_finite(name, x)
 
 
-def _check_alphas_cumprod(a) -> torch.Tensor:
-    check_tensor("alphas_cumprod", a)
+def _check_schedule_tensor(name: str, a) -> torch.Tensor:
+    """A per-step schedule (betas or alphas_cumprod): a finite floating-point tensor of shape (T,), T >= 1."""
+    check_tensor(name, a)
     if not a.is_floating_point():
-        raise TypeError(f"alphas_cumprod must be a floating-point tensor, got dtype {a.dtype}")
+        raise TypeError(f"{name} must be a floating-point tensor, got dtype {a.dtype}")
     if a.ndim != 1 or a.numel() < 1:
-        raise ValueError(f"alphas_cumprod must have shape (T,) with T >= 1, got shape {tuple(a.shape)}")
-    check_finite("alphas_cumprod", a)
+        raise ValueError(f"{name} must have shape (T,) with T >= 1, got shape {tuple(a.shape)}")
+    return check_finite(name, a)
+
+
+def _check_alphas_cumprod(a) -> torch.Tensor:
+    _check_schedule_tensor("alphas_cumprod", a)
     if bool((a <= 0).any()) or bool((a > 1).any()):
         raise ValueError(
             f"alphas_cumprod must lie in (0, 1] (a product of 1 - beta_t), got values in "
@@ -216,12 +221,7 @@ def alphas_cumprod_from_betas(betas: torch.Tensor) -> torch.Tensor:
     Raises:
         TypeError: non-float input. ValueError: wrong shape, NaN/Inf, betas outside [0, 1).
     """
-    check_tensor("betas", betas)
-    if not betas.is_floating_point():
-        raise TypeError(f"betas must be a floating-point tensor, got dtype {betas.dtype}")
-    if betas.ndim != 1 or betas.numel() < 1:
-        raise ValueError(f"betas must have shape (T,), got {tuple(betas.shape)}")
-    check_finite("betas", betas)
+    _check_schedule_tensor("betas", betas)
     if bool((betas < 0).any()) or bool((betas >= 1).any()):
         raise ValueError(f"betas must lie in [0, 1), got values in [{float(betas.min()):.3g}, {float(betas.max()):.3g}]")
     return torch.cumprod(1.0 - betas.to(torch.float64), dim=0)
