@@ -9,7 +9,7 @@ __version__ = "0.1.0"
 
 _SUBMODULES = (
     "runtime", "data", "nets", "train", "plotting", "check", "student",
-    "divergences", "vae", "metrics", "bench", "score", "flows", "diffusion",
+    "divergences", "vae", "metrics", "bench", "score", "flows", "diffusion", "gan",
 )
 __all__ = list(_SUBMODULES) + ["__version__"]
 
