@@ -332,6 +332,180 @@ def mode_coverage(samples: torch.Tensor, modes: torch.Tensor, std: float, *, n_s
 
 # ---- chapter 06: image GANs ----
 
+# Small convolutional GANs for the 8x8 digits: a DCGAN in miniature (Radford et al. 2016) and its
+# class-conditional version (Mirza & Osindero 2014; projection discriminator of Miyato & Koyama 2018).
+# No batch normalisation: with minibatches of only real or only fake images, a batch-normalised
+# discriminator sees different batch statistics for the two and can tell them apart by the statistics
+# alone, and in eval mode a batch-normalised generator uses running averages that differ from the batch
+# statistics it was trained with. These nets are small enough to train stably without it.
+
+
+def _check_labels(y, n: int, n_classes: int | None, device) -> torch.Tensor | None:
+    """Validate class labels for a (conditional) net: None for an unconditional one, else int64 (n,)."""
+    if n_classes is None:
+        if y is not None:
+            raise ValueError("this network is unconditional (n_classes=None): call it without labels")
+        return None
+    if y is None:
+        raise ValueError(f"this network is conditional on {n_classes} classes: pass labels y of shape ({n},)")
+    if not isinstance(y, torch.Tensor) or y.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
+        raise TypeError(f"labels y must be an integer tensor, got {getattr(y, 'dtype', type(y).__name__)}")
+    if y.shape != (n,):
+        raise ValueError(f"labels y must have shape ({n},), got {tuple(y.shape)}")
+    if n > 0 and (int(y.min()) < 0 or int(y.max()) >= n_classes):
+        raise ValueError(f"labels must lie in 0..{n_classes - 1}, got values in {int(y.min())}..{int(y.max())}")
+    return y.to(device=device, dtype=torch.int64)
+
+
+class DigitsGenerator(nn.Module):
+    r"""Convolutional generator of 8x8 images, optionally conditional on a class label.
+
+    Layers (C = ``channels``)::
+
+        [z, onehot(y)] (N, latent_dim [+ n_classes]) --linear--> (N, 2C, 4, 4) --LeakyReLU-->
+        --transposed conv 4x4 stride 2--> (N, C, 8, 8) --LeakyReLU--> --conv 3x3--> (N, 1, 8, 8) --sigmoid-->
+
+    The conditional version concatenates a one-hot code of the label to the noise, as in the conditional GAN of
+    Mirza & Osindero (2014, sec. 3.2). The sigmoid puts the pixels in (0, 1), the range of
+    ``coursekit.data.load_digits``. No batch normalisation (see the module comment above).
+
+    Args:
+        latent_dim: size of the noise z (>= 1). channels: width C (>= 1).
+        n_classes: number of classes for a conditional generator, or None (unconditional).
+
+    Shapes:
+        ``forward(z, y=None)``: z (N, latent_dim) float, y (N,) int64 (conditional only) -> (N, 1, 8, 8) in (0, 1).
+
+    Raises:
+        ValueError / TypeError: wrong shapes, labels missing for a conditional net (or given to an
+        unconditional one), labels out of range, NaN/Inf in z.
+    """
+
+    def __init__(self, latent_dim: int = 16, channels: int = 32, n_classes: int | None = None):
+        super().__init__()
+        from ._validate import check_positive_int
+
+        self.latent_dim = check_positive_int("latent_dim", latent_dim)
+        c = check_positive_int("channels", channels)
+        self.n_classes = None if n_classes is None else check_positive_int("n_classes", n_classes)
+        in_dim = self.latent_dim + (self.n_classes or 0)
+        self.net = nn.Sequential(
+            nn.Linear(in_dim, 2 * c * 4 * 4), nn.LeakyReLU(0.2),
+            nn.Unflatten(1, (2 * c, 4, 4)),
+            nn.ConvTranspose2d(2 * c, c, kernel_size=4, stride=2, padding=1), nn.LeakyReLU(0.2),  # 4x4 -> 8x8
+            nn.Conv2d(c, 1, kernel_size=3, padding=1),
+        )
+
+    def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        from ._validate import check_finite
+
+        if not isinstance(z, torch.Tensor) or z.ndim != 2 or z.shape[1] != self.latent_dim:
+            raise ValueError(f"z must have shape (N, {self.latent_dim}), got {tuple(getattr(z, 'shape', ()))}")
+        check_finite("z", z)
+        y = _check_labels(y, z.shape[0], self.n_classes, z.device)
+        if y is not None:
+            z = torch.cat([z, F.one_hot(y, self.n_classes).to(z.dtype)], dim=1)
+        return torch.sigmoid(self.net(z))
+
+    @torch.no_grad()
+    def sample(self, n: int, y: torch.Tensor | None = None, *, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``n`` images (n, 1, 8, 8) in (0, 1) from z ~ N(0, I) (drawn with ``generator`` if given), on the
+        parameters' device; ``y`` (n,) int64 labels for a conditional generator."""
+        dev = next(self.parameters()).device
+        z = torch.randn(int(n), self.latent_dim, generator=generator, device=dev)
+        return self(z, y)
+
+
+class DigitsDiscriminator(nn.Module):
+    r"""Convolutional discriminator (or critic) of 8x8 images returning one raw logit / score per image.
+
+    Layers (C = ``channels``)::
+
+        x (N, 1, 8, 8) in [0, 1] --(2x - 1)--> --conv 3x3--> (N, C, 8, 8) --LeakyReLU(0.2)-->
+        --conv 4x4 stride 2--> (N, 2C, 4, 4) --LeakyReLU(0.2)--> --flatten--> phi(x) (N, 32C)
+        --linear--> logit (N,)
+
+    The conditional version is the *projection discriminator* of Miyato & Koyama (2018, eq. 3):
+    ``logit(x, y) = w^T phi(x) + b + embed(y)^T phi(x)``, the inner product of a learnt class embedding with
+    the image features. LeakyReLU and no batch normalisation, as recommended for discriminators and required for
+    critics trained with a gradient penalty (Gulrajani et al. 2017, sec. 4).
+
+    Args:
+        channels: width C (>= 1). n_classes: number of classes (conditional) or None.
+
+    Shapes:
+        ``forward(x, y=None)``: x (N, 1, 8, 8) (or (N, 64)) float, y (N,) int64 -> logits (N,).
+
+    Raises:
+        ValueError / TypeError: as :class:`DigitsGenerator`.
+    """
+
+    def __init__(self, channels: int = 32, n_classes: int | None = None):
+        super().__init__()
+        from ._validate import check_positive_int
+
+        c = check_positive_int("channels", channels)
+        self.n_classes = None if n_classes is None else check_positive_int("n_classes", n_classes)
+        self.features = nn.Sequential(
+            nn.Conv2d(1, c, kernel_size=3, padding=1), nn.LeakyReLU(0.2),
+            nn.Conv2d(c, 2 * c, kernel_size=4, stride=2, padding=1), nn.LeakyReLU(0.2),
+            nn.Flatten(),
+        )
+        self.head = nn.Linear(2 * c * 4 * 4, 1)
+        self.embed = None if self.n_classes is None else nn.Embedding(self.n_classes, 2 * c * 4 * 4)
+        if self.embed is not None:
+            nn.init.normal_(self.embed.weight, std=0.02)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        from ._validate import check_finite
+
+        if isinstance(x, torch.Tensor) and x.ndim == 2 and x.shape[1] == 64:
+            x = x.reshape(-1, 1, 8, 8)
+        if not isinstance(x, torch.Tensor) or x.ndim != 4 or tuple(x.shape[1:]) != (1, 8, 8):
+            raise ValueError(f"x must have shape (N, 1, 8, 8) or (N, 64), got {tuple(getattr(x, 'shape', ()))}")
+        check_finite("x", x)
+        y = _check_labels(y, x.shape[0], self.n_classes, x.device)
+        phi = self.features(2 * x - 1)
+        out = self.head(phi).squeeze(1)
+        if y is not None:
+            out = out + (self.embed(y) * phi).sum(1)
+        return out
+
+
+@torch.no_grad()
+def class_agreement(images: torch.Tensor, labels: torch.Tensor, classifier=None) -> dict:
+    """How often the course's digit classifier assigns generated images to the class they were asked for.
+
+    Args:
+        images: (N, 1, 8, 8) or (N, 64) in [0, 1], e.g. a conditional generator's samples for ``labels``.
+        labels: (N,) int64 requested classes in 0..9.
+        classifier: default :func:`coursekit.metrics.get_digits_classifier` ``()``.
+
+    Returns:
+        dict: ``accuracy`` (float, share of images whose arg-max class is the requested one),
+        ``per_class`` (list of 10 floats, NaN for a class never requested), ``confidence`` (float, mean
+        probability of the requested class), ``predicted`` (int64 (N,) arg-max classes).
+
+    Raises:
+        ValueError: if the numbers of images and labels differ, or labels are outside 0..9.
+    """
+    from . import metrics
+
+    if not isinstance(labels, torch.Tensor) or labels.ndim != 1 or labels.shape[0] != images.shape[0]:
+        raise ValueError(f"labels must be a 1-D tensor with one entry per image ({images.shape[0]}), "
+                         f"got {tuple(getattr(labels, 'shape', ()))}")
+    labels = labels.to("cpu", torch.int64)
+    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) > 9):
+        raise ValueError("labels must be digit classes 0..9")
+    probs = metrics.probabilities(images.detach().cpu(), classifier)
+    pred = probs.argmax(1).cpu()
+    hit = (pred == labels).float()
+    per_class = [float(hit[labels == c].mean()) if bool((labels == c).any()) else float("nan") for c in range(10)]
+    return {"accuracy": float(hit.mean()), "per_class": per_class,
+            "confidence": float(probs.cpu().gather(1, labels[:, None]).mean()), "predicted": pred}
+
+
+
 
 # ---- chapter 07: density ratios, f-GAN, WGAN, MMD, semi-supervised ----
 # Owned by CH07. The density-ratio trick, f-GAN losses, a differentiable unbiased MMD^2 with Gaussian

@@ -1,0 +1,290 @@
+"""Tests for coursekit.gan (core section): the value function and its identities, the losses against
+torch's binary cross-entropy, the WGAN losses, the gradient penalty against hand computations, weight
+clipping, mode coverage, the GAN training loop and the 2-D recipes."""
+
+import math
+
+import pytest
+import torch
+from torch.nn import functional as F
+
+from coursekit import data as D
+from coursekit import gan as G
+from coursekit.divergences import js_divergence
+
+
+def random_simplex(k, *, seed, zeros=False):
+    g = torch.Generator().manual_seed(seed)
+    w = torch.rand(k, generator=g, dtype=torch.float64) ** 2
+    if zeros:
+        w = w * (torch.rand(k, generator=g, dtype=torch.float64) > 0.3)
+        w[0] += 0.05
+    return w / w.sum()
+
+
+def logit(p):
+    return torch.log(p) - torch.log1p(-p)
+
+
+# ------------------------------------------------------------------------------ optimal D and the JSD identity
+def test_optimal_discriminator_values_and_zero_zero_convention():
+    p = torch.tensor([0.2, 0.0, 0.5, 0.0])
+    q = torch.tensor([0.6, 0.3, 0.5, 0.0])
+    d = G.optimal_discriminator(p, q)
+    assert torch.allclose(d, torch.tensor([0.25, 0.0, 0.5, 0.5]))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_value_at_optimal_d_is_2jsd_minus_log4(seed):
+    """Exact expectations over K outcomes: V(D*, G) = sum p log D* + sum q log(1 - D*) = 2 JSD - log 4."""
+    p, q = random_simplex(8, seed=seed, zeros=seed % 2 == 1), random_simplex(8, seed=40 + seed, zeros=seed % 2 == 1)
+    d = G.optimal_discriminator(p, q)
+    value = (torch.xlogy(p, d) + torch.xlogy(q, 1 - d)).sum()
+    assert value.item() == pytest.approx(2 * js_divergence(p, q).item() - math.log(4), abs=1e-12)
+    # D* is the maximiser: any other discriminator gives a smaller value
+    g = torch.Generator().manual_seed(seed)
+    for _ in range(20):
+        other = (d + 0.2 * (torch.rand(8, generator=g, dtype=torch.float64) - 0.5)).clamp(1e-6, 1 - 1e-6)
+        v_other = (torch.xlogy(p, other) + torch.xlogy(q, 1 - other)).sum()
+        assert v_other.item() <= value.item() + 1e-12
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_gan_value_on_a_batch_with_counts_equals_2jsd_minus_log4(seed):
+    """Distributions with rational probabilities c_k / n: a batch holding outcome k exactly c_k times makes the
+    batch mean of gan_value an exact expectation. At D* = sigmoid(logit) the value is 2 JSD - log 4, and the
+    half-weighted objective (minus the mean BCE over the balanced real+fake batch) is JSD - log 2."""
+    g = torch.Generator().manual_seed(seed)
+    k, n = 6, 60
+    cp = torch.multinomial(torch.ones(k), n, replacement=True, generator=g).bincount(minlength=k)
+    cq = torch.multinomial(torch.rand(k, generator=g) + 0.1, n, replacement=True, generator=g).bincount(minlength=k)
+    p, q = cp.double() / n, cq.double() / n
+    d = G.optimal_discriminator(p, q).clamp(1e-300, 1 - 1e-16)  # D* is 0 or 1 where one side has no mass
+    logits = logit(d)
+    real = torch.repeat_interleave(logits, cp)
+    fake = torch.repeat_interleave(logits, cq)
+    jsd = js_divergence(p, q).item()
+    assert G.gan_value(real, fake).item() == pytest.approx(2 * jsd - math.log(4), abs=1e-9)
+    bce = F.binary_cross_entropy_with_logits(torch.cat([real, fake]),
+                                             torch.cat([torch.ones(n), torch.zeros(n)]).double())
+    assert (-bce).item() == pytest.approx(jsd - math.log(2), abs=1e-9)
+    assert G.discriminator_loss(real, fake).item() == pytest.approx(math.log(4) - 2 * jsd, abs=1e-9)
+
+
+# ------------------------------------------------------------------------------------------------------ losses
+def bce(logits, label):
+    return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, float(label)))
+
+
+@pytest.mark.parametrize("shape", [(7,), (7, 1)])
+def test_losses_match_binary_cross_entropy(shape):
+    g = torch.Generator().manual_seed(0)
+    real = 3 * torch.randn(shape, generator=g)
+    fake = 3 * torch.randn(shape, generator=g)
+    assert torch.allclose(G.discriminator_loss(real, fake), bce(real, 1) + bce(fake, 0), atol=1e-6)
+    assert torch.allclose(G.gan_value(real, fake), -(bce(real, 1) + bce(fake, 0)), atol=1e-6)
+    assert torch.allclose(G.generator_loss(fake, "non_saturating"), bce(fake, 1), atol=1e-6)
+    assert torch.allclose(G.generator_loss(fake), bce(fake, 1), atol=1e-6)  # the default
+    assert torch.allclose(G.generator_loss(fake, "minimax"), -bce(fake, 0), atol=1e-6)
+    # hand formula log sigmoid on moderate logits
+    s = torch.sigmoid(fake.double())
+    assert G.generator_loss(fake.double(), "minimax").item() == pytest.approx(torch.log(1 - s).mean().item(), abs=1e-10)
+    for out in (G.discriminator_loss(real, fake), G.generator_loss(fake), G.gan_value(real, fake)):
+        assert out.ndim == 0
+
+
+def test_real_and_fake_batches_may_differ_in_size():
+    real, fake = torch.randn(5), torch.randn(3, 1)
+    want = bce(real, 1) + bce(fake.reshape(-1), 0)
+    assert torch.allclose(G.discriminator_loss(real, fake), want, atol=1e-6)
+
+
+def test_losses_are_finite_for_extreme_logits():
+    big = torch.tensor([-200.0, 0.0, 200.0], requires_grad=True)
+    for loss in (G.discriminator_loss(big, big), G.generator_loss(big, "minimax"), G.generator_loss(big)):
+        assert torch.isfinite(loss)
+        (grad,) = torch.autograd.grad(loss, big)
+        assert torch.isfinite(grad).all()
+    assert G.generator_loss(torch.tensor([-200.0])).item() == pytest.approx(200.0)
+
+
+def test_minimax_saturates_and_non_saturating_does_not():
+    """d/dl of E log(1 - sigmoid(l)) is -sigmoid(l)/M, of -E log sigmoid(l) is -(1 - sigmoid(l))/M."""
+    fake = torch.tensor([-8.0, -2.0, 0.0, 3.0], dtype=torch.float64, requires_grad=True)
+    (g_mm,) = torch.autograd.grad(G.generator_loss(fake, "minimax"), fake)
+    (g_ns,) = torch.autograd.grad(G.generator_loss(fake, "non_saturating"), fake)
+    s = torch.sigmoid(fake.detach())
+    assert torch.allclose(g_mm, -s / 4) and torch.allclose(g_ns, -(1 - s) / 4)
+    assert abs(g_mm[0]) < 1e-3 and abs(g_ns[0]) > 0.2  # D rejects the sample: minimax gives ~no gradient
+
+
+def test_wasserstein_losses():
+    real, fake = torch.tensor([1.0, 2.0, 3.0]), torch.tensor([[0.5], [-0.5]])
+    assert G.wasserstein_critic_loss(real, fake).item() == pytest.approx(0.0 - 2.0)
+    assert G.wasserstein_generator_loss(fake).item() == pytest.approx(0.0)
+    assert G.wasserstein_generator_loss(torch.tensor([1.0, 3.0])).item() == pytest.approx(-2.0)
+
+
+@pytest.mark.parametrize("call", [
+    lambda x: G.gan_value(x, torch.zeros(3)),
+    lambda x: G.discriminator_loss(torch.zeros(3), x),
+    lambda x: G.generator_loss(x),
+    lambda x: G.wasserstein_critic_loss(x, torch.zeros(3)),
+    lambda x: G.wasserstein_generator_loss(x),
+])
+def test_losses_reject_bad_input(call):
+    with pytest.raises(ValueError, match="NaN"):
+        call(torch.tensor([0.0, float("nan")]))
+    with pytest.raises(ValueError, match=r"\(N,\) or \(N, 1\)"):
+        call(torch.zeros(4, 2))
+    with pytest.raises(ValueError, match="empty"):
+        call(torch.zeros(0))
+    with pytest.raises(TypeError, match="torch.Tensor"):
+        call([0.0, 1.0])
+    with pytest.raises(TypeError, match="floating"):
+        call(torch.tensor([0, 1]))
+
+
+def test_generator_loss_rejects_unknown_kind_and_optimal_d_bad_input():
+    with pytest.raises(ValueError, match="non_saturating"):
+        G.generator_loss(torch.zeros(3), kind="wgan")
+    with pytest.raises(ValueError, match=">= 0"):
+        G.optimal_discriminator(torch.tensor([-0.1, 1.1]), torch.tensor([0.5, 0.5]))
+    with pytest.raises(ValueError, match="same shape"):
+        G.optimal_discriminator(torch.tensor([0.1, 0.9]), torch.tensor([0.2, 0.3, 0.5]))
+    with pytest.raises(ValueError, match="NaN"):
+        G.optimal_discriminator(torch.tensor([float("nan")]), torch.tensor([0.5]))
+    with pytest.raises(TypeError):
+        G.optimal_discriminator([0.5], torch.tensor([0.5]))
+
+
+# ------------------------------------------------------------------------------------------- gradient penalty
+def test_gradient_penalty_linear_critic_is_norm_of_w_minus_one_squared():
+    """f(x) = w . x has gradient w everywhere, so the penalty is (||w|| - 1)^2 for every interpolation; a batch-level
+    norm would give (sqrt(N) ||w|| - 1)^2 instead."""
+    w = torch.tensor([3.0, -4.0], dtype=torch.float64, requires_grad=True)  # ||w|| = 5
+    real, fake = torch.randn(16, 2, dtype=torch.float64), torch.randn(16, 2, dtype=torch.float64)
+    gp = G.gradient_penalty(lambda x: x @ w, real, fake)
+    assert gp.item() == pytest.approx(16.0, abs=1e-10)
+    # create_graph=True: differentiable in the critic's parameters, d/dw (||w|| - 1)^2 = 2 (||w|| - 1) w / ||w||
+    (grad_w,) = torch.autograd.grad(gp, w)
+    assert torch.allclose(grad_w, 2 * (5 - 1) * w.detach() / 5)
+    assert G.gradient_penalty(lambda x: x @ w, real, fake, target=5.0).item() == pytest.approx(0.0, abs=1e-12)
+
+
+def test_gradient_penalty_on_images_uses_all_non_batch_dims():
+    w = torch.randn(1, 3, 4, dtype=torch.float64)
+    real, fake = torch.rand(5, 1, 3, 4, dtype=torch.float64), torch.rand(5, 1, 3, 4, dtype=torch.float64)
+    gp = G.gradient_penalty(lambda x: (x * w).sum(dim=(1, 2, 3))[:, None], real, fake)
+    assert gp.item() == pytest.approx((w.norm().item() - 1) ** 2, abs=1e-10)
+
+
+def test_gradient_penalty_quadratic_critic_with_known_per_sample_interpolation():
+    """f(x) = |x|^2 / 2 has gradient x, so the per-sample norm is |x_hat_i| with
+    x_hat_i = eps_i real_i + (1 - eps_i) fake_i; eps drawn from the given generator, one per example."""
+    real, fake = torch.randn(9, 3, dtype=torch.float64), torch.randn(9, 3, dtype=torch.float64)
+    gp = G.gradient_penalty(lambda x: 0.5 * (x ** 2).sum(1), real, fake,
+                            generator=torch.Generator().manual_seed(7))
+    eps = torch.rand(9, 1, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+    x_hat = eps * real + (1 - eps) * fake
+    assert gp.item() == pytest.approx(((x_hat.norm(dim=1) - 1) ** 2).mean().item(), abs=1e-12)
+
+
+def test_gradient_penalty_interpolates_per_sample():
+    seen = []
+
+    def critic(x):
+        seen.append(x.detach())
+        return x.sum(1)
+
+    real, fake = torch.randn(64, 2, dtype=torch.float64), torch.randn(64, 2, dtype=torch.float64)
+    G.gradient_penalty(critic, real, fake)
+    t = (seen[0] - fake) / (real - fake)  # eps_i, the same in both coordinates of a row
+    assert torch.allclose(t[:, 0], t[:, 1], atol=1e-8)
+    assert (t >= 0).all() and (t <= 1).all()
+    assert t[:, 0].std() > 0.1  # different eps for different examples (not one eps for the batch)
+
+
+def test_gradient_penalty_does_not_train_the_generator_and_rejects_bad_input():
+    fake = torch.randn(4, 2, requires_grad=True)
+    gp = G.gradient_penalty(lambda x: (x ** 2).sum(1), torch.randn(4, 2), fake)
+    assert torch.autograd.grad(gp, fake, allow_unused=True)[0] is None  # fake is detached inside
+    with pytest.raises(ValueError, match="same shape"):
+        G.gradient_penalty(lambda x: x.sum(1), torch.randn(4, 2), torch.randn(5, 2))
+    with pytest.raises(TypeError, match="callable"):
+        G.gradient_penalty(None, torch.randn(4, 2), torch.randn(4, 2))
+    with pytest.raises(ValueError, match="NaN"):
+        G.gradient_penalty(lambda x: x.sum(1), torch.full((4, 2), float("nan")), torch.randn(4, 2))
+    with pytest.raises(ValueError, match=r"\(N,\) or \(N, 1\)"):
+        G.gradient_penalty(lambda x: x, torch.randn(4, 2), torch.randn(4, 2))
+    with pytest.raises(ValueError, match="target"):
+        G.gradient_penalty(lambda x: x.sum(1), torch.randn(4, 2), torch.randn(4, 2), target=0.0)
+
+
+# ---------------------------------------------------------------------------------------------- weight clipping
+def test_clip_weights_holds_after_an_optimiser_step():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(2, 16), torch.nn.ReLU(), torch.nn.Linear(16, 1))
+    opt = torch.optim.SGD(net.parameters(), lr=10.0)
+    c = 0.01
+    G.clip_weights(net, c)
+    before = [p.detach().clone() for p in net.parameters()]
+    assert all(p.abs().max() <= c for p in before)
+    loss = net(torch.randn(32, 2)).pow(2).mean() * 100
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    assert max(p.abs().max().item() for p in net.parameters()) > c  # the step leaves the box ...
+    G.clip_weights(net, c)
+    assert max(p.abs().max().item() for p in net.parameters()) <= c  # ... clipping brings it back
+    inside = torch.tensor([0.005, -0.002])
+    lin = torch.nn.Linear(2, 1, bias=False)
+    with torch.no_grad():
+        lin.weight.copy_(torch.tensor([[0.005, -0.5]]))
+    G.clip_weights(lin, c)
+    assert torch.equal(lin.weight, torch.tensor([[0.005, -0.01]]))  # in-range values untouched
+    with pytest.raises(ValueError):
+        G.clip_weights(net, 0.0)
+    with pytest.raises(TypeError):
+        G.clip_weights(inside, 0.1)
+
+
+# ------------------------------------------------------------------------------------------------ mode coverage
+def test_mode_coverage_on_constructed_samples():
+    modes = D.ring_modes()  # 8 modes, radius 2
+    std = 0.02
+    r = modes[0] + torch.zeros(10, 2)  # 10 exactly at mode 0
+    near3 = modes[3] + torch.tensor([[2.9 * std, 0.0]])  # high quality, assigned to mode 3
+    far5 = modes[5] + torch.tensor([[0.0, 3.1 * std]])  # just outside 3 std: low quality
+    origin = torch.zeros(5, 2)  # far from every mode
+    samples = torch.cat([r, near3, far5, origin])
+    out = G.mode_coverage(samples, modes, std)
+    assert out["modes_covered"] == 2 and out["n_modes"] == 8
+    assert out["high_quality"] == pytest.approx(11 / 17)
+    assert out["counts"].tolist() == [10, 0, 0, 1, 0, 0, 0, 0]
+    assert out["nearest"][10].item() == 3 and out["nearest"][11].item() == 5
+    assert G.mode_coverage(samples, modes, std, min_count=2)["modes_covered"] == 1
+    assert G.mode_coverage(samples, modes, std, n_std=4.0)["modes_covered"] == 3
+
+
+@pytest.mark.parametrize("bench", ["ring", "grid"])
+def test_mode_coverage_of_real_data(bench):
+    x = D.sample_2d(bench, 5000, seed=1)
+    modes = D.ring_modes() if bench == "ring" else D.grid_modes()
+    out = G.mode_coverage(x, modes, 0.02)
+    assert out["modes_covered"] == len(modes)
+    assert out["high_quality"] == pytest.approx(1 - math.exp(-4.5), abs=0.006)  # chi(2) within 3 std: 0.989
+
+
+def test_mode_coverage_rejects_bad_input():
+    modes = D.ring_modes()
+    with pytest.raises(ValueError, match="dimension"):
+        G.mode_coverage(torch.zeros(3, 3), modes, 0.02)
+    with pytest.raises(ValueError, match=r"\(N, d\)"):
+        G.mode_coverage(torch.zeros(3), modes, 0.02)
+    with pytest.raises(ValueError, match="std"):
+        G.mode_coverage(torch.zeros(3, 2), modes, -1.0)
+    with pytest.raises(ValueError, match="NaN"):
+        G.mode_coverage(torch.full((3, 2), float("nan")), modes, 0.02)
+    with pytest.raises(TypeError):
+        G.mode_coverage(torch.zeros(3, 2), modes, 0.02, min_count=1.5)
