@@ -913,3 +913,473 @@ def ddim_step(fn: Callable, *, seed: int | None = None) -> None:
                                                     "x0_hat = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t).")
             ctx.fail(f"wrong values for t = {t}, t_prev = {tp}: {hint}")
     ctx.passed(f"deterministic DDIM steps correct, including the last step to t_prev = -1 ({name}, T = {T})")
+
+
+# chapter 07
+# =========================================================================== chapter 07: density ratios, MMD, WGAN-GP
+__all__ += ["density_ratio_from_logits", "mmd2_unbiased", "gradient_penalty"]
+
+
+def density_ratio_from_logits(fn: Callable, *, seed: int | None = None) -> None:
+    r"""Check ``fn(logits) -> r`` with :math:`r = D/(1-D) = e^{\ell}` for :math:`D = \sigma(\ell)`, shape (N,).
+
+    The classifier is trained with P (the data) labelled 1 and Q labelled 0 in equal numbers, so
+    :math:`r(x) = p(x)/q(x)` (the density-ratio trick). Inputs: float32 logits of shape (N,) including large
+    ones (|logit| up to 30) where ``sigmoid(l) / (1 - sigmoid(l))`` computed in float32 divides by a rounded
+    zero. Hints for returning D, the log-ratio, the inverse ratio (labels swapped) and the overflow.
+
+    Raises:
+        AssertionError: with an explanation when a check fails or ``fn`` is a stub.
+    """
+    ctx = _Ctx("density_ratio_from_logits", fn, seed)
+    n = 8
+    logits = ctx.uniform(-4.0, 4.0, n)
+    out = ctx.call(logits)
+    if out.shape != (n,):
+        ctx.fail(f"expected one ratio per logit, shape ({n},), got {tuple(out.shape)}")
+    l64 = logits.double()
+    ref = l64.exp()
+    tol = dict(rtol=1e-4, atol=1e-6)
+    if not _close(out, ref, **tol):
+        cands = {
+            "that is D = sigmoid(logit), the classifier's probability; the ratio is D / (1 - D).": torch.sigmoid(l64),
+            "that is the LOG ratio log(p/q) = logit; the ratio itself is exp(logit).": l64,
+            "that is q/p = (1 - D) / D: with the data labelled 1 the ratio p/q is D / (1 - D) = exp(logit).":
+                (-l64).exp(),
+            "that is 1 - D; the ratio is D / (1 - D).": torch.sigmoid(-l64),
+        }
+        hint = _diagnose(out, cands, **tol) or "expected D / (1 - D) with D = sigmoid(logit), i.e. exp(logit)."
+        ctx.fail(f"wrong values: {hint}\n  logits = {_fmt(logits)}\n  expected {_fmt(ref)}\n  got      {_fmt(out)}")
+    big = torch.tensor([-30.0, -20.0, 0.0, 20.0, 30.0])
+    out = ctx.call(big, what=" (large logits)")
+    if out.shape != (5,) or not bool(torch.isfinite(out).all()) or not _close(out, big.double().exp(), 1e-4, 0.0):
+        ctx.fail("correct for moderate logits but not for large ones (|logit| = 20, 30): in float32 "
+                 "sigmoid(30) rounds to exactly 1, so D / (1 - D) divides by 0. Use the identity "
+                 "D / (1 - D) = exp(logit) instead.\n"
+                 f"  logits = {_fmt(big)}, got {_fmt(out, 2)}")
+    ctx.passed("r = D / (1 - D) = exp(logit), finite for large logits")
+
+
+def _mmd_ref(x, y, h, diagonal: bool, denom_m2: bool = False, two: float = 2.0, squared: bool = True):
+    def k(a, b):
+        d2 = ((a[:, None, :] - b[None, :, :]) ** 2).sum(-1)
+        d = d2 if squared else d2.sqrt()
+        return torch.exp(-d / (two * h * h))
+
+    m, n = x.shape[0], y.shape[0]
+    kxx, kyy, kxy = k(x, x), k(y, y), k(x, y)
+    if diagonal:
+        return kxx.mean() + kyy.mean() - 2 * kxy.mean()
+    sxx = kxx.sum() - kxx.diagonal().sum()
+    syy = kyy.sum() - kyy.diagonal().sum()
+    if denom_m2:
+        return sxx / m**2 + syy / n**2 - 2 * kxy.mean()
+    return sxx / (m * (m - 1)) + syy / (n * (n - 1)) - 2 * kxy.mean()
+
+
+def mmd2_unbiased(fn: Callable, *, seed: int | None = None) -> None:
+    r"""Check ``fn(x, y, bandwidth) -> 0-dim tensor``: the unbiased :math:`\widehat{\mathrm{MMD}}^2_u` with the
+    Gaussian kernel :math:`k(a, b) = \exp(-\lVert a - b\rVert^2 / 2h^2)` (Gretton et al. 2012, eq. 3).
+
+    Inputs: x (m, d), y (n, d) with m != n, a python float bandwidth. Checks values against the reference
+    (hints for keeping the diagonal terms = biased V-statistic, dividing by m^2 after removing the diagonal,
+    a kernel without the factor 2 or with unsquared distances, and the sign of the cross term), that it is
+    differentiable in x, and that its average over many pairs of samples from one distribution is 0 within
+    4 standard errors (unbiasedness).
+
+    Raises:
+        AssertionError: with an explanation when a check fails or ``fn`` is a stub.
+    """
+    ctx = _Ctx("mmd2_unbiased", fn, seed)
+    m, n, d = 7, 5, 2
+    x, y = ctx.randn(m, d), 0.5 + ctx.randn(n, d)
+    h = float(ctx.uniform(0.7, 2.0, 1))
+    orig = ctx.fn
+    ctx.fn = lambda a, b: orig(a, b, h)
+    out = ctx.call(x, y, what=f" and bandwidth={h:.3f}")
+    if out.numel() != 1:
+        ctx.fail(f"expected a single number (0-dim tensor), got shape {tuple(out.shape)}")
+    out = out.reshape(())
+    x64, y64 = x.double(), y.double()
+    ref = _mmd_ref(x64, y64, h, diagonal=False)
+    tol = dict(rtol=1e-4, atol=1e-6)
+    if not _close(out, ref, **tol):
+        cands = {
+            "you kept the diagonal terms k(x_i, x_i) = 1: that is the BIASED estimate (a V-statistic), which is "
+            "too large by about (1 - E k(x, x')) (1/m + 1/n). Sum over i != j and divide by m (m - 1).":
+                _mmd_ref(x64, y64, h, diagonal=True),
+            "after removing the diagonal, divide the within-sample sums by m (m - 1) (the number of pairs i != j), "
+            "not by m^2.": _mmd_ref(x64, y64, h, diagonal=False, denom_m2=True),
+            "the Gaussian kernel is exp(-||a - b||^2 / (2 h^2)): the factor 2 is missing.":
+                _mmd_ref(x64, y64, h, diagonal=False, two=1.0),
+            "the Gaussian kernel uses the SQUARED distance ||a - b||^2.":
+                _mmd_ref(x64, y64, h, diagonal=False, squared=False),
+            "the cross term enters with a minus sign: ... - 2/(mn) sum_ij k(x_i, y_j).":
+                ref + 4 * torch.exp(-((x64[:, None] - y64[None]) ** 2).sum(-1) / (2 * h * h)).mean(),
+        }
+        hint = _diagnose(out, cands, **tol) or ("expected sum_{i != j} k(x_i, x_j) / (m (m-1)) + sum_{i != j} "
+                                                "k(y_i, y_j) / (n (n-1)) - 2 mean_ij k(x_i, y_j).")
+        ctx.fail(f"wrong value for m = {m}, n = {n}, bandwidth = {h:.3f}: {hint}\n"
+                 f"  expected {ref.item():.6f}, got {out.item():.6f}")
+    xg = x.clone().requires_grad_(True)
+    ctx.fn = lambda a, b: orig(a, b, h)
+    try:
+        g_out = orig(xg, y, h)
+        (grad,) = torch.autograd.grad(g_out.reshape(()), xg)
+    except Exception as err:  # noqa: BLE001
+        ctx.fail(f"the result must be differentiable in x (it is a training loss), but autograd failed: {err}. "
+                 "Use torch operations only, no .item(), numpy or torch.no_grad().")
+    if not bool(torch.isfinite(grad).all()):
+        ctx.fail("the gradient in x has NaN/Inf entries. A square root of a squared distance (a norm) has an infinite "
+                 "derivative at distance 0, which k(x_i, x_i) always hits: compute squared distances directly, "
+                 "((a[:, None] - b[None]) ** 2).sum(-1).")
+    vals = []
+    for _ in range(200):
+        a, b = ctx.randn(6, 1), ctx.randn(6, 1)
+        vals.append(float(ctx.call(a, b).reshape(())))
+    mean = sum(vals) / len(vals)
+    se = (sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)) ** 0.5 / len(vals) ** 0.5
+    if abs(mean) > 4 * se + 1e-3:
+        ctx.fail(f"over 200 pairs of samples from the SAME distribution your estimate averages {mean:.4f} "
+                 f"(standard error {se:.4f}); an unbiased estimate averages 0.")
+    ctx.passed("unbiased MMD^2 with the Gaussian kernel; differentiable; averages 0 when P = Q")
+
+
+class _Critic(torch.nn.Module):
+    def __init__(self, gen: torch.Generator, d: int, width: int = 16):
+        super().__init__()
+        self.l1, self.l2 = torch.nn.Linear(d, width), torch.nn.Linear(width, 1)
+        with torch.no_grad():
+            for p in self.parameters():
+                p.copy_(torch.randn(p.shape, generator=gen, dtype=torch.float64).float() * 0.7)
+
+    def forward(self, x):
+        return self.l2(torch.tanh(self.l1(x.reshape(x.shape[0], -1))))
+
+
+def gradient_penalty(fn: Callable, *, seed: int | None = None) -> None:
+    r"""Check ``fn(critic, real, fake, eps) -> 0-dim tensor``, the WGAN-GP penalty (Gulrajani et al. 2017, eq. 3)
+    for given interpolation weights ``eps`` of shape (N, 1, ...):
+
+    :math:`\hat x_i = \epsilon_i x_i + (1 - \epsilon_i) \tilde x_i`, per-sample gradient
+    :math:`\nabla_{\hat x} f(\hat x_i)` over all non-batch dims, mean of :math:`(\lVert\cdot\rVert_2 - 1)^2`.
+
+    Checks vectors (N, d) and images (N, 1, 4, 4); hints for the norm of the whole batch's gradient, a missing
+    square, penalising the squared norm, swapping real and fake, the gradient with respect to the parameters,
+    and a norm over one axis of an image only. The result must carry a graph into the critic's parameters
+    (``create_graph=True``) so that it trains the critic.
+
+    Raises:
+        AssertionError: with an explanation when a check fails or ``fn`` is a stub.
+    """
+    ctx = _Ctx("gradient_penalty", fn, seed)
+
+    def reference(critic, real, fake, eps, variant="ok"):
+        e = eps
+        xh = (e * real + (1 - e) * fake) if variant != "swap" else (e * fake + (1 - e) * real)
+        xh = xh.detach().requires_grad_(True)
+        (g,) = torch.autograd.grad(critic(xh).sum(), xh)
+        n = g.shape[0]
+        per = g.reshape(n, -1).norm(dim=1)
+        if variant == "batch":
+            return (g.norm() - 1) ** 2
+        if variant == "nosquare":
+            return (per - 1).abs().mean()
+        if variant == "sqnorm":
+            return ((per**2 - 1) ** 2).mean()
+        if variant == "axis" and g.ndim == 4:
+            return ((g.norm(dim=-1) - 1) ** 2).mean()
+        return ((per - 1) ** 2).mean()
+
+    for shape in ((6, 3), (5, 1, 4, 4)):
+        n = shape[0]
+        d = int(torch.tensor(shape[1:]).prod())
+        critic = _Critic(ctx.gen, d)
+        real, fake = ctx.randn(*shape), 1.5 + ctx.randn(*shape)
+        eps = ctx.uniform(0.0, 1.0, n).reshape((n,) + (1,) * (len(shape) - 1))
+        orig = ctx.fn
+        ctx.fn = lambda r, f, e: orig(critic, r, f, e)
+        out = ctx.call(real, fake, eps, what=" (real, fake, eps) and a small tanh critic")
+        ctx.fn = orig
+        if out.numel() != 1:
+            ctx.fail(f"expected a single number (the batch mean of the penalty), got shape {tuple(out.shape)}")
+        ref = reference(critic, real, fake, eps).double()
+        tol = dict(rtol=1e-3, atol=1e-5)
+        if not _close(out.reshape(()), ref, **tol):
+            cands = {
+                "you took the norm of the gradient of the whole batch (one number for all examples). The penalty "
+                "needs one gradient norm PER SAMPLE: reshape the gradient to (N, -1), take the norm over dim 1, "
+                "then average (norm - 1)^2 over the batch.": reference(critic, real, fake, eps, "batch"),
+                "square the deviation: mean((norm - 1) ** 2).": reference(critic, real, fake, eps, "nosquare"),
+                "penalise the norm, not the squared norm: (||grad|| - 1)^2, with ||grad|| = sqrt(sum grad^2).":
+                    reference(critic, real, fake, eps, "sqnorm"),
+                "the interpolate is eps * real + (1 - eps) * fake (eps weights the REAL example).":
+                    reference(critic, real, fake, eps, "swap"),
+                "for images the norm runs over ALL non-batch dimensions (channels, height, width): "
+                "grad.reshape(N, -1).norm(dim=1), not over the last axis only.":
+                    reference(critic, real, fake, eps, "axis"),
+            }
+            hint = _diagnose(out.reshape(()), {k: v.double() for k, v in cands.items()}, **tol) or (
+                "expected mean_i (||grad_x f(x_hat_i)||_2 - 1)^2 with x_hat_i = eps_i real_i + (1 - eps_i) fake_i; "
+                "differentiate with respect to x_hat (requires_grad_ on x_hat), not the critic's parameters.")
+            ctx.fail(f"wrong value for inputs of shape {shape}: {hint}\n"
+                     f"  expected {ref.item():.6f}, got {out.reshape(()).item():.6f}")
+        if not out.requires_grad:
+            ctx.fail("the penalty carries no graph into the critic's parameters, so it would not train the critic: "
+                     "call torch.autograd.grad(..., create_graph=True).")
+        critic.zero_grad()
+        out.reshape(()).backward()
+        if critic.l1.weight.grad is None or not bool(critic.l1.weight.grad.abs().sum() > 0):
+            ctx.fail("backpropagating the penalty gives no gradient for the critic's weights: use "
+                     "torch.autograd.grad(scores.sum(), x_hat, create_graph=True).")
+    ctx.passed("per-sample gradient norms at eps real + (1 - eps) fake, for vectors and images; trains the critic")
+
+
+# =========================================================================== chapter 06: GANs
+from torch.nn import functional as F  # noqa: E402  (used by the chapter 06 checkers)
+
+__all__ += ["optimal_discriminator", "non_saturating_loss", "jsd_discrete", "mode_counts"]
+
+
+def optimal_discriminator(fn: Callable, *, seed: int | None = None) -> None:
+    r"""Check ``fn(p_data, p_model) -> D*`` elementwise, :math:`D^* = p_\text{data} / (p_\text{data} + p_\text{model})`
+    (Goodfellow et al. 2014, Proposition 1).
+
+    Inputs: float32 tensors of the same shape (N, k), probability vectors along the last dim or unnormalised
+    density values, strictly positive sums. Checks shape, values (hints: the two arguments swapped, the density
+    ratio p/q, a sigmoid of the difference), that the output maximises :math:`a \log y + b \log(1 - y)` on a grid,
+    and D* = 1/2 where the two distributions agree.
+
+    Raises:
+        AssertionError: with an explanation when a check fails or ``fn`` is a stub.
+    """
+    ctx = _Ctx("optimal_discriminator", fn, seed)
+    n, k = 4, 5
+    p = ctx.uniform(0.05, 1.0, n, k)
+    q = ctx.uniform(0.05, 1.0, n, k)
+    p, q = p / p.sum(-1, keepdim=True), q / q.sum(-1, keepdim=True)
+    out = ctx.call(p, q)
+    if out.shape != (n, k):
+        ctx.fail(f"expected one value per point, the inputs' shape ({n}, {k}), got {tuple(out.shape)}: D* is "
+                 "computed elementwise, do not sum or average over the points.")
+    p64, q64 = p.double(), q.double()
+    ref = p64 / (p64 + q64)
+    tol = dict(rtol=1e-4, atol=1e-6)
+    if not _close(out, ref, **tol):
+        cands = {
+            "the arguments are swapped: D is the probability that x is REAL, so the data density goes in the "
+            "numerator, D*(x) = p_data(x) / (p_data(x) + p_model(x)).": q64 / (p64 + q64),
+            "p_data / p_model is the density ratio r(x), not a probability; D* = r / (1 + r) = "
+            "p_data / (p_data + p_model).": p64 / q64,
+            "sigmoid(p_data - p_model) is not the maximiser; set the derivative of "
+            "p_data log D + p_model log(1 - D) to zero.": torch.sigmoid(p64 - q64),
+            "the ratio is taken in log space: D* = p_data / (p_data + p_model) uses the densities themselves.":
+                torch.log(p64) / (torch.log(p64) + torch.log(q64)),
+        }
+        hint = _diagnose(out, cands, **tol) or "expected p_data / (p_data + p_model), elementwise."
+        i = _first_bad(out, ref, **tol)
+        ctx.fail(f"wrong values: {hint}\n  e.g. p_data = {_fmt(p[i])}, p_model = {_fmt(q[i])}:\n  expected "
+                 f"{_fmt(ref[i])}, got {_fmt(out[i])}")
+    # the output maximises a log y + b log(1 - y) pointwise (compare with a fine grid), for unnormalised values
+    a = ctx.uniform(0.01, 5.0, 32)
+    b = ctx.uniform(0.01, 5.0, 32)
+    y = ctx.call(a, b).detach().double()
+    a64, b64 = a.double(), b.double()
+    grid = torch.linspace(1e-4, 1 - 1e-4, 2001, dtype=torch.float64)[:, None]
+    best = (a64 * torch.log(grid) + b64 * torch.log1p(-grid)).max(0).values
+    y = y.clamp(1e-12, 1 - 1e-12)
+    got = a64 * torch.log(y) + b64 * torch.log1p(-y)
+    if not bool((got >= best - 1e-5).all()):
+        i = int((got < best - 1e-5).nonzero()[0, 0])
+        ctx.fail(f"for density values a = {float(a[i]):.4f}, b = {float(b[i]):.4f} (not normalised: D* works for "
+                 f"any non-negative densities) your D = {float(y[i]):.6f} gives a log D + b log(1 - D) = "
+                 f"{float(got[i]):.6f}, but D = {float(a[i] / (a[i] + b[i])):.6f} gives {float(best[i]):.6f}.")
+    half = ctx.call(p, p.clone())
+    if not _close(half, torch.full((n, k), 0.5, dtype=torch.float64), 0, 1e-6):
+        ctx.fail(f"where p_data = p_model the best discriminator cannot tell: D* must be 1/2; got {_fmt(half[0])}")
+    ctx.passed("D* = p_data / (p_data + p_model) maximises a log D + b log(1 - D); D* = 1/2 when p_data = p_model")
+
+
+def non_saturating_loss(fn: Callable, *, seed: int | None = None) -> None:
+    r"""Check ``fn(fake_logits) -> -mean(log D(G(z)))`` with ``D = sigmoid(logit)``, the non-saturating
+    generator loss (Goodfellow et al. 2014, sec. 3), computed stably from logits (``softplus(-l).mean()``).
+
+    Input: float32 logits of shape (N,). Checks: a 0-dim result, the value (hints: the minimax loss
+    log(1 - D), the sign, a sum instead of a mean, the discriminator's term -log(1 - D)), a finite value and
+    gradient for logits down to -200 (where log(sigmoid(l)) underflows), and the gradient with respect to the
+    logits, -(1 - sigmoid(l)) / N, by autograd.
+
+    Raises:
+        AssertionError: with an explanation when a check fails or ``fn`` is a stub.
+    """
+    ctx = _Ctx("non_saturating_loss", fn, seed)
+    n = int(ctx.uniform(8, 40, 1).round())
+    logits = 3 * ctx.randn(n)
+    out = ctx.call(logits)
+    if out.ndim != 0:
+        ctx.fail(f"expected a scalar (0-dim tensor): the MEAN over the {n} generated samples; got shape "
+                 f"{tuple(out.shape)}")
+    l64 = logits.double()
+    ref = F.softplus(-l64).mean()
+    tol = dict(rtol=1e-4, atol=1e-5)
+    if not _close(out, ref, **tol):
+        cands = {
+            "this is the minimax loss E log(1 - D(G(z))) (it saturates when D rejects the samples); the "
+            "non-saturating loss is -E log D(G(z)).": -F.softplus(l64).mean(),
+            "the sign is flipped: the generator MINIMISES -E log D(G(z)), which is >= 0.": -ref,
+            "use the mean over the samples, not the sum.": F.softplus(-l64).sum(),
+            "-log(1 - D) is the discriminator's loss on fakes; the generator's non-saturating loss is -log D.":
+                F.softplus(l64).mean(),
+            "the loss must be a log-probability: -log D(G(z)) = softplus(-logit), not -D itself.":
+                -torch.sigmoid(l64).mean(),
+            "the logits are raw discriminator outputs: D = sigmoid(logit), so -log D = softplus(-logit) "
+            "(you used the logit as if it were log D).": -l64.mean(),
+        }
+        hint = _diagnose(out, cands, **tol) or "expected -mean(log sigmoid(logits)) = softplus(-logits).mean()."
+        ctx.fail(f"wrong value: {hint}\n  logits = {_fmt(logits[:5])}...: expected {float(ref):.6f}, "
+                 f"got {float(out.detach()):.6f}")
+    # stability and the gradient wrt the logits, including rejected samples (very negative logits)
+    extreme = torch.tensor([-200.0, -50.0, -5.0, 0.0, 5.0, 50.0])
+    x = extreme.clone().requires_grad_(True)
+    val = ctx.call(x)
+    want = F.softplus(-extreme.double()).mean()
+    if not bool(torch.isfinite(val.detach())) or not _close(val.reshape(()), want, rtol=1e-4, atol=1e-4):
+        ctx.fail(f"for logits {extreme.tolist()} the loss should be {float(want):.4f}, got {float(val.detach())}. "
+                 "log(sigmoid(l)) underflows to log(0) = -inf for very negative l in float32; compute "
+                 "-log D = softplus(-logit) (torch.nn.functional.softplus or logsigmoid).")
+    if not val.requires_grad:
+        ctx.fail("the result is not differentiable with respect to the logits (no .item(), numpy or detach).")
+    (grad,) = torch.autograd.grad(val, x)
+    want_g = -(1 - torch.sigmoid(extreme.double())) / len(extreme)
+    if not _close(grad, want_g, rtol=1e-4, atol=1e-7):
+        ctx.fail(f"the gradient with respect to the logits should be -(1 - sigmoid(l)) / N = {_fmt(want_g)}, "
+                 f"got {_fmt(grad)}; it must not vanish for rejected samples (very negative logits).")
+    ctx.passed("softplus(-l).mean(): finite for rejected samples, gradient -(1 - D) / N")
+
+
+def _jsd_ref(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    m = 0.5 * (p + q)
+    return 0.5 * (torch.xlogy(p, p) - torch.xlogy(p, m)).sum(-1) + 0.5 * (torch.xlogy(q, q) - torch.xlogy(q, m)).sum(-1)
+
+
+def jsd_discrete(fn: Callable, *, seed: int | None = None) -> None:
+    r"""Check ``fn(p, q) -> JSD(p, q)`` in nats for probability vectors along the last dim:
+    :math:`\tfrac12 \mathrm{KL}(p \,\|\, m) + \tfrac12 \mathrm{KL}(q \,\|\, m)` with :math:`m = (p + q)/2` and
+    :math:`0 \log 0 = 0` (Lin 1991; :func:`coursekit.divergences.js_divergence`).
+
+    Inputs: float64 (N, k) with some exact zeros. Checks shape (N,), values (hints: bits instead of nats,
+    a missing 1/2, KL(p || q), only one of the two KL terms, NaN from 0 log 0), symmetry, JSD(p, p) = 0 and
+    JSD = log 2 for disjoint supports.
+
+    Raises:
+        AssertionError: with an explanation when a check fails or ``fn`` is a stub.
+    """
+    ctx = _Ctx("jsd_discrete", fn, seed)
+    n, k = 5, 6
+    p = ctx.uniform(0.0, 1.0, n, k).double()
+    q = ctx.uniform(0.0, 1.0, n, k).double()
+    p[ctx.uniform(0, 1, n, k) < 0.25] = 0.0  # some zeros: 0 log 0 = 0
+    q[:, 0] = 0.0
+    p[:, 0] = p[:, 0] + 0.1
+    p, q = p / p.sum(-1, keepdim=True), q / q.sum(-1, keepdim=True)
+    out = ctx.call(p, q)
+    if out.shape != (n,):
+        ctx.fail(f"expected one JSD per pair of distributions, shape ({n},) for inputs ({n}, {k}); got "
+                 f"{tuple(out.shape)}: sum over the last dim only.")
+    ref = _jsd_ref(p, q)
+    tol = dict(rtol=1e-6, atol=1e-8)
+    if not _close(out, ref, **tol):
+        m = 0.5 * (p + q)
+        kl_pm = (torch.xlogy(p, p) - torch.xlogy(p, m)).sum(-1)
+        kl_qm = (torch.xlogy(q, q) - torch.xlogy(q, m)).sum(-1)
+        cands = {
+            "these are bits: the course works in nats (natural log); divide by ln 2 only to convert.":
+                ref / math.log(2),
+            "the factor 1/2 is missing: JSD = (KL(p||m) + KL(q||m)) / 2.": 2 * ref,
+            "only KL(p || m) is there: add KL(q || m) and halve the sum.": kl_pm,
+            "only half of KL(p || m): add the second term 1/2 KL(q || m).": 0.5 * kl_pm,
+            "only KL(q || m) is there: add KL(p || m) and halve the sum.": kl_qm,
+        }
+        hint = _diagnose(out, cands, **tol)
+        if hint is None and not bool(torch.isfinite(out.detach()).all()):
+            hint = ("your result is not finite. Entries with p_i = 0 contribute 0 (0 log 0 = 0): use "
+                    "torch.xlogy(p, p / m) or torch.where, not p * torch.log(p / m).")
+        hint = hint or "expected 1/2 KL(p || m) + 1/2 KL(q || m) with m = (p + q) / 2, in nats."
+        i = _first_bad(out, ref, **tol)
+        ctx.fail(f"wrong values: {hint}\n  e.g. p = {_fmt(p[i])}, q = {_fmt(q[i])}:\n  expected "
+                 f"{float(ref[i]):.6f}, got {float(out.detach().reshape(-1)[i]):.6f}")
+    swapped = ctx.call(q, p)
+    if not _close(swapped, ref, **tol):
+        ctx.fail("JSD must be symmetric, JSD(p, q) = JSD(q, p); your function gives different values when the "
+                 "arguments are swapped.")
+    same = ctx.call(p, p.clone())
+    if not _close(same, torch.zeros(n, dtype=torch.float64), 0, 1e-10):
+        extra = (" Where p_i = q_i = 0, also m_i = 0 and p_i / m_i = 0 / 0 = NaN: use "
+                 "torch.xlogy(p, p) - torch.xlogy(p, m), which is 0 there.") if not bool(
+            torch.isfinite(same.detach()).all()) else ""
+        ctx.fail(f"JSD(p, p) must be 0; got {_fmt(same)}.{extra}")
+    disjoint_p = torch.tensor([[0.5, 0.5, 0.0, 0.0], [1.0, 0.0, 0.0, 0.0]], dtype=torch.float64)
+    disjoint_q = torch.tensor([[0.0, 0.0, 0.3, 0.7], [0.0, 0.0, 0.0, 1.0]], dtype=torch.float64)
+    dis = ctx.call(disjoint_p, disjoint_q)
+    if not _close(dis, torch.full((2,), math.log(2), dtype=torch.float64), 0, 1e-10):
+        ctx.fail(f"for distributions with disjoint supports JSD = log 2 = {math.log(2):.6f} nats (its maximum); "
+                 f"got {_fmt(dis)}. Zero entries must contribute 0 (0 log 0 = 0).")
+    ctx.passed("1/2 KL(p||m) + 1/2 KL(q||m) in nats; symmetric, 0 for p = q, log 2 for disjoint supports")
+
+
+def mode_counts(fn: Callable, *, seed: int | None = None) -> None:
+    r"""Check ``fn(samples, modes, std) -> counts`` (k,): for each mode, the number of *high-quality* samples
+    assigned to it, a sample being assigned to its nearest mode centre and high quality when its distance to
+    that centre is below 3 ``std`` (VEEGAN, Srivastava et al. 2017, sec. 5.1; PacGAN, Lin et al. 2018;
+    :func:`coursekit.gan.mode_coverage` ``["counts"]``).
+
+    Inputs: samples (N, 2), modes (k, 2) float32, a python float std. Checks the shape (k,), the counts
+    (hints: no quality threshold, radius std or 3 std^2 or squared distances, shares instead of counts),
+    and that integer or float counts are accepted.
+
+    Raises:
+        AssertionError: with an explanation when a check fails or ``fn`` is a stub.
+    """
+    from .gan import mode_coverage
+
+    ctx = _Ctx("mode_counts", fn, seed)
+    k = int(ctx.uniform(4, 10, 1).round())
+    angle = torch.arange(k, dtype=torch.float64) * 2 * math.pi / k
+    radius = float(ctx.uniform(1.5, 3.0, 1))
+    modes = (radius * torch.stack([angle.cos(), angle.sin()], 1)).float()
+    std = float(ctx.uniform(0.05, 0.25, 1))
+    n = 400
+    which = torch.randint(0, k, (n,), generator=ctx.gen)
+    which[which == 0] = 1  # mode 0 is dropped (collapsed)
+    spread = ctx.uniform(0.5, 5.0, n, 1)  # some samples far from every mode
+    samples = modes[which] + std * spread * ctx.randn(n, 2)
+    orig = ctx.fn
+    ctx.fn = lambda s, m: orig(s, m, std)
+    out = ctx.call(samples, modes, what=f" and std={std:.4f}")
+    if out.shape != (k,):
+        ctx.fail(f"expected one count per mode, shape ({k},) for {k} modes; got {tuple(out.shape)}")
+    ref = mode_coverage(samples, modes, std)["counts"].double()
+    got = out.detach().double()
+    if not torch.equal(got, ref):
+        d = torch.cdist(samples.double(), modes.double())
+        dmin, nearest = d.min(1)
+
+        def counts(mask):
+            return torch.bincount(nearest[mask], minlength=k).double()
+
+        cands = {
+            "every sample is counted: only HIGH-QUALITY samples (within 3 std of their nearest mode) count.":
+                counts(torch.ones(n, dtype=torch.bool)),
+            "the radius is 3 standard deviations, 3 * std (you used std).": counts(dmin < std),
+            "the radius is 3 * std, not 3 * std**2 (std is a standard deviation, not a variance).":
+                counts(dmin < 3 * std**2),
+            "you compared the SQUARED distance with 3 * std; compare the distance (or the squared distance "
+            "with (3 * std)**2).": counts(dmin**2 < 3 * std),
+            "return counts, not shares of the samples.": counts(dmin < 3 * std) / n,
+        }
+        hint = next((h for h, c in cands.items() if torch.allclose(got, c, rtol=1e-5, atol=1e-6)), None)
+        hint = hint or ("expected, per mode, the number of samples whose nearest mode it is and whose distance "
+                        "to it is below 3 * std.")
+        ctx.fail(f"wrong counts: {hint}\n  {k} modes on a circle of radius {radius:.3f}, std = {std:.4f}: "
+                 f"expected {ref.long().tolist()}, got {got.tolist()}")
+    ctx.passed("high-quality samples per nearest mode (distance < 3 std)")

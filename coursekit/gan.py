@@ -18,11 +18,23 @@ and return 0-dim tensors in nats; ``log D = -softplus(-l)`` and
 
 from __future__ import annotations
 
+import math
+import time
+
 import torch
 from torch import nn
 from torch.nn import functional as F
+from tqdm.auto import tqdm
 
-from ._validate import check_choice, check_finite, check_positive_float, check_positive_int
+from ._validate import (
+    check_choice,
+    check_finite,
+    check_nonnegative_int,
+    check_positive_float,
+    check_positive_int,
+    check_tensor,
+)
+from .train import History, TrainingDiverged, _as_tensors, _EpochSampler
 
 # ---- core (owned by CORE; the API of /work/spec/GAN_API.md) ----
 #
@@ -330,6 +342,440 @@ def mode_coverage(samples: torch.Tensor, modes: torch.Tensor, std: float, *, n_s
     }
 
 
+# -------------------------------------------------------------------------- core: networks for 2-D ensembles
+class EnsembleMLP(nn.Module):
+    """E independent MLPs evaluated in one batched call (stacked weights, ``torch.baddbmm``).
+
+    Member e is exactly ``MLP(in_dim, out_dim, hidden, activation)`` with its own weights: the members share
+    no parameter, so the gradient of a *sum* of per-member losses with respect to member e's weights is the
+    gradient of member e's own loss, and Adam (elementwise in every parameter entry) then makes the same
+    update as a separate run (up to float rounding in the batched matrix products). This turns a handful of
+    small 2-D GAN runs (several seeds) into one run whose cost is dominated by fewer, larger matrix products.
+
+    Each member is initialised like ``nn.Linear`` (weights and biases ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)))
+    from its own ``torch.Generator`` seeded with ``seeds[e]``, so a member's initial weights do not depend on
+    the other members.
+
+    Args:
+        seeds: sequence of E integer seeds (one member per seed), E >= 1.
+        in_dim, out_dim: sizes of each member's input and output (>= 1).
+        hidden: hidden widths of each member. activation: module class (default ``nn.ReLU``).
+
+    Shapes:
+        input (N, E, in_dim) float32 -> output (N, E, out_dim) (member e sees ``x[:, e]``).
+
+    Raises:
+        TypeError / ValueError: bad sizes or seeds; in ``forward``, input not of shape (N, E, in_dim).
+    """
+
+    def __init__(self, seeds, in_dim: int, out_dim: int, hidden=(128, 128), activation=nn.ReLU):
+        super().__init__()
+        seeds = [int(s) for s in seeds]
+        if not seeds:
+            raise ValueError("seeds must hold at least one seed (one ensemble member per seed)")
+        self.seeds = tuple(seeds)
+        self.n_members = len(seeds)
+        self.in_dim = check_positive_int("in_dim", in_dim)
+        self.out_dim = check_positive_int("out_dim", out_dim)
+        widths = [self.in_dim] + [check_positive_int(f"hidden[{i}]", h) for i, h in enumerate(hidden)] + [self.out_dim]
+        if not callable(activation):
+            raise TypeError(f"activation must be a module class such as nn.ReLU, got {activation!r}")
+        self.hidden = tuple(widths[1:-1])
+        self.activation_cls = activation
+        gens = [torch.Generator().manual_seed(s) for s in seeds]
+        self.weights = nn.ParameterList()
+        self.biases = nn.ParameterList()
+        for fan_in, fan_out in zip(widths[:-1], widths[1:]):
+            bound = 1.0 / fan_in ** 0.5
+            w = torch.stack([(torch.rand(fan_in, fan_out, generator=g) * 2 - 1) * bound for g in gens])
+            b = torch.stack([(torch.rand(1, fan_out, generator=g) * 2 - 1) * bound for g in gens])
+            self.weights.append(nn.Parameter(w))  # (E, fan_in, fan_out)
+            self.biases.append(nn.Parameter(b))  # (E, 1, fan_out)
+        self.act = activation()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_tensor("x", x)
+        if x.ndim != 3 or x.shape[1] != self.n_members or x.shape[2] != self.in_dim:
+            raise ValueError(f"EnsembleMLP expects input of shape (N, {self.n_members}, {self.in_dim}), "
+                             f"got {tuple(x.shape)}")
+        h = x.transpose(0, 1)  # (E, N, in)
+        last = len(self.weights) - 1
+        for i, (w, b) in enumerate(zip(self.weights, self.biases)):
+            h = torch.baddbmm(b, h, w)
+            if i < last:
+                h = self.act(h)
+        return h.transpose(0, 1)  # (N, E, out)
+
+    def member(self, e: int) -> nn.Sequential:
+        """A stand-alone copy of member ``e`` as ``nn.Sequential(Linear, act, ..., Linear)`` (input (N, in_dim))."""
+        if not 0 <= int(e) < self.n_members:
+            raise ValueError(f"member index must be in [0, {self.n_members}), got {e}")
+        layers: list[nn.Module] = []
+        last = len(self.weights) - 1
+        for i, (w, b) in enumerate(zip(self.weights, self.biases)):
+            lin = nn.Linear(w.shape[1], w.shape[2])
+            with torch.no_grad():
+                lin.weight.copy_(w[e].T)
+                lin.bias.copy_(b[e, 0])
+            layers.append(lin)
+            if i < last:
+                layers.append(self.activation_cls())
+        return nn.Sequential(*layers).to(self.weights[0].device)
+
+
+# ---------------------------------------------------------------------------------- core: the training loop
+#: Defaults per loss, from the papers: DCGAN (Radford et al. 2016, Sec. 4: Adam lr 2e-4, beta1 0.5);
+#: WGAN-GP (Gulrajani et al. 2017, Algorithm 1: lambda 10, n_critic 5, Adam lr 1e-4, betas (0, 0.9));
+#: WGAN (Arjovsky et al. 2017, Algorithm 1: RMSProp lr 5e-5, c 0.01, n_critic 5).
+GAN_LOSS_DEFAULTS = {
+    "minimax": {"lr_g": 2e-4, "lr_d": 2e-4, "betas": (0.5, 0.999), "n_critic": 1, "optimizer": "adam"},
+    "non_saturating": {"lr_g": 2e-4, "lr_d": 2e-4, "betas": (0.5, 0.999), "n_critic": 1, "optimizer": "adam"},
+    "wgan_gp": {"lr_g": 1e-4, "lr_d": 1e-4, "betas": (0.0, 0.9), "n_critic": 5, "optimizer": "adam"},
+    "wgan_clip": {"lr_g": 5e-5, "lr_d": 5e-5, "betas": None, "n_critic": 5, "optimizer": "rmsprop"},
+}
+
+
+def _latent(batch: int, latent_dim, ensemble, gen: torch.Generator, device) -> torch.Tensor:
+    shape = (batch,) + ((ensemble,) if ensemble else ()) + tuple(latent_dim)
+    return torch.randn(shape, generator=gen).to(device)
+
+
+def _latent_shape(latent_dim) -> tuple:
+    if isinstance(latent_dim, (tuple, list, torch.Size)):
+        dims = tuple(check_positive_int(f"latent_dim[{i}]", d) for i, d in enumerate(latent_dim))
+        if not dims:
+            raise ValueError("latent_dim must not be empty")
+        return dims
+    return (check_positive_int("latent_dim", latent_dim),)
+
+
+def _gan_diverged(which: str, quantity: str, value: float, step: int, steps: int, loss: str, lrs) -> TrainingDiverged:
+    msg = (f"GAN training diverged: the {which} {quantity} is {value} at step {step} of {steps} (loss={loss!r}, "
+           f"lr_g={lrs[0]:g}, lr_d={lrs[1]:g}). Try: lower learning rates; check that the discriminator returns "
+           f"raw logits (no sigmoid: the losses apply it stably); for 'wgan_clip' a smaller clip value; for "
+           f"'wgan_gp' no batch norm in the critic; check the data for NaN/Inf.")
+    return TrainingDiverged(msg, step=step, quantity=f"{which} {quantity}", value=value)
+
+
+def fit_gan(
+    generator: nn.Module,
+    discriminator: nn.Module,
+    data,
+    *,
+    loss: str = "non_saturating",
+    steps: int,
+    batch_size: int,
+    latent_dim,
+    n_critic: int | None = None,
+    lr_g: float | None = None,
+    lr_d: float | None = None,
+    betas=None,
+    gp_weight: float = 10.0,
+    clip: float = 0.01,
+    labels: torch.Tensor | None = None,
+    ensemble: int | None = None,
+    optimizer_g: torch.optim.Optimizer | None = None,
+    optimizer_d: torch.optim.Optimizer | None = None,
+    seed: int = 0,
+    max_seconds: float | None = None,
+    progress: bool = True,
+    log_every: int = 10,
+    desc: str | None = None,
+    callback=None,
+) -> History:
+    r"""Train a GAN (2-D MLPs, conv nets on images, conditional, or a batched ensemble) and return its History.
+
+    One *step* is one generator update, preceded by ``n_critic`` discriminator (critic) updates, each on a
+    fresh real minibatch and fresh latents (Goodfellow et al. 2014, Algorithm 1 with k = n_critic;
+    Arjovsky et al. 2017 / Gulrajani et al. 2017, Algorithm 1):
+
+    * discriminator step: ``x`` real batch, ``z ~ N(0, I)``, ``x_fake = G(z)`` (no gradient into G), loss
+
+      - ``"minimax"`` / ``"non_saturating"``: :func:`discriminator_loss` (BCE, real = 1, fake = 0);
+      - ``"wgan_gp"``: :func:`wasserstein_critic_loss` + ``gp_weight`` * :func:`gradient_penalty`;
+      - ``"wgan_clip"``: :func:`wasserstein_critic_loss`, then :func:`clip_weights` (``clip``);
+
+    * generator step: new ``z``, loss :func:`generator_loss` (``kind=loss``) or
+      :func:`wasserstein_generator_loss`; the discriminator's parameters are frozen during this step.
+
+    Args:
+        generator: module ``z -> x`` (or ``(z, y) -> x`` with ``labels``); its output has the shape of a data
+            batch. discriminator: module ``x -> logits/scores`` of shape (B,) or (B, 1) (``(x, y) -> ...``
+            with labels). Both already on the device of ``data``, float32, without a final sigmoid.
+        data: float tensor (N, ...) on the training device (e.g. (N, 2) points or (N, 1, 8, 8) images); with
+            ``ensemble=E``, shape (N, E, ...): column e is member e's data.
+        loss: ``"non_saturating"`` (default), ``"minimax"``, ``"wgan_gp"`` or ``"wgan_clip"``.
+        steps: number of generator steps (>= 1). batch_size: examples per minibatch (<= N).
+        latent_dim: int d (z has shape (B, d)) or a tuple (z has shape (B, *latent_dim), e.g. (16, 1, 1) for a
+            transposed-conv generator); with ``ensemble=E``, z is (B, E, *latent_dim).
+        n_critic, lr_g, lr_d, betas: ``None`` takes the per-loss defaults of :data:`GAN_LOSS_DEFAULTS`
+            (from the papers). ``betas`` is Adam's (beta1, beta2); ignored for ``"wgan_clip"`` (RMSProp).
+        gp_weight: lambda of WGAN-GP (> 0; used by ``"wgan_gp"``). clip: c of WGAN (> 0; ``"wgan_clip"``).
+        labels: int64 tensor (N,) of class labels for a conditional GAN: the real batch's labels ``y`` are
+            passed to the discriminator, and the same ``y`` to the generator and to the discriminator for the
+            fake batch (so fake classes follow the data's class frequencies). ``None``: unconditional.
+        ensemble: ``None`` or E >= 1 for a batched ensemble (:class:`EnsembleMLP`): the discriminator's output
+            is (B, E) or (B, E, 1) and each loss is the *sum* over members of the member's loss (the mean over
+            its batch), so every member is trained as by a separate run (shared minibatch indices and latent
+            stream). The logged losses are per-member means (sum / E).
+        optimizer_g, optimizer_d: optional optimisers to use instead of the defaults (then lr/betas are
+            ignored for that network). Default: Adam(lr, betas), RMSprop(lr) for ``"wgan_clip"``.
+        seed: seeds the minibatch order, the latents and the gradient-penalty epsilons (network
+            initialisation is the caller's: create the networks after :func:`coursekit.runtime.setup`).
+            Same seed, same initial weights, same device -> the same run, bit for bit, on the CPU.
+        max_seconds: wall-clock budget in seconds (``history.stop_reason == "max_seconds"``); None: no limit.
+        progress: show a ``tqdm.auto`` bar and print a one-line summary at the end.
+        log_every: log the window means of ``loss_d``, ``loss_g`` and the diagnostics every this many steps:
+            ``d_real``/``d_fake`` (mean sigmoid outputs, for the BCE losses), ``w_estimate`` (mean critic
+            score on real minus on fake, an estimate of W1 up to the Lipschitz constant; WGAN losses) and
+            ``gp`` (``"wgan_gp"``). Values are for the last discriminator step of each generator step.
+        desc: label of the progress bar (default ``"GAN (<loss>)"``).
+        callback: optional ``callback(step, generator, discriminator, history)`` after every step.
+
+    Returns:
+        :class:`coursekit.train.History` with ``stop_reason`` ``"steps"`` or ``"max_seconds"``.
+
+    Raises:
+        TrainingDiverged: a loss or gradient norm of either network is NaN/Inf (message: which, step, hints).
+        ValueError / TypeError: unknown loss, bad sizes, data/labels/ensemble shapes that do not match,
+            NaN/Inf in the data, discriminator outputs of the wrong shape.
+    """
+    check_choice("loss", loss, _GAN_LOSSES)
+    for name, net in (("generator", generator), ("discriminator", discriminator)):
+        if not isinstance(net, nn.Module):
+            raise TypeError(f"{name} must be a torch.nn.Module, got {type(net).__name__}")
+    check_tensor("data", data)
+    if not data.is_floating_point():
+        raise TypeError(f"data must be a floating-point tensor, got dtype {data.dtype}")
+    if ensemble is not None:
+        ensemble = check_positive_int("ensemble", ensemble)
+        if data.ndim < 3 or data.shape[1] != ensemble:
+            raise ValueError(f"with ensemble={ensemble}, data must have shape (N, {ensemble}, ...), "
+                             f"got {tuple(data.shape)}")
+    elif data.ndim < 2:
+        raise ValueError(f"data must have shape (N, ...) with at least one feature dim, got {tuple(data.shape)}")
+    check_finite("data", data)
+    tensors = (data,) if labels is None else (data, labels)
+    if labels is not None:
+        check_tensor("labels", labels)
+        if labels.dtype != torch.int64 or labels.ndim != 1:
+            raise ValueError(f"labels must be an int64 tensor of shape (N,), got dtype {labels.dtype} "
+                             f"shape {tuple(labels.shape)}")
+    tensors, _ = _as_tensors(tensors)
+    n = data.shape[0]
+    steps = check_positive_int("steps", steps)
+    batch_size = check_positive_int("batch_size", batch_size)
+    if batch_size > n:
+        raise ValueError(f"batch_size ({batch_size}) must be <= the number of examples ({n})")
+    latent_shape = _latent_shape(latent_dim)
+    defaults = GAN_LOSS_DEFAULTS[loss]
+    n_critic = check_positive_int("n_critic", defaults["n_critic"] if n_critic is None else n_critic)
+    lr_g = check_positive_float("lr_g", defaults["lr_g"] if lr_g is None else lr_g)
+    lr_d = check_positive_float("lr_d", defaults["lr_d"] if lr_d is None else lr_d)
+    betas = defaults["betas"] if betas is None else tuple(betas)
+    if defaults["optimizer"] == "adam" and (len(betas) != 2 or not all(0.0 <= b < 1.0 for b in betas)):
+        raise ValueError(f"betas must be two numbers in [0, 1), got {betas}")
+    gp_weight = check_positive_float("gp_weight", gp_weight)
+    clip = check_positive_float("clip", clip)
+    seed = check_nonnegative_int("seed", seed)
+    log_every = check_positive_int("log_every", log_every)
+    if max_seconds is not None:
+        max_seconds = check_positive_float("max_seconds", max_seconds)
+    if callback is not None and not callable(callback):
+        raise TypeError("callback must be callable as callback(step, generator, discriminator, history)")
+    desc = desc or f"GAN ({loss})"
+
+    def make_opt(params, lr):
+        if defaults["optimizer"] == "rmsprop":
+            return torch.optim.RMSprop(params, lr=lr)
+        return torch.optim.Adam(params, lr=lr, betas=betas)
+
+    opt_g = optimizer_g if optimizer_g is not None else make_opt(generator.parameters(), lr_g)
+    opt_d = optimizer_d if optimizer_d is not None else make_opt(discriminator.parameters(), lr_d)
+    g_params = [p for grp in opt_g.param_groups for p in grp["params"]]
+    d_params = [p for grp in opt_d.param_groups for p in grp["params"]]
+    d_trainable = [p for p in discriminator.parameters() if p.requires_grad]
+
+    device = data.device
+    sampler = _EpochSampler(n, batch_size, seed)
+    z_gen = torch.Generator(device="cpu").manual_seed(seed + 1)  # CPU: the same latents on any device
+    eps_gen = torch.Generator(device=device).manual_seed(seed + 2)
+    scale = float(ensemble) if ensemble else 1.0
+    wasserstein = loss in ("wgan_gp", "wgan_clip")
+
+    def call(net, x, y):
+        return net(x) if y is None else net(x, y)
+
+    def flat(scores: torch.Tensor, name: str) -> torch.Tensor:
+        """Discriminator output -> (B * E,) (ensemble) or validated (B,)."""
+        if ensemble:
+            if scores.ndim == 3 and scores.shape[2] == 1:
+                scores = scores[..., 0]
+            if scores.ndim != 2 or scores.shape[1] != ensemble:
+                raise ValueError(f"with ensemble={ensemble} the discriminator must return (B, {ensemble}) or "
+                                 f"(B, {ensemble}, 1) scores, got {tuple(scores.shape)} for {name}")
+            return scores.reshape(-1)
+        return scores
+
+    def grad_norm(params) -> float:
+        grads = [p.grad.detach() for p in params if p.grad is not None]
+        if not grads:
+            raise ValueError("a network received no gradient: do its outputs depend on its parameters?")
+        return float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])))
+
+    history = History()
+    window: dict[str, list] = {}
+
+    def accumulate(key, value):
+        s_c = window.setdefault(key, [0.0, 0])
+        s_c[0] += value
+        s_c[1] += 1
+
+    def flush(step):
+        if window:
+            history.log(step, **{k: s / c for k, (s, c) in window.items()})
+            window.clear()
+
+    was_training = (generator.training, discriminator.training)
+    generator.train()
+    discriminator.train()
+    step, t0 = 0, time.perf_counter()
+    history.stop_reason = "steps"
+    bar = tqdm(total=steps, desc=desc, disable=not progress, dynamic_ncols=True)
+    try:
+        while step < steps:
+            # ---- discriminator / critic: n_critic updates
+            for _ in range(n_critic):
+                idx = sampler.next_indices(device)
+                x = data[idx]
+                y = labels[idx] if labels is not None else None
+                with torch.no_grad():
+                    fake = call(generator, _latent(batch_size, latent_shape, ensemble, z_gen, device), y)
+                if fake.shape != x.shape:
+                    raise ValueError(f"the generator returned a batch of shape {tuple(fake.shape)}, but data "
+                                     f"batches have shape {tuple(x.shape)}")
+                real_out = flat(call(discriminator, x, y), "real data")
+                fake_out = flat(call(discriminator, fake, y), "generated data")
+                metrics = {}
+                if wasserstein:
+                    d_loss = wasserstein_critic_loss(real_out, fake_out)
+                    metrics["w_estimate"] = -float(d_loss.detach())
+                    if loss == "wgan_gp":
+                        if ensemble:
+                            rest = x.shape[2:]
+                            gp = gradient_penalty(
+                                lambda t: flat(call(discriminator, t.reshape((batch_size, ensemble) + rest), y),
+                                               "interpolates"),
+                                x.reshape((-1,) + rest), fake.reshape((-1,) + rest), generator=eps_gen)
+                        else:
+                            gp = gradient_penalty(lambda t: call(discriminator, t, y), x, fake, generator=eps_gen)
+                        metrics["gp"] = float(gp.detach())
+                        d_loss = d_loss + gp_weight * gp
+                else:
+                    d_loss = discriminator_loss(real_out, fake_out)
+                    metrics["d_real"] = float(torch.sigmoid(real_out.detach()).mean())
+                    metrics["d_fake"] = float(torch.sigmoid(fake_out.detach()).mean())
+                loss_d = float(d_loss.detach())
+                if not math.isfinite(loss_d):
+                    raise _gan_diverged("discriminator", "loss", loss_d, step + 1, steps, loss, (lr_g, lr_d))
+                opt_d.zero_grad(set_to_none=True)
+                (scale * d_loss).backward()
+                gn = grad_norm(d_params)
+                if not math.isfinite(gn):
+                    raise _gan_diverged("discriminator", "gradient norm", gn, step + 1, steps, loss, (lr_g, lr_d))
+                opt_d.step()
+                if loss == "wgan_clip":
+                    clip_weights(discriminator, clip)
+
+            # ---- generator: one update, discriminator frozen
+            for p in d_trainable:
+                p.requires_grad_(False)
+            try:
+                fake = call(generator, _latent(batch_size, latent_shape, ensemble, z_gen, device), y)
+                fake_out = flat(call(discriminator, fake, y), "generated data")
+                g_loss = wasserstein_generator_loss(fake_out) if wasserstein else generator_loss(fake_out, loss)
+            finally:
+                for p in d_trainable:
+                    p.requires_grad_(True)
+            loss_g = float(g_loss.detach())
+            if not math.isfinite(loss_g):
+                raise _gan_diverged("generator", "loss", loss_g, step + 1, steps, loss, (lr_g, lr_d))
+            opt_g.zero_grad(set_to_none=True)
+            (scale * g_loss).backward()
+            gn = grad_norm(g_params)
+            if not math.isfinite(gn):
+                raise _gan_diverged("generator", "gradient norm", gn, step + 1, steps, loss, (lr_g, lr_d))
+            opt_g.step()
+            step += 1
+
+            accumulate("loss_d", loss_d)
+            accumulate("loss_g", loss_g)
+            for key, value in metrics.items():
+                accumulate(key, value)
+            if step % log_every == 0:
+                flush(step)
+                bar.set_postfix(loss_d=f"{history.last('loss_d'):.4g}", loss_g=f"{history.last('loss_g'):.4g}",
+                                refresh=False)
+            bar.update(1)
+            if callback is not None:
+                callback(step, generator, discriminator, history)
+            if max_seconds is not None and time.perf_counter() - t0 >= max_seconds and step < steps:
+                history.stop_reason = "max_seconds"
+                if progress:
+                    tqdm.write(f"{desc}: stopped at step {step} of {steps}, the wall-clock budget of "
+                               f"{max_seconds:g} s is used up")
+                break
+        flush(step)
+    finally:
+        bar.close()
+        generator.train(was_training[0])
+        discriminator.train(was_training[1])
+    if progress and step > 0:
+        elapsed = time.perf_counter() - t0
+        print(f"{desc}: {step} steps in {elapsed:.1f} s ({step / elapsed:.0f} steps/s), final loss_d "
+              f"{history.last('loss_d'):.4g}, loss_g {history.last('loss_g'):.4g}")
+    return history
+
+
+@torch.no_grad()
+def generate(generator: nn.Module, n: int, latent_dim, *, labels: torch.Tensor | None = None,
+             ensemble: int | None = None, seed: int = 0, device=None) -> torch.Tensor:
+    """Draw ``n`` samples ``G(z)``, ``z ~ N(0, I)``, in eval mode without gradients.
+
+    Args:
+        generator: the trained generator. n: number of samples (>= 1). latent_dim: int or tuple, as in
+            :func:`fit_gan`. labels: int64 (n,) class labels for a conditional generator (``G(z, y)``).
+        ensemble: E for an :class:`EnsembleMLP` generator (z has shape (n, E, *latent_dim)).
+        seed: seed of the latents (a private CPU generator). device: default: the generator's device.
+
+    Returns:
+        The generator's output for the n latents, e.g. (n, 2), (n, E, 2) or (n, 1, 8, 8).
+
+    Raises:
+        TypeError / ValueError: bad n, latent_dim, labels (shape must be (n,), dtype int64).
+    """
+    if not isinstance(generator, nn.Module):
+        raise TypeError(f"generator must be a torch.nn.Module, got {type(generator).__name__}")
+    n = check_positive_int("n", n)
+    latent_shape = _latent_shape(latent_dim)
+    if ensemble is not None:
+        ensemble = check_positive_int("ensemble", ensemble)
+    if device is None:
+        params = list(generator.parameters())
+        device = params[0].device if params else torch.device("cpu")
+    if labels is not None:
+        check_tensor("labels", labels)
+        if labels.dtype != torch.int64 or labels.shape != (n,):
+            raise ValueError(f"labels must be int64 of shape ({n},), got {labels.dtype} {tuple(labels.shape)}")
+    z = _latent(n, latent_shape, ensemble, torch.Generator().manual_seed(check_nonnegative_int("seed", seed)), device)
+    was = generator.training
+    generator.eval()
+    try:
+        return generator(z) if labels is None else generator(z, labels.to(device))
+    finally:
+        generator.train(was)
+
+
 # ---- chapter 06: image GANs ----
 
 # Small convolutional GANs for the 8x8 digits: a DCGAN in miniature (Radford et al. 2016) and its
@@ -633,7 +1079,7 @@ def gaussian_kernel_matrix(x: torch.Tensor, y: torch.Tensor, bandwidths=(1.0,)) 
     hs = [float(h) for h in bandwidths]
     if not hs or any(not (h > 0) for h in hs):
         raise ValueError(f"bandwidths must be a non-empty sequence of positive floats, got {bandwidths!r}")
-    # squared distances without cdist (whose gradient is NaN at zero distance)
+    # squared distances directly (a norm, sqrt of d2, has an infinite derivative at zero distance)
     d2 = ((x * x).sum(1)[:, None] + (y * y).sum(1)[None, :] - 2 * x @ y.T).clamp_min(0)
     return sum(torch.exp(-d2 / (2 * h * h)) for h in hs) / len(hs)
 
