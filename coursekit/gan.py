@@ -614,7 +614,10 @@ def fit_gan(
             if scores.ndim != 2 or scores.shape[1] != ensemble:
                 raise ValueError(f"with ensemble={ensemble} the discriminator must return (B, {ensemble}) or "
                                  f"(B, {ensemble}, 1) scores, got {tuple(scores.shape)} for {name}")
-            return scores.reshape(-1)
+            scores = scores.reshape(-1)
+        if not bool(torch.isfinite(scores.detach()).all()):
+            bad = scores.detach()[~torch.isfinite(scores.detach())][0].item()
+            raise _gan_diverged("discriminator", f"output on {name}", bad, step + 1, steps, loss, (lr_g, lr_d))
         return scores
 
     def grad_norm(params) -> float:
@@ -1173,3 +1176,28 @@ def feature_matching_loss(real_features: torch.Tensor, fake_features: torch.Tens
     if real_features.ndim != 2 or fake_features.ndim != 2 or real_features.shape[1] != fake_features.shape[1]:
         raise ValueError("real_features and fake_features must have shapes (N, F) and (M, F)")
     return (real_features.mean(0) - fake_features.mean(0)).pow(2).sum()
+
+
+class MLPGenerator(nn.Module):
+    r"""Fully connected generator for the 8x8 digits (chapter 07's WGAN-GP, MMD and semi-supervised GANs).
+
+    ``z (N, latent_dim) -> MLP(latent_dim, out_dim, hidden, activation) -> sigmoid -> x (N, out_dim)`` in
+    (0, 1), the range of the grey-scale digits. Pair it with a critic ``coursekit.nets.MLP(64, 1, hidden)``:
+    no batch normalisation anywhere, so each critic score is a function of its own input only, which the
+    per-sample gradient penalty requires (Gulrajani et al. 2017, sec. 4).
+
+    Args:
+        latent_dim: size of z (>= 1). out_dim: pixels (default 64). hidden: hidden widths.
+        activation: module class (default ``nn.LeakyReLU`` with slope 0.2, as DCGAN's discriminator).
+    """
+
+    def __init__(self, latent_dim: int, out_dim: int = 64, hidden=(256, 256), activation=None):
+        super().__init__()
+        from .nets import MLP
+
+        act = activation or (lambda: nn.LeakyReLU(0.2))
+        self.latent_dim = latent_dim
+        self.net = MLP(latent_dim, out_dim, hidden, activation=act)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.net(z))

@@ -288,3 +288,211 @@ def test_mode_coverage_rejects_bad_input():
         G.mode_coverage(torch.full((3, 2), float("nan")), modes, 0.02)
     with pytest.raises(TypeError):
         G.mode_coverage(torch.zeros(3, 2), modes, 0.02, min_count=1.5)
+
+
+# -------------------------------------------------------------------------------------------- training loop
+from coursekit.train import TrainingDiverged  # noqa: E402
+
+
+def small_gan(seed=0, z=4, out=2, hidden=(16,)):
+    torch.manual_seed(seed)
+    gen = torch.nn.Sequential(torch.nn.Linear(z, hidden[0]), torch.nn.ReLU(), torch.nn.Linear(hidden[0], out))
+    dis = torch.nn.Sequential(torch.nn.Linear(out, hidden[0]), torch.nn.ReLU(), torch.nn.Linear(hidden[0], 1))
+    return gen, dis
+
+
+def gaussian_data(n=512, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.tensor([3.0, -1.0]) + 0.5 * torch.randn(n, 2, generator=g)
+
+
+@pytest.mark.parametrize("loss", ["minimax", "non_saturating", "wgan_gp", "wgan_clip"])
+def test_fit_gan_is_deterministic_for_a_seed(loss, capsys):
+    runs = []
+    for seed in (0, 0, 1):
+        gen, dis = small_gan(seed=0)
+        hist = G.fit_gan(gen, dis, gaussian_data(), loss=loss, steps=6, batch_size=32, latent_dim=4, seed=seed,
+                         log_every=2, progress=False)
+        runs.append((torch.cat([p.detach().flatten() for p in gen.parameters()]), hist))
+    assert torch.equal(runs[0][0], runs[1][0])
+    assert runs[0][1]["loss_d"] == runs[1][1]["loss_d"] and runs[0][1]["loss_g"] == runs[1][1]["loss_g"]
+    assert not torch.equal(runs[0][0], runs[2][0])  # another seed: other batches and latents
+    assert runs[0][1].steps == [2, 4, 6]
+    keys = set(runs[0][1].keys())
+    assert {"loss_d", "loss_g"} <= keys
+    assert ({"w_estimate"} <= keys) if loss.startswith("wgan") else ({"d_real", "d_fake"} <= keys)
+    assert ("gp" in keys) == (loss == "wgan_gp")
+
+
+def test_fit_gan_prints_a_summary_and_respects_the_clip(capsys):
+    gen, dis = small_gan()
+    G.fit_gan(gen, dis, gaussian_data(), loss="wgan_clip", steps=3, batch_size=32, latent_dim=4, clip=0.02)
+    assert max(p.abs().max().item() for p in dis.parameters()) <= 0.02
+    out = capsys.readouterr().out
+    assert "GAN (wgan_clip): 3 steps in" in out and "loss_d" in out
+
+
+def test_fit_gan_raises_training_diverged_with_step_and_hint():
+    gen, dis = small_gan()
+
+    def poison(step, g, d, h):
+        if step == 2:
+            with torch.no_grad():
+                d[0].weight.fill_(float("nan"))
+
+    with pytest.raises(TrainingDiverged, match=r"step 3 of 10.*lower learning rates") as info:
+        G.fit_gan(gen, dis, gaussian_data(), steps=10, batch_size=32, latent_dim=4, progress=False, callback=poison)
+    assert info.value.step == 3 and math.isnan(info.value.value)
+    assert "discriminator" in info.value.quantity
+
+
+def test_fit_gan_conditional_passes_the_batch_labels_to_both_networks():
+    n_classes, n = 3, 300
+    labels = torch.arange(n) % n_classes
+    data = F.one_hot(labels, n_classes).float() + 0.01 * torch.randn(n, n_classes)
+    seen = {"g": [], "d": []}
+
+    class CondG(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb, self.lin = torch.nn.Embedding(n_classes, 4), torch.nn.Linear(8, n_classes)
+
+        def forward(self, z, y):
+            seen["g"].append((z.shape, y.clone()))
+            return self.lin(torch.cat([z, self.emb(y)], 1))
+
+    class CondD(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb, self.lin = torch.nn.Embedding(n_classes, 4), torch.nn.Linear(n_classes + 4, 1)
+
+        def forward(self, x, y):
+            seen["d"].append((x.detach().clone(), y.clone()))
+            return self.lin(torch.cat([x, self.emb(y)], 1))
+
+    torch.manual_seed(0)
+    G.fit_gan(CondG(), CondD(), data, labels=labels, steps=3, batch_size=16, latent_dim=4, progress=False)
+    # per step: D on real, D on fake, then D on fake for the generator step; G twice (D step, G step)
+    assert len(seen["d"]) == 9 and len(seen["g"]) == 6
+    for zshape, y in seen["g"]:
+        assert zshape == (16, 4) and y.shape == (16,) and y.dtype == torch.int64
+    x_real, y_real = seen["d"][0]
+    assert torch.equal(x_real.argmax(1), y_real)  # labels are those of the real rows
+    assert torch.equal(seen["d"][1][1], y_real) and torch.equal(seen["g"][0][1], y_real)
+    with pytest.raises(ValueError, match="int64"):
+        G.fit_gan(CondG(), CondD(), data, labels=labels.float(), steps=1, batch_size=16, latent_dim=4)
+    with pytest.raises(ValueError, match="same number of examples"):
+        G.fit_gan(CondG(), CondD(), data, labels=labels[:10], steps=1, batch_size=16, latent_dim=4)
+
+
+def test_fit_gan_learns_a_gaussian():
+    """A linear generator and a small discriminator move the samples from N(b, AA^T) near 0 onto N((1.5, -1), 0.25 I)."""
+    torch.manual_seed(0)
+    gen = torch.nn.Linear(2, 2)
+    dis = torch.nn.Sequential(torch.nn.Linear(2, 32), torch.nn.LeakyReLU(0.2), torch.nn.Linear(32, 1))
+    data = 0.5 * torch.randn(2048, 2, generator=torch.Generator().manual_seed(0)) + torch.tensor([1.5, -1.0])
+    before = G.generate(gen, 2000, 2, seed=1)
+    assert (before.mean(0) - torch.tensor([1.5, -1.0])).norm() > 1.0
+    G.fit_gan(gen, dis, data, steps=400, batch_size=128, latent_dim=2, lr_g=5e-3, lr_d=5e-3, progress=False)
+    x = G.generate(gen, 2000, 2, seed=1)
+    assert torch.allclose(x.mean(0), torch.tensor([1.5, -1.0]), atol=0.15)
+    assert 0.2 < x.std(0).mean().item() < 0.8
+
+
+def test_fit_gan_bad_arguments_and_budget():
+    gen, dis = small_gan()
+    x = gaussian_data()
+    with pytest.raises(ValueError, match="loss must be one of"):
+        G.fit_gan(gen, dis, x, loss="hinge", steps=1, batch_size=8, latent_dim=4)
+    with pytest.raises(ValueError, match="batch_size"):
+        G.fit_gan(gen, dis, x, steps=1, batch_size=10_000, latent_dim=4)
+    with pytest.raises(ValueError, match="NaN"):
+        G.fit_gan(gen, dis, torch.full((10, 2), float("nan")), steps=1, batch_size=4, latent_dim=4)
+    with pytest.raises(ValueError, match="generator returned"):
+        G.fit_gan(gen, dis, torch.zeros(10, 3), steps=1, batch_size=4, latent_dim=4)
+    with pytest.raises(TypeError, match="nn.Module"):
+        G.fit_gan(lambda z: z, dis, x, steps=1, batch_size=4, latent_dim=4)
+    hist = G.fit_gan(gen, dis, x, steps=100_000, batch_size=8, latent_dim=4, max_seconds=0.2, progress=False)
+    assert hist.stop_reason == "max_seconds" and 0 < hist.steps[-1] < 100_000
+
+
+# --------------------------------------------------------------------------------------- batched ensembles
+def test_ensemble_mlp_members_match_standalone_mlps():
+    ens = G.EnsembleMLP([3, 4, 5], 6, 2, hidden=(8, 7), activation=torch.nn.Tanh)
+    x = torch.randn(10, 3, 6)
+    out = ens(x)
+    assert out.shape == (10, 3, 2)
+    for e in range(3):
+        assert torch.allclose(ens.member(e)(x[:, e]), out[:, e], atol=1e-6)
+    # a member's initial weights depend only on its seed
+    again = G.EnsembleMLP([9, 4], 6, 2, hidden=(8, 7), activation=torch.nn.Tanh)
+    assert torch.equal(again.weights[0][1], ens.weights[0][1])
+    with pytest.raises(ValueError, match=r"\(N, 3, 6\)"):
+        ens(torch.randn(10, 6))
+
+
+@pytest.mark.parametrize("loss", ["non_saturating", "wgan_gp"])
+def test_ensemble_training_equals_separate_runs(loss):
+    """Summed member losses + Adam (elementwise) = each member trained alone on the same batches."""
+    E, B, zd = 3, 16, 4
+    gens, dis = G.EnsembleMLP([0, 1, 2], zd, 2, (8,)), G.EnsembleMLP([10, 11, 12], 2, 1, (8,))
+    singles = [(gens.member(e), dis.member(e)) for e in range(E)]
+    opts = [torch.optim.Adam(gens.parameters(), 1e-2), torch.optim.Adam(dis.parameters(), 1e-2)]
+    single_opts = [(torch.optim.Adam(g.parameters(), 1e-2), torch.optim.Adam(d.parameters(), 1e-2)) for g, d in singles]
+    g = torch.Generator().manual_seed(0)
+    for _ in range(5):
+        x, z = torch.randn(B, E, 2, generator=g), torch.randn(B, E, zd, generator=g)
+        eps_seed = int(torch.randint(0, 10_000, (1,), generator=g))
+
+        def d_loss(dnet, gnet, x, z, ensemble):
+            fake = gnet(z).detach()
+            r, f = dnet(x).reshape(-1), dnet(fake).reshape(-1)
+            if loss == "wgan_gp":
+                # one eps per (example, member): the ensemble flattens (B, E) so member e's eps are column e
+                eps_gen = torch.Generator().manual_seed(eps_seed)
+                if ensemble:
+                    crit = lambda t: dnet(t.reshape(B, E, 2)).reshape(-1)  # noqa: E731
+                    gp = G.gradient_penalty(crit, x.reshape(-1, 2), fake.reshape(-1, 2), generator=eps_gen)
+                else:
+                    eps_all = torch.rand(B * E, 1, generator=eps_gen).reshape(B, E, 1)
+                    x_hat = (eps_all[:, e] * x + (1 - eps_all[:, e]) * fake).requires_grad_(True)
+                    (gr,) = torch.autograd.grad(dnet(x_hat).sum(), x_hat, create_graph=True)
+                    gp = ((gr.norm(dim=1) - 1) ** 2).mean()
+                return G.wasserstein_critic_loss(r, f) + 10 * gp
+            return G.discriminator_loss(r, f)
+
+        def g_loss(dnet, gnet, z):
+            f = dnet(gnet(z)).reshape(-1)
+            return G.wasserstein_generator_loss(f) if loss == "wgan_gp" else G.generator_loss(f)
+
+        opts[1].zero_grad()
+        (E * d_loss(dis, gens, x, z, True)).backward()
+        opts[1].step()
+        opts[0].zero_grad()
+        (E * g_loss(dis, gens, z)).backward()
+        opts[0].step()
+        for e, ((gn, dn), (og, od)) in enumerate(zip(singles, single_opts)):
+            od.zero_grad()
+            d_loss(dn, gn, x[:, e], z[:, e], False).backward()
+            od.step()
+            og.zero_grad()
+            g_loss(dn, gn, z[:, e]).backward()
+            og.step()
+    for e, (gn, dn) in enumerate(singles):
+        for a, b in zip(gens.member(e).parameters(), gn.parameters()):
+            assert torch.allclose(a, b, atol=1e-5)
+        for a, b in zip(dis.member(e).parameters(), dn.parameters()):
+            assert torch.allclose(a, b, atol=1e-5)
+
+
+@pytest.mark.parametrize("loss", ["minimax", "wgan_gp"])
+def test_fit_gan_ensemble_of_one_equals_a_plain_run(loss):
+    ens_g, ens_d = G.EnsembleMLP([0], 4, 2, (8,)), G.EnsembleMLP([1], 2, 1, (8,))
+    g1, d1 = ens_g.member(0), ens_d.member(0)
+    x = gaussian_data(256)
+    h_ens = G.fit_gan(ens_g, ens_d, x[:, None], loss=loss, steps=5, batch_size=32, latent_dim=4, ensemble=1,
+                      progress=False, log_every=1)
+    h_one = G.fit_gan(g1, d1, x, loss=loss, steps=5, batch_size=32, latent_dim=4, progress=False, log_every=1)
+    assert h_ens["loss_d"] == pytest.approx(h_one["loss_d"], abs=1e-5)
+    for a, b in zip(ens_g.member(0).parameters(), g1.parameters()):
+        assert torch.allclose(a, b, atol=1e-5)
