@@ -446,6 +446,67 @@ register(Recipe("ncsn", "09_score_matching", "NCSN, conv score net, annealed Lan
                 _ncsn_recipe))
 
 
+#: The chapter 06 recipes, kept identical to notebooks/06_gan.ipynb (the cells "Train a small DCGAN" and "Train a
+#: class-conditional GAN"); tests/test_bench.py reads the notebook and fails if the two drift apart.
+DCGAN_RECIPE = {
+    "GAN_LATENT": 16,
+    "GAN_CHANNELS": {"smoke": 8, "cpu": 16, "gpu": 32},
+    "GAN_STEPS": {"smoke": 30, "cpu": 2500, "gpu": 8000},
+    "GAN_BATCH": 64,
+    "GAN_LR": 4e-4,
+    "GAN_BETAS": (0.5, 0.999),
+}
+CGAN_RECIPE = {**DCGAN_RECIPE, "CGAN_STEPS": {"smoke": 30, "cpu": 2500, "gpu": 8000}}
+
+
+def _gan_recipe(ctx: BenchContext, conditional: bool) -> TrainedModel:
+    """Chapter 06: the small DCGAN (non-saturating loss, no batch norm) on grey-scale digits, or its
+    class-conditional version (one-hot label into the generator, projection discriminator), exactly as
+    notebooks/06_gan.ipynb trains them (:data:`DCGAN_RECIPE`, :data:`CGAN_RECIPE`); then ``n`` samples (for the
+    conditional GAN: n / 10 per requested class, and the share the digit classifier assigns to that class). No
+    likelihood (a GAN has none)."""
+    from . import gan
+
+    spec = CGAN_RECIPE if conditional else DCGAN_RECIPE
+    r = {k: ctx.budget(**v) if isinstance(v, dict) else v for k, v in spec.items()}
+    steps = r["CGAN_STEPS"] if conditional else r["GAN_STEPS"]
+    dev = ctx.device
+    x_train, y_train = data.load_digits("train", image_shape=True, device=dev)
+    n_classes = 10 if conditional else None
+    torch.manual_seed(ctx.seed)
+    generator = gan.DigitsGenerator(latent_dim=r["GAN_LATENT"], channels=r["GAN_CHANNELS"], n_classes=n_classes).to(dev)
+    discriminator = gan.DigitsDiscriminator(channels=r["GAN_CHANNELS"], n_classes=n_classes).to(dev)
+    t0 = time.perf_counter()
+    history = gan.fit_gan(generator, discriminator, x_train, labels=y_train if conditional else None,
+                          loss="non_saturating", steps=steps, batch_size=r["GAN_BATCH"], latent_dim=r["GAN_LATENT"],
+                          lr_g=r["GAN_LR"], lr_d=r["GAN_LR"], betas=r["GAN_BETAS"], seed=ctx.seed,
+                          progress=ctx.progress, desc=f"bench: {'conditional GAN' if conditional else 'DCGAN'} (ch. 06)")
+    train_seconds = time.perf_counter() - t0
+    labels = torch.arange(ctx.n_samples, device=dev) % 10 if conditional else None
+    samples = gan.generate(generator, ctx.n_samples, r["GAN_LATENT"], labels=labels, seed=ctx.seed)
+    notes = ("'samples': G(z), z ~ N(0, I), pixels in (0, 1), compared with the grey-scale test digits and read "
+             "against the grey-scale floor. A GAN has no likelihood.")
+    if conditional:
+        agree = gan.class_agreement(samples, labels)
+        notes += (f" Conditional: n / 10 samples per requested class; the digit classifier assigns "
+                  f"{agree['accuracy']:.3f} of them to the requested class.")
+    steps_done = int(history.steps[-1]) if history.steps else steps
+    return TrainedModel(
+        model=generator,
+        steps=steps_done,
+        train_seconds=train_seconds,
+        samples={"samples": samples.reshape(ctx.n_samples, -1)},
+        config={k.lower(): (list(v) if isinstance(v, tuple) else v) for k, v in r.items()},
+        notes=notes,
+    )
+
+
+register(Recipe("dcgan", "06_gan", "DCGAN-style GAN, non-saturating loss (grey-scale digits)", False,
+                lambda ctx: _gan_recipe(ctx, conditional=False)))
+register(Recipe("cgan", "06_gan", "conditional GAN, projection discriminator (grey-scale digits)", False,
+                lambda ctx: _gan_recipe(ctx, conditional=True)))
+
+
 # ------------------------------------------------------------------------------------------------
 # Driver
 # ------------------------------------------------------------------------------------------------

@@ -113,3 +113,13 @@ def test_vae_recipe_matches_chapter_04():
         pytest.skip("notebooks/04_vae.ipynb not present")
     found = notebook_assignments(notebook, set(bench.VAE_RECIPE))
     assert found == bench.VAE_RECIPE, "update coursekit.bench.VAE_RECIPE to the budgets of notebooks/04_vae.ipynb"
+
+
+def test_gan_recipes_match_chapter_06():
+    """The bench trains the chapter 06 DCGAN and conditional GAN exactly as the chapter does."""
+    notebook = Path(__file__).resolve().parents[1] / "notebooks" / "06_gan.ipynb"
+    if not notebook.exists():
+        pytest.skip("notebooks/06_gan.ipynb not present")
+    found = notebook_assignments(notebook, set(bench.CGAN_RECIPE))
+    assert found == bench.CGAN_RECIPE, "update coursekit.bench.DCGAN_RECIPE/CGAN_RECIPE to notebooks/06_gan.ipynb"
+    assert set(bench.DCGAN_RECIPE) < set(bench.CGAN_RECIPE)
