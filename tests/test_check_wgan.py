@@ -62,7 +62,7 @@ def mmd_cdist(x, y, h):  # right value, NaN gradient at zero distance (sqrt of 0
 
 
 def mmd_numpy(x, y, h):
-    return torch.tensor(float(mmd_ok(x, y, h)))
+    return torch.tensor(float(mmd_ok(x, y, h).detach()))
 
 
 def gp_ok(critic, real, fake, eps):
