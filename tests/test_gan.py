@@ -496,3 +496,48 @@ def test_fit_gan_ensemble_of_one_equals_a_plain_run(loss):
     assert h_ens["loss_d"] == pytest.approx(h_one["loss_d"], abs=1e-5)
     for a, b in zip(ens_g.member(0).parameters(), g1.parameters()):
         assert torch.allclose(a, b, atol=1e-5)
+
+
+# ------------------------------------------------------------------------------ 2-D recipes and the table
+def test_recipes_cover_the_table_and_are_well_formed():
+    assert {"vanilla", "non_saturating", "wgan_gp"} <= set(G.RECIPES_2D)
+    assert G.RECIPES_2D["vanilla"].loss == "minimax" and G.RECIPES_2D["wgan_gp"].loss == "wgan_gp"
+    assert G.BEST_RECIPE_2D in G.RECIPES_2D
+    for rec in G.RECIPES_2D.values():
+        assert set(rec.steps) == {"smoke", "cpu", "gpu"}
+        assert rec.steps["smoke"] <= 20 < rec.steps["cpu"] <= rec.steps["gpu"]
+        assert rec.source
+
+
+def test_mode_coverage_table_under_smoke():
+    tab = G.mode_coverage_table(("vanilla", "wgan_gp"), ("ring", "grid"), seeds=(0, 1), profile="smoke",
+                                n_samples=500, progress=False)
+    assert [(r["recipe"], r["benchmark"], r["seed"]) for r in tab.rows] == [
+        (rec, b, s) for rec in ("vanilla", "wgan_gp") for b in ("ring", "grid") for s in (0, 1)]
+    for r in tab.rows:
+        assert r["n_modes"] == (8 if r["benchmark"] == "ring" else 25)
+        assert 0 <= r["modes_covered"] <= r["n_modes"] and 0.0 <= r["high_quality"] <= 1.0
+        assert r["samples"].shape == (500, 2) and sum(r["counts"]) == round(r["high_quality"] * 500)
+    assert tab.steps == {"vanilla": 20, "wgan_gp": 10} and tab.profile == "smoke"
+    text = tab.format()
+    assert "modes covered" in text and "wgan_gp" in text and "/ 25" in text
+    summary = tab.summary()
+    assert len(summary) == 4 and summary[0]["seeds"] == 2
+    with pytest.raises(ValueError, match="unknown 2-D recipe"):
+        G.mode_coverage_table(("hinge",), profile="smoke")
+    with pytest.raises(ValueError, match="benchmark"):
+        G.train_2d_gans("vanilla", ("spiral",), profile="smoke")
+
+
+def test_train_2d_gans_is_deterministic_under_smoke():
+    a = G.evaluate_2d_gans(G.train_2d_gans("non_saturating", ("ring",), (0, 1), profile="smoke", progress=False))
+    b = G.evaluate_2d_gans(G.train_2d_gans("non_saturating", ("ring",), (0, 1), profile="smoke", progress=False))
+    assert all(torch.equal(x["samples"], y["samples"]) for x, y in zip(a, b))
+
+
+def test_best_recipe_covers_all_ring_modes_on_the_course_seeds():
+    """The chapter's best recipe, trained exactly as chapter 06's table trains it under the cpu profile."""
+    run = G.train_2d_gans(G.BEST_RECIPE_2D, ("ring",), G.COURSE_SEEDS, profile="cpu", progress=False)
+    rows = G.evaluate_2d_gans(run)
+    assert [r["modes_covered"] for r in rows] == [8] * len(G.COURSE_SEEDS), [r["counts"] for r in rows]
+    assert all(r["high_quality"] > 0.05 for r in rows)
