@@ -246,7 +246,9 @@ class FDivergence:
     * JS, :math:`f = \tfrac12[u\log u - (u+1)\log\tfrac{u+1}2]`: :math:`e^{2t} = 2u/(u+1)`,
       :math:`f^* = -\tfrac12\log(2 - e^{2t})` (t < log(2)/2).
     * GAN, :math:`f = u\log u - (u+1)\log(u+1)`: :math:`e^t = u/(u+1)`, :math:`f^* = -\log(1 - e^t)` (t < 0).
-    * TV, :math:`f = \tfrac12|u-1|`: :math:`f^* = t` on :math:`|t| \le \tfrac12` (+inf outside).
+    * TV, :math:`f = \tfrac12|u-1|`: :math:`f^* = t` on :math:`|t| \le \tfrac12` (over :math:`u \ge 0` the
+      supremum is :math:`-\tfrac12` for :math:`t < -\tfrac12` and :math:`+\infty` for :math:`t > \tfrac12`; critics are
+      kept in :math:`[-\tfrac12, \tfrac12]`).
     """
 
     name: str
