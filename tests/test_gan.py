@@ -513,7 +513,8 @@ def test_mode_coverage_table_under_smoke():
     tab = G.mode_coverage_table(("vanilla", "wgan_gp"), ("ring", "grid"), seeds=(0, 1), profile="smoke",
                                 n_samples=500, progress=False)
     assert [(r["recipe"], r["benchmark"], r["seed"]) for r in tab.rows] == [
-        (rec, b, s) for rec in ("vanilla", "wgan_gp") for b in ("ring", "grid") for s in (0, 1)]
+        (rec, b, s) for rec in ("vanilla", "wgan_gp") for b in ("ring", "grid") for s in (0, 1)] + [
+        (rec, b, s) for b in ("ring", "grid") for rec in ("real data", "uniform (chance)") for s in (0, 1)]
     for r in tab.rows:
         assert r["n_modes"] == (8 if r["benchmark"] == "ring" else 25)
         assert 0 <= r["modes_covered"] <= r["n_modes"] and 0.0 <= r["high_quality"] <= 1.0
@@ -522,7 +523,9 @@ def test_mode_coverage_table_under_smoke():
     text = tab.format()
     assert "modes covered" in text and "wgan_gp" in text and "/ 25" in text
     summary = tab.summary()
-    assert len(summary) == 4 and summary[0]["seeds"] == 2
+    assert len(summary) == 8 and summary[0]["seeds"] == 2
+    assert len(G.mode_coverage_table(("vanilla",), ("ring",), seeds=(0,), profile="smoke", n_samples=100,
+                                     references=False, progress=False).rows) == 1
     with pytest.raises(ValueError, match="unknown 2-D recipe"):
         G.mode_coverage_table(("hinge",), profile="smoke")
     with pytest.raises(ValueError, match="benchmark"):
@@ -541,3 +544,30 @@ def test_best_recipe_covers_all_ring_modes_on_the_course_seeds():
     rows = G.evaluate_2d_gans(run)
     assert [r["modes_covered"] for r in rows] == [8] * len(G.COURSE_SEEDS), [r["counts"] for r in rows]
     assert all(r["high_quality"] > 0.05 for r in rows)
+
+
+def test_fit_gan_linear_lr_schedule_decays_to_zero():
+    gen, dis = small_gan()
+    opt_g, opt_d = torch.optim.Adam(gen.parameters(), 0.1), torch.optim.SGD(dis.parameters(), 0.2)
+    seen = []
+    G.fit_gan(gen, dis, gaussian_data(), steps=4, batch_size=32, latent_dim=4, optimizer_g=opt_g, optimizer_d=opt_d,
+              lr_schedule="linear", progress=False,
+              callback=lambda step, g, d, h: seen.append((opt_g.param_groups[0]["lr"], opt_d.param_groups[0]["lr"])))
+    assert [g for g, _ in seen] == pytest.approx([0.1 * (1 - t / 4) for t in range(1, 5)])
+    assert [d for _, d in seen] == pytest.approx([0.2 * (1 - t / 4) for t in range(1, 5)])
+    with pytest.raises(ValueError, match="lr_schedule"):
+        G.fit_gan(gen, dis, gaussian_data(), steps=1, batch_size=8, latent_dim=4, lr_schedule="cosine")
+
+
+def test_reference_rows_real_data_and_chance_level():
+    rows = G.reference_rows(("ring", "grid"), (0, 1, 2), n_samples=2500)
+    real = [r for r in rows if r["recipe"] == "real data"]
+    chance = [r for r in rows if r["recipe"] == "uniform (chance)"]
+    assert len(real) == len(chance) == 6
+    assert all(r["modes_covered"] == r["n_modes"] and r["high_quality"] > 0.97 for r in real)
+    # uniform points: the 3-std discs hold 25 pi 0.06^2 / 100 = 0.28 % of the grid's square; ~1 - exp(-0.28) of
+    # the 25 modes (about 6) get at least one of 2,500 points by chance
+    grid = [r for r in chance if r["benchmark"] == "grid"]
+    assert all(r["high_quality"] < 0.01 for r in chance)
+    assert all(2 <= r["modes_covered"] <= 12 for r in grid)
+    assert all(r["samples"].shape == (2500, 2) for r in rows)
