@@ -833,13 +833,14 @@ class Recipe2D:
 
 
 _METZ = ("architecture family and optimiser of the ring experiment of Metz et al. (2017), 'Unrolled Generative "
-         "Adversarial Networks', and its public reference implementation (MLPs with two hidden tanh layers of 128, "
+         "Adversarial Networks', as in a widely used public re-implementation (MLPs with two hidden tanh layers of 128, "
          "z ~ N(0, I_256), batch 512, Adam with beta1 = 0.5, about 25,000 steps), scaled down to fit a CPU budget: "
          "hidden width 64, z in R^16, batch 128, learning rate 1e-3 for both networks (the reference uses 1e-4 "
          "for D and 1e-3 for G), and the profile's step count")
 
-#: The tuned 2-D recipes of chapter 06's table (name -> :class:`Recipe2D`). Budgets measured on a shared 2-core
-#: CPU: the cpu-profile table (3 recipes x 2 benchmarks x 3 seeds) trains in about a minute on one thread.
+#: The tuned 2-D recipes of chapter 06's table (name -> :class:`Recipe2D`). Budgets measured on the course's shared
+#: 2-core CPU with one torch thread: the cpu-profile table (3 recipes x 2 benchmarks x 3 seeds) took 79 s with the
+#: machine loaded by other jobs (load average ~2.5): vanilla 20 s, non-saturating 19 s, WGAN-GP 39 s.
 RECIPES_2D = {
     "vanilla": Recipe2D(
         name="vanilla", loss="minimax", steps={"smoke": 20, "cpu": 1000, "gpu": 10_000},
@@ -849,12 +850,13 @@ RECIPES_2D = {
         source="non-saturating generator loss of Goodfellow et al. (2014), Sec. 3; " + _METZ + "."),
     "wgan_gp": Recipe2D(
         name="wgan_gp", loss="wgan_gp", steps={"smoke": 10, "cpu": 400, "gpu": 5_000},
-        activation="relu", betas=(0.5, 0.9), n_critic=5, gp_weight=1.0,
-        source="WGAN-GP, Gulrajani et al. (2017), Algorithm 1 with n_critic = 5 and Adam betas (0.5, 0.9) of the "
-               "authors' toy-data code (ReLU MLPs with three hidden layers of 512, lr 1e-4, 100,000 steps), scaled "
-               "down like the others: two hidden ReLU layers of 64, z in R^16, batch 128, lr 1e-3; penalty weight "
-               "lambda = 1 (the paper's lambda = 10 covered fewer ring modes within the CPU step budget, "
-               "the toy code's 0.1 about as many as 1)."),
+        betas=(0.5, 0.9), n_critic=5, gp_weight=1.0,
+        source="WGAN-GP, Gulrajani et al. (2017), Algorithm 1 with n_critic = 5 and the Adam betas (0.5, 0.9) of the "
+               "authors' toy-data code (ReLU MLPs with three hidden layers of 512, lr 1e-4, 100,000 steps), on the "
+               "same networks and scaled-down budget as the other two recipes (two hidden tanh layers of 64, z in "
+               "R^16, batch 128, lr 1e-3); penalty weight lambda = 1 (the paper uses 10, the toy code 0.1): measured "
+               "on the ring within 400-1,500 steps, lambda = 10 left most modes uncovered while lambda = 1 covered "
+               "all 8 (ReLU networks did worse than tanh at this budget)."),
 }
 
 #: The chapter's best 2-D recipe: its ring-of-8 runs cover all 8 modes on :data:`COURSE_SEEDS` under the cpu
@@ -1036,10 +1038,11 @@ def mode_coverage_table(recipes=("vanilla", "non_saturating", "wgan_gp"), benchm
         references: append the rows of :func:`reference_rows` ("real data" and "uniform (chance)").
         progress: progress bars and summary lines. device: default CPU.
 
-    Measured under the cpu profile on this course's 2-core machine (one thread): the ring is learnt by the two
-    BCE recipes (all 8 modes, a minority of samples within 3 std), WGAN-GP's 400 steps leave it blurred; no recipe
-    learns the 5x5 grid within the cpu budget (samples fill the square: modes covered and high-quality share sit
-    at the "uniform (chance)" level). The numbers printed by the notebook are the ones to quote.
+    Measured under the cpu profile on this course's 2-core machine (one thread): every recipe covers all 8 ring
+    modes on the course's seeds, the BCE recipes with a minority of samples within 3 std and WGAN-GP's 400 steps
+    with fewer still (its samples are a blurred ring); no recipe learns the 5x5 grid within the cpu budget
+    (samples fill the square: modes covered and high-quality share sit at the "uniform (chance)" level). The
+    numbers printed by the notebook are the ones to quote.
 
     Returns:
         :class:`ModeCoverageTable` (``print(table)`` shows it; ``table.rows`` has the numbers and samples).
