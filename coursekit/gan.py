@@ -929,9 +929,16 @@ def evaluate_2d_gans(run: dict, *, n_samples: int = 2500, seed: int = 12345) -> 
     2,500 samples as in VEEGAN (Srivastava et al. 2017) and PacGAN (Lin et al. 2018); the rule is that of
     :func:`mode_coverage` (3 standard deviations, a mode counts once it has a high-quality sample).
 
+    Args:
+        run: the dict returned by :func:`train_2d_gans`. n_samples: samples per member (>= 1).
+        seed: seed of the evaluation latents (fixed, so the table does not depend on training randomness twice).
+
     Returns:
         One dict per member: ``recipe``, ``loss``, ``benchmark``, ``seed``, ``modes_covered``, ``n_modes``,
         ``high_quality`` (share in [0, 1]), ``counts`` (list of ints), and ``samples`` ((n_samples, 2) tensor).
+
+    Raises:
+        TypeError / ValueError: bad ``n_samples`` or ``seed``.
     """
     n_samples = check_positive_int("n_samples", n_samples)
     recipe = run["recipe"]
