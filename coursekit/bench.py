@@ -453,10 +453,11 @@ DCGAN_RECIPE = {
     "GAN_CHANNELS": {"smoke": 8, "cpu": 16, "gpu": 32},
     "GAN_STEPS": {"smoke": 30, "cpu": 2500, "gpu": 8000},
     "GAN_BATCH": 64,
-    "GAN_LR": 4e-4,
+    "GAN_LR_G": 8e-4,
+    "GAN_LR_D": 4e-4,
     "GAN_BETAS": (0.5, 0.999),
 }
-CGAN_RECIPE = {**DCGAN_RECIPE, "CGAN_STEPS": {"smoke": 30, "cpu": 2500, "gpu": 8000}}
+CGAN_RECIPE = {**DCGAN_RECIPE, "CGAN_STEPS": {"smoke": 30, "cpu": 2000, "gpu": 8000}}
 
 
 def _gan_recipe(ctx: BenchContext, conditional: bool) -> TrainedModel:
@@ -479,7 +480,7 @@ def _gan_recipe(ctx: BenchContext, conditional: bool) -> TrainedModel:
     t0 = time.perf_counter()
     history = gan.fit_gan(generator, discriminator, x_train, labels=y_train if conditional else None,
                           loss="non_saturating", steps=steps, batch_size=r["GAN_BATCH"], latent_dim=r["GAN_LATENT"],
-                          lr_g=r["GAN_LR"], lr_d=r["GAN_LR"], betas=r["GAN_BETAS"], seed=ctx.seed,
+                          lr_g=r["GAN_LR_G"], lr_d=r["GAN_LR_D"], betas=r["GAN_BETAS"], seed=ctx.seed,
                           progress=ctx.progress, desc=f"bench: {'conditional GAN' if conditional else 'DCGAN'} (ch. 06)")
     train_seconds = time.perf_counter() - t0
     labels = torch.arange(ctx.n_samples, device=dev) % 10 if conditional else None
