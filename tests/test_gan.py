@@ -571,3 +571,14 @@ def test_reference_rows_real_data_and_chance_level():
     assert all(r["high_quality"] < 0.01 for r in chance)
     assert all(2 <= r["modes_covered"] <= 12 for r in grid)
     assert all(r["samples"].shape == (2500, 2) for r in rows)
+
+
+def test_fit_gan_on_images_with_a_tuple_latent_and_gradient_penalty():
+    torch.manual_seed(0)
+    gen = torch.nn.Sequential(torch.nn.ConvTranspose2d(4, 1, 8), torch.nn.Sigmoid())  # (B, 4, 1, 1) -> (B, 1, 8, 8)
+    dis = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 1))
+    images = torch.rand(64, 1, 8, 8)
+    hist = G.fit_gan(gen, dis, images, loss="wgan_gp", steps=3, batch_size=16, latent_dim=(4, 1, 1), progress=False,
+                     log_every=1)
+    assert len(hist["gp"]) == 3 and all(math.isfinite(v) for v in hist["gp"])
+    assert G.generate(gen, 5, (4, 1, 1)).shape == (5, 1, 8, 8)
