@@ -582,3 +582,13 @@ def test_fit_gan_on_images_with_a_tuple_latent_and_gradient_penalty():
                      log_every=1)
     assert len(hist["gp"]) == 3 and all(math.isfinite(v) for v in hist["gp"])
     assert G.generate(gen, 5, (4, 1, 1)).shape == (5, 1, 8, 8)
+
+
+def test_fit_gan_ensemble_shape_errors():
+    gen, dis = G.EnsembleMLP([0, 1], 4, 2, (8,)), G.EnsembleMLP([2, 3], 2, 1, (8,))
+    with pytest.raises(ValueError, match=r"data must have shape \(N, 2, ...\)"):
+        G.fit_gan(gen, dis, torch.randn(50, 3, 2), steps=1, batch_size=8, latent_dim=4, ensemble=2)
+    plain_d = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 1))  # (B, 2, 2) -> (B, 1): not per member
+    with pytest.raises(ValueError, match=r"\(B, 2\) or \(B, 2, 1\)"):
+        G.fit_gan(gen, plain_d, torch.randn(50, 2, 2), steps=1, batch_size=8, latent_dim=4, ensemble=2,
+                  progress=False)
