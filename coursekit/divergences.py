@@ -109,8 +109,8 @@ def gaussian_kl(
 #
 # JSD is finite: m_k >= p_k / 2, so log(p_k / m_k) <= log 2 and JSD <= 1/2 log 2 + 1/2 log 2 = log 2,
 # with equality iff p and q have disjoint supports; JSD >= 0 (Gibbs' inequality, equality iff p = q).
-# Lin (1991), "Divergence measures based on the Shannon entropy", IEEE Trans. Inf. Theory 37(1), eq. (4.1)
-# (there with weights 1/2); Goodfellow et al. (2014), eq. after (5), use the same definition.
+# Lin (1991), "Divergence measures based on the Shannon entropy", IEEE Trans. Inf. Theory 37(1)
+# (there with weights 1/2); Goodfellow et al. (2014), Sec. 4.1 (Theorem 1), use the same definition.
 
 __all__ += ["kl_divergence", "js_divergence", "total_variation"]
 
@@ -178,7 +178,7 @@ def js_divergence(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     (the Jensen-Shannon distance, natural log by default).
 
     Goodfellow et al. (2014), "Generative Adversarial Nets", Theorem 1: the GAN value at the optimal
-    discriminator is ``-log 4 + 2 JSD(p_data, p_model)``. Lin (1991), eq. (4.1).
+    discriminator is ``-log 4 + 2 JSD(p_data, p_model)``. Lin (1991) (definition and bounds).
 
     Args:
         p, q: float tensors of shape ``(..., K)`` (broadcastable), entries >= 0, each vector summing to 1
