@@ -182,7 +182,7 @@ def wasserstein_critic_loss(real_scores: torch.Tensor, fake_scores: torch.Tensor
     r"""WGAN critic loss :math:`\mathbb E f(\tilde x) - \mathbb E f(x)` (the critic minimises it).
 
     Its negative estimates the Kantorovich-Rubinstein dual ``W1 = sup_{||f||_L <= 1} E_data f - E_model f``
-    when f is (close to) 1-Lipschitz. Arjovsky, Chintala & Bottou (2017), "Wasserstein GAN", eq. (3) and
+    when f is (close to) 1-Lipschitz. Arjovsky, Chintala & Bottou (2017), "Wasserstein GAN", Sec. 3 and
     Algorithm 1. Units: those of the data (a distance), not nats.
 
     Args:
@@ -197,7 +197,7 @@ def wasserstein_critic_loss(real_scores: torch.Tensor, fake_scores: torch.Tensor
 
 
 def wasserstein_generator_loss(fake_scores: torch.Tensor) -> torch.Tensor:
-    r"""WGAN generator loss :math:`-\mathbb E f(G(z))` (Arjovsky et al. 2017, Algorithm 1, line 10).
+    r"""WGAN generator loss :math:`-\mathbb E f(G(z))` (Arjovsky et al. 2017, Algorithm 1: the generator step).
 
     Args: fake_scores (M,) or (M, 1) float. Returns a 0-dim tensor. Raises as :func:`gan_value`.
     """
@@ -269,7 +269,7 @@ def gradient_penalty(critic, real: torch.Tensor, fake: torch.Tensor, *, generato
 
 
 def clip_weights(module: nn.Module, c: float) -> None:
-    """Clamp every parameter of ``module`` in place to ``[-c, c]`` (Arjovsky et al. 2017, Algorithm 1, line 7).
+    """Clamp every parameter of ``module`` in place to ``[-c, c]``: Arjovsky et al. (2017), Algorithm 1.
 
     Call it after each critic optimiser step. It keeps the critic K-Lipschitz for some K depending on c and
     the architecture (a crude constraint: Gulrajani et al. 2017, Sec. 3, show it biases the critic towards
@@ -812,8 +812,8 @@ class Recipe2D:
 
     Generator ``MLP(latent_dim -> hidden -> 2)`` and discriminator ``MLP(2 -> hidden -> 1)`` with the same
     hidden widths and activation; ``steps`` maps each run profile (``"smoke"``, ``"cpu"``, ``"gpu"``) to the
-    number of generator steps. The other fields are passed to :func:`fit_gan`. ``source`` says where the settings come from and
-    how they were scaled down.
+    number of generator steps. The other fields are passed to :func:`fit_gan`. ``source`` says where the settings
+    come from and how they were scaled down.
     """
 
     name: str
@@ -833,7 +833,8 @@ class Recipe2D:
 
 
 _METZ = ("architecture family and optimiser of the ring experiment of Metz et al. (2017), 'Unrolled Generative "
-         "Adversarial Networks', as in a widely used public re-implementation (MLPs with two hidden tanh layers of 128, "
+         "Adversarial Networks', as in a widely used public re-implementation (MLPs with two hidden tanh layers "
+         "of 128, "
          "z ~ N(0, I_256), batch 512, Adam with beta1 = 0.5, about 25,000 steps), scaled down to fit a CPU budget: "
          "hidden width 64, z in R^16, batch 128, learning rate 1e-3 for both networks (the reference uses 1e-4 "
          "for D and 1e-3 for G), and the profile's step count")
@@ -905,7 +906,8 @@ def train_2d_gans(recipe, benchmarks=("ring",), seeds=COURSE_SEEDS, *, profile: 
     if not seeds or not benchmarks:
         raise ValueError("need at least one benchmark and one seed")
     profile = profile or runtime_mod.get_profile()
-    n_steps = check_positive_int("steps", steps if steps is not None else runtime_mod.budget(**recipe.steps, profile=profile))
+    n_steps = steps if steps is not None else runtime_mod.budget(**recipe.steps, profile=profile)
+    n_steps = check_positive_int("steps", n_steps)
     device = torch.device(device) if device is not None else torch.device("cpu")
     members = [(b, s) for b in benchmarks for s in seeds]
     bidx = {b: list(BENCHMARKS_2D).index(b) for b in benchmarks}

@@ -386,7 +386,7 @@ def test_fit_gan_conditional_passes_the_batch_labels_to_both_networks():
 
 
 def test_fit_gan_learns_a_gaussian():
-    """A linear generator and a small discriminator move the samples from N(b, AA^T) near 0 onto N((1.5, -1), 0.25 I)."""
+    """A linear generator and a small discriminator move samples from N(b, AA^T) near 0 onto N((1.5, -1), 0.25 I)."""
     torch.manual_seed(0)
     gen = torch.nn.Linear(2, 2)
     dis = torch.nn.Sequential(torch.nn.Linear(2, 32), torch.nn.LeakyReLU(0.2), torch.nn.Linear(32, 1))
