@@ -994,6 +994,15 @@ class ModeCoverageTable:
         lines.append(f"profile {self.profile}; training + evaluation time: {tot}")
         return "\n".join(lines)
 
+    def format_summary(self) -> str:
+        """A compact plain-text table over seeds: modes covered (mean, min-max) and mean high-quality share."""
+        lines = [f"{'recipe':<18}{'benchmark':<10}{'seeds':>6}{'modes covered (min-max)':>28}{'high-quality %':>16}"]
+        for r in self.summary():
+            modes = f"{r['modes_mean']:.1f} / {r['n_modes']} ({r['modes_min']}-{r['modes_max']})"
+            lines.append(f"{r['recipe']:<18}{r['benchmark']:<10}{r['seeds']:>6}{modes:>28}"
+                         f"{100 * r['high_quality_mean']:>16.1f}")
+        return "\n".join(lines)
+
     def __str__(self) -> str:
         return self.format()
 

@@ -524,6 +524,10 @@ def test_mode_coverage_table_under_smoke():
     assert "modes covered" in text and "wgan_gp" in text and "/ 25" in text
     summary = tab.summary()
     assert len(summary) == 8 and summary[0]["seeds"] == 2
+    modes = [r["modes_covered"] for r in tab.rows if r["recipe"] == "vanilla" and r["benchmark"] == "ring"]
+    assert summary[0]["modes_mean"] == sum(modes) / 2 and summary[0]["modes_min"] == min(modes)
+    compact = tab.format_summary().splitlines()
+    assert len(compact) == 9 and compact[1].split()[:3] == ["vanilla", "ring", "2"]
     assert len(G.mode_coverage_table(("vanilla",), ("ring",), seeds=(0,), profile="smoke", n_samples=100,
                                      references=False, progress=False).rows) == 1
     with pytest.raises(ValueError, match="unknown 2-D recipe"):
