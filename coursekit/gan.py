@@ -1179,7 +1179,7 @@ class DigitsDiscriminator(nn.Module):
         --conv 4x4 stride 2--> (N, 2C, 4, 4) --LeakyReLU(0.2)--> --flatten--> phi(x) (N, 32C)
         --linear--> logit (N,)
 
-    The conditional version is the *projection discriminator* of Miyato & Koyama (2018, eq. 3):
+    The conditional version is the *projection discriminator* of Miyato & Koyama (2018):
     ``logit(x, y) = w^T phi(x) + b + embed(y)^T phi(x)``, the inner product of a learnt class embedding with
     the image features. LeakyReLU and no batch normalisation, as recommended for discriminators and required for
     critics trained with a gradient penalty (Gulrajani et al. 2017, sec. 4).

@@ -87,7 +87,7 @@ def test_conditional_nets_use_the_label():
 
 
 def test_projection_formula():
-    """logit(x, y) = w^T phi(x) + b + embed(y)^T phi(x) (Miyato & Koyama 2018, eq. 3)."""
+    """logit(x, y) = w^T phi(x) + b + embed(y)^T phi(x) (Miyato & Koyama 2018, the projection form)."""
     torch.manual_seed(1)
     d = DigitsDiscriminator(channels=4, n_classes=3)
     x, y = torch.rand(5, 1, 8, 8), torch.tensor([0, 1, 2, 1, 0])
