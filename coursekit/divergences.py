@@ -297,18 +297,6 @@ def _get_f(name) -> FDivergence:
     return F_DIVERGENCES[name]
 
 
-def _check_prob_vectors(p, q, tol=1e-6):
-    for name, t in (("p", p), ("q", q)):
-        check_finite(name, t)
-        if not t.is_floating_point() or t.ndim == 0:
-            raise TypeError(f"{name} must be a floating-point tensor of shape (..., K), got {t.dtype} {tuple(t.shape)}")
-        if bool((t < 0).any()):
-            raise ValueError(f"{name} must be non-negative (a probability vector)")
-        if bool(((t.sum(-1) - 1).abs() > tol).any()):
-            raise ValueError(f"{name} must sum to 1 along the last dim (tolerance {tol}), got sums {t.sum(-1)}")
-    check_broadcastable(p=p, q=q)
-
-
 def f_divergence(p: torch.Tensor, q: torch.Tensor, name: str = "kl") -> torch.Tensor:
     r"""f-divergence :math:`D_f(P\|Q) = \sum_k q_k f(p_k / q_k)` of probability vectors, nats.
 
@@ -317,7 +305,8 @@ def f_divergence(p: torch.Tensor, q: torch.Tensor, name: str = "kl") -> torch.Te
     ("reverse_kl": ``inf``); where both are 0 it is 0. Csiszar (1967); Nowozin et al. (2016), eq. (1).
 
     Args:
-        p, q: non-negative tensors (..., K) summing to 1 over the last dim (tolerance 1e-6), broadcastable.
+        p, q: non-negative tensors (..., K) summing to 1 over the last dim (tolerance
+            :data:`PROBABILITY_SUM_ATOL`, 1e-8 for float64), broadcastable.
         name: a key of :data:`F_DIVERGENCES`.
 
     Returns:
@@ -327,7 +316,7 @@ def f_divergence(p: torch.Tensor, q: torch.Tensor, name: str = "kl") -> torch.Te
         TypeError, ValueError: not floating point, negative, not normalised, NaN, unknown name.
     """
     fd = _get_f(name)
-    _check_prob_vectors(p, q)
+    _check_probability_vectors(p=p, q=q)
     p, q = torch.broadcast_tensors(p, q)
     both = (p > 0) & (q > 0)
     safe_q = torch.where(both, q, torch.ones_like(q))
@@ -361,7 +350,7 @@ def f_variational_bound(t: torch.Tensor, p: torch.Tensor, q: torch.Tensor, name:
         ValueError: bad p, q (see :func:`f_divergence`), NaN in t, or t outside the conjugate's domain.
     """
     fd = _get_f(name)
-    _check_prob_vectors(p, q)
+    _check_probability_vectors(p=p, q=q)
     check_finite("t", t)
     lo, hi = fd.domain
     closed = fd.name == "tv"
