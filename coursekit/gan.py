@@ -654,6 +654,19 @@ def fit_gan(
             raise ValueError("a network received no gradient: do its outputs depend on its parameters?")
         return float(torch.nn.utils.get_total_norm(grads))
 
+    def update(who: str, opt, objective: torch.Tensor, params, step: int) -> float:
+        # One optimiser step for one player; a non-finite loss or gradient stops training with a clear error.
+        value = float(objective.detach())
+        if not math.isfinite(value):
+            raise _gan_diverged(who, "loss", value, step + 1, steps, loss, (lr_g, lr_d))
+        opt.zero_grad(set_to_none=True)
+        (scale * objective).backward()
+        gn = grad_norm(params)
+        if not math.isfinite(gn):
+            raise _gan_diverged(who, "gradient norm", gn, step + 1, steps, loss, (lr_g, lr_d))
+        opt.step()
+        return value
+
     history = History()
     window: dict[str, list] = {}
 
@@ -689,11 +702,11 @@ def fit_gan(
                 fake_out = flat(call(discriminator, fake, y), "generated data")
                 metrics = {}
                 d_loss = d_loss_of(real_out, fake_out)
-                loss_d = float(d_loss.detach())
-                if not math.isfinite(loss_d):
-                    raise _gan_diverged("discriminator", "loss", loss_d, step + 1, steps, loss, (lr_g, lr_d))
                 if wasserstein:
-                    metrics["w_estimate"] = -loss_d
+                    w_estimate = -float(d_loss.detach())
+                    if not math.isfinite(w_estimate):  # before the penalty, which would reject NaN scores
+                        raise _gan_diverged("discriminator", "loss", -w_estimate, step + 1, steps, loss, (lr_g, lr_d))
+                    metrics["w_estimate"] = w_estimate
                     if loss == "wgan_gp":
                         if ensemble:
                             rest = x.shape[2:]
@@ -705,19 +718,10 @@ def fit_gan(
                             gp = gradient_penalty(lambda t: call(discriminator, t, y), x, fake, generator=eps_gen)
                         metrics["gp"] = float(gp.detach())
                         d_loss = d_loss + gp_weight * gp
-                        loss_d = float(d_loss.detach())
-                        if not math.isfinite(loss_d):
-                            raise _gan_diverged("discriminator", "loss", loss_d, step + 1, steps, loss,
-                                                (lr_g, lr_d))
                 else:
                     metrics["d_real"] = float(torch.sigmoid(real_out.detach()).mean())
                     metrics["d_fake"] = float(torch.sigmoid(fake_out.detach()).mean())
-                opt_d.zero_grad(set_to_none=True)
-                (scale * d_loss).backward()
-                gn = grad_norm(d_params)
-                if not math.isfinite(gn):
-                    raise _gan_diverged("discriminator", "gradient norm", gn, step + 1, steps, loss, (lr_g, lr_d))
-                opt_d.step()
+                loss_d = update("discriminator", opt_d, d_loss, d_params, step)
                 if loss == "wgan_clip":
                     clip_weights(discriminator, clip)
 
@@ -731,15 +735,7 @@ def fit_gan(
             finally:
                 for p in d_trainable:
                     p.requires_grad_(True)
-            loss_g = float(g_loss.detach())
-            if not math.isfinite(loss_g):
-                raise _gan_diverged("generator", "loss", loss_g, step + 1, steps, loss, (lr_g, lr_d))
-            opt_g.zero_grad(set_to_none=True)
-            (scale * g_loss).backward()
-            gn = grad_norm(g_params)
-            if not math.isfinite(gn):
-                raise _gan_diverged("generator", "gradient norm", gn, step + 1, steps, loss, (lr_g, lr_d))
-            opt_g.step()
+            loss_g = update("generator", opt_g, g_loss, g_params, step)
             step += 1
             if lr_schedule == "linear":
                 for opt, lrs in zip((opt_g, opt_d), base_lrs):
