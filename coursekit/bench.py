@@ -75,6 +75,10 @@ class BenchContext:
         """The value for this run's profile (as :func:`coursekit.runtime.budget`)."""
         return runtime.budget(smoke=smoke, cpu=cpu, gpu=gpu, profile=self.profile)
 
+    def resolve(self, recipe: dict) -> dict:
+        """``recipe`` with every per-profile entry (a ``{"smoke", "cpu", "gpu"}`` dict) replaced by this run's value."""
+        return {k: self.budget(**v) if isinstance(v, dict) else v for k, v in recipe.items()}
+
 
 @dataclass
 class TrainedModel:
@@ -140,6 +144,16 @@ def register(recipe: Recipe) -> Recipe:
 # ------------------------------------------------------------------------------------------------
 
 
+def _steps_done(history, planned: int) -> int:
+    """Optimiser steps actually taken (fewer than planned if a wall-clock budget stopped training)."""
+    return int(history.steps[-1]) if history.steps else planned
+
+
+def _config(r: dict) -> dict:
+    """A resolved recipe as the JSON ``config``: lower-case keys, tuples as lists."""
+    return {k.lower(): (list(v) if isinstance(v, tuple) else v) for k, v in r.items()}
+
+
 #: The chapter 04 recipe, kept identical to notebooks/04_vae.ipynb (the cells "Train a VAE with beta = 1"
 #: and "Held-out evaluation"); tests/test_bench.py reads the notebook and fails if the two drift apart.
 #: Each value is either a constant or a per-profile dict for :func:`coursekit.runtime.budget`.
@@ -161,7 +175,7 @@ def _vae_recipe(ctx: BenchContext) -> TrainedModel:
     test ELBO and IWAE bound with the chapter's sample counts, and ``n`` samples from the prior."""
     from . import train, vae
 
-    r = {k: ctx.budget(**v) if isinstance(v, dict) else v for k, v in VAE_RECIPE.items()}
+    r = ctx.resolve(VAE_RECIPE)
     latent_dim, hidden, batch_size, lr = r["LATENT_DIM"], r["HIDDEN"], r["BATCH_SIZE"], r["LR"]
     steps, eval_every, iwae_k, elbo_samples = r["STEPS"], r["EVAL_EVERY"], r["IWAE_K"], r["ELBO_SAMPLES"]
     dev = ctx.device
@@ -200,7 +214,7 @@ def _vae_recipe(ctx: BenchContext) -> TrainedModel:
     with torch.no_grad():
         means = model.sample(ctx.n_samples, generator=gen)
         draws = torch.bernoulli(means, generator=gen)
-    steps_done = int(history.steps[-1]) if history.steps else steps
+    steps_done = _steps_done(history, steps)
     return TrainedModel(
         model=model,
         steps=int(steps_done),
@@ -215,7 +229,7 @@ def _vae_recipe(ctx: BenchContext) -> TrainedModel:
             "iwae_k": int(iwae_k),
             "best_val_elbo_nats": float(best["elbo"]),
         },
-        config={k.lower(): (list(v) if isinstance(v, tuple) else v) for k, v in r.items()},
+        config=_config(r),
         notes="'binary' (headline): x ~ Bernoulli(decoder(z)), z ~ N(0, I), the model's actual samples, in "
               "the binarised space it was trained on and is compared in; 'mean': the decoder's Bernoulli "
               "means of the same z (the images the chapter shows; grey values never occur in binarised "
@@ -247,7 +261,7 @@ def _flow_recipe(ctx: BenchContext) -> TrainedModel:
     then the test bits/dim of the 17-level digits and ``n`` samples quantised back to the 17 levels."""
     from . import flows, train
 
-    r = {k: ctx.budget(**v) if isinstance(v, dict) else v for k, v in FLOW_RECIPE.items()}
+    r = ctx.resolve(FLOW_RECIPE)
     dev = ctx.device
     x_train, _ = data.load_digits("train", device=dev)
     x_val, _ = data.load_digits("val", device=dev)
@@ -285,7 +299,7 @@ def _flow_recipe(ctx: BenchContext) -> TrainedModel:
     gen = torch.Generator(device=dev).manual_seed(ctx.seed)
     with torch.no_grad():
         samples = flows.quantize_digits(model.sample(ctx.n_samples, generator=gen))
-    steps_done = int(history.steps[-1]) if history.steps else steps
+    steps_done = _steps_done(history, steps)
     return TrainedModel(
         model=model,
         steps=steps_done,
@@ -298,7 +312,7 @@ def _flow_recipe(ctx: BenchContext) -> TrainedModel:
             "eval_draws": int(r["EVAL_DRAWS"]),
             "best_val_nll_nats_dequantized": float(best["nll"]),
         },
-        config={k.lower(): (list(v) if isinstance(v, tuple) else v) for k, v in r.items()},
+        config=_config(r),
         notes="'levels': y ~ flow, quantised to the bin floor(17 y) and shown as k/16, the 17-level grey-scale "
               "space the model is trained in; compared with grey-scale test digits and the grey-scale floor. "
               "Likelihood: continuous NLL of the dequantised test digits (mean over eval_draws noise draws), "
@@ -336,7 +350,7 @@ def _diffusion_recipe(ctx: BenchContext) -> TrainedModel:
     from . import diffusion as dm
     from . import nets, train
 
-    r = {k: ctx.budget(**v) if isinstance(v, dict) else v for k, v in DIFFUSION_RECIPE.items()}
+    r = ctx.resolve(DIFFUSION_RECIPE)
     dev = ctx.device
     x_train = dm.to_model_space(data.load_digits("train", image_shape=True, device=dev)[0])
     x_test = dm.to_model_space(data.load_digits("test", image_shape=True, device=dev)[0])
@@ -364,7 +378,7 @@ def _diffusion_recipe(ctx: BenchContext) -> TrainedModel:
                           generator=torch.Generator(device=dev).manual_seed(ctx.seed + 1))
     vlb = dm.vlb_terms(net, x_test, abar, levels=17, generator=torch.Generator(device=dev).manual_seed(ctx.seed + 2))
     nll = vlb["total"].mean().item()
-    steps_done = int(history.steps[-1]) if history.steps else r["STEPS"]
+    steps_done = _steps_done(history, r["STEPS"])
     return TrainedModel(
         model=net,
         steps=steps_done,
@@ -373,7 +387,7 @@ def _diffusion_recipe(ctx: BenchContext) -> TrainedModel:
                  "ddim": dm.to_image_space(ddim).reshape(ctx.n_samples, -1)},
         likelihood={"test_nll_nats": nll, "test_nll_bits_per_dim": float(metrics.nats_to_bits_per_dim(nll, 64)),
                     "vlb_prior_nats": vlb["prior"].mean().item(), "vlb_decoder_nats": vlb["decoder"].mean().item()},
-        config={k.lower(): v for k, v in r.items()},
+        config=_config(r),
         notes="'ddpm' (headline): ancestral sampling with T steps; 'ddim': deterministic DDIM with ddim_steps steps; "
               "both from the EMA weights, mapped from [-1, 1] to [0, 1], compared with grey-scale test digits and the "
               "grey-scale floor. Likelihood: the variational bound (L_T + sum L_t-1 + L_0, one noise draw per term) on "
@@ -409,7 +423,7 @@ def _ncsn_recipe(ctx: BenchContext) -> TrainedModel:
     denoising step, clipped to [0, 1]. No likelihood (a score model has none)."""
     from . import score, train
 
-    r = {k: ctx.budget(**v) if isinstance(v, dict) else v for k, v in NCSN_RECIPE.items()}
+    r = ctx.resolve(NCSN_RECIPE)
     dev = ctx.device
     x_train, _ = data.load_digits("train", device=dev)
     sigmas = score.geometric_sigmas(r["DIGITS_SIGMA_MAX"], r["DIGITS_SIGMA_MIN"], r["DIGITS_LEVELS"], device=dev)
@@ -429,13 +443,13 @@ def _ncsn_recipe(ctx: BenchContext) -> TrainedModel:
     with torch.no_grad():
         raw = score.annealed_langevin_sample(model, x0, sigmas, r["DIGITS_EPS"], r["DIGITS_T"], generator=gen,
                                              denoise=True)
-    steps_done = int(history.steps[-1]) if history.steps else r["DIGITS_STEPS"]
+    steps_done = _steps_done(history, r["DIGITS_STEPS"])
     return TrainedModel(
         model=model,
         steps=steps_done,
         train_seconds=train_seconds,
         samples={"clipped": raw.clamp(0, 1)},
-        config={k.lower(): v for k, v in r.items()},
+        config=_config(r),
         notes="'clipped': annealed Langevin samples (Song & Ermon 2019, step eps * sigma_i^2 / sigma_L^2, T steps "
               "per level, final Tweedie denoising step) from uniform noise, clipped to [0, 1]; compared with the "
               "grey-scale test digits and read against the grey-scale floor. A score model has no likelihood.",
@@ -469,7 +483,7 @@ def _gan_recipe(ctx: BenchContext, conditional: bool) -> TrainedModel:
     from . import gan
 
     spec = CGAN_RECIPE if conditional else DCGAN_RECIPE
-    r = {k: ctx.budget(**v) if isinstance(v, dict) else v for k, v in spec.items()}
+    r = ctx.resolve(spec)
     steps = r["CGAN_STEPS"] if conditional else r["GAN_STEPS"]
     dev = ctx.device
     x_train, y_train = data.load_digits("train", image_shape=True, device=dev)
@@ -481,7 +495,8 @@ def _gan_recipe(ctx: BenchContext, conditional: bool) -> TrainedModel:
     history = gan.fit_gan(generator, discriminator, x_train, labels=y_train if conditional else None,
                           loss="non_saturating", steps=steps, batch_size=r["GAN_BATCH"], latent_dim=r["GAN_LATENT"],
                           lr_g=r["GAN_LR_G"], lr_d=r["GAN_LR_D"], betas=r["GAN_BETAS"], seed=ctx.seed,
-                          progress=ctx.progress, desc=f"bench: {'conditional GAN' if conditional else 'DCGAN'} (ch. 06)")
+                          progress=ctx.progress,
+                          desc=f"bench: {'conditional GAN' if conditional else 'DCGAN'} (ch. 06)")
     train_seconds = time.perf_counter() - t0
     labels = torch.arange(ctx.n_samples, device=dev) % 10 if conditional else None
     samples = gan.generate(generator, ctx.n_samples, r["GAN_LATENT"], labels=labels, seed=ctx.seed)
@@ -491,13 +506,13 @@ def _gan_recipe(ctx: BenchContext, conditional: bool) -> TrainedModel:
         agree = gan.class_agreement(samples, labels)
         notes += (f" Conditional: n / 10 samples per requested class; the digit classifier assigns "
                   f"{agree['accuracy']:.3f} of them to the requested class.")
-    steps_done = int(history.steps[-1]) if history.steps else steps
+    steps_done = _steps_done(history, steps)
     return TrainedModel(
         model=generator,
         steps=steps_done,
         train_seconds=train_seconds,
         samples={"samples": samples.reshape(ctx.n_samples, -1)},
-        config={k.lower(): (list(v) if isinstance(v, tuple) else v) for k, v in r.items()},
+        config=_config(r),
         notes=notes,
     )
 
@@ -531,7 +546,7 @@ def _wgan_gp_recipe(ctx: BenchContext) -> TrainedModel:
 
     from . import gan, nets
 
-    r = {k: ctx.budget(**v) if isinstance(v, dict) else v for k, v in WGAN_GP_RECIPE.items()}
+    r = ctx.resolve(WGAN_GP_RECIPE)
     dev = ctx.device
     x_train, _ = data.load_digits("train", device=dev)
     torch.manual_seed(ctx.seed)
@@ -545,13 +560,13 @@ def _wgan_gp_recipe(ctx: BenchContext) -> TrainedModel:
                           desc="bench: WGAN-GP (ch. 07)")
     train_seconds = time.perf_counter() - t0
     samples = gan.generate(generator, ctx.n_samples, r["WGAN_LATENT"], seed=ctx.seed)
-    steps_done = int(history.steps[-1]) if history.steps else r["WGAN_STEPS"]
+    steps_done = _steps_done(history, r["WGAN_STEPS"])
     return TrainedModel(
         model=generator,
         steps=steps_done,
         train_seconds=train_seconds,
         samples={"samples": samples.reshape(ctx.n_samples, -1)},
-        config={k.lower(): (list(v) if isinstance(v, tuple) else v) for k, v in r.items()},
+        config=_config(r),
         notes="'samples': G(z), z ~ N(0, I), pixels in (0, 1), compared with the grey-scale test digits and read "
               "against the grey-scale floor. A GAN has no likelihood; the critic's estimate is W1 only up to its "
               "Lipschitz constant and is not reported.",
