@@ -106,20 +106,33 @@ def test_registry_and_errors(tmp_path):
         bench.main(["--profile", "laptop"])
 
 
-def test_vae_recipe_matches_chapter_04():
-    """The bench must train the VAE exactly as the chapter does, so its numbers are the chapter's."""
-    notebook = Path(__file__).resolve().parents[1] / "notebooks" / "04_vae.ipynb"
-    if not notebook.exists():
-        pytest.skip("notebooks/04_vae.ipynb not present")
-    found = notebook_assignments(notebook, set(bench.VAE_RECIPE))
-    assert found == bench.VAE_RECIPE, "update coursekit.bench.VAE_RECIPE to the budgets of notebooks/04_vae.ipynb"
 
 
-def test_gan_recipes_match_chapter_06():
-    """The bench trains the chapter 06 DCGAN and conditional GAN exactly as the chapter does."""
-    notebook = Path(__file__).resolve().parents[1] / "notebooks" / "06_gan.ipynb"
+#: (registry name, recipe dict in coursekit.bench, chapter notebook): the bench must train each model exactly as
+#: its chapter does, so its numbers are the chapter's.
+RECIPE_CHAPTERS = [
+    ("vae", "VAE_RECIPE", "04_vae"),
+    ("flow", "FLOW_RECIPE", "05_flows"),
+    ("cgan", "CGAN_RECIPE", "06_gan"),  # CGAN_RECIPE = DCGAN_RECIPE + the conditional GAN's steps
+    ("wgan_gp", "WGAN_GP_RECIPE", "07_wasserstein"),
+    ("ddpm", "DIFFUSION_RECIPE", "08_diffusion"),
+    ("ncsn", "NCSN_RECIPE", "09_score_matching"),
+]
+
+
+@pytest.mark.parametrize("name, recipe_attr, chapter", RECIPE_CHAPTERS, ids=[c for _, _, c in RECIPE_CHAPTERS])
+def test_recipe_matches_its_chapter(name, recipe_attr, chapter):
+    notebook = Path(__file__).resolve().parents[1] / "notebooks" / f"{chapter}.ipynb"
     if not notebook.exists():
-        pytest.skip("notebooks/06_gan.ipynb not present")
-    found = notebook_assignments(notebook, set(bench.CGAN_RECIPE))
-    assert found == bench.CGAN_RECIPE, "update coursekit.bench.DCGAN_RECIPE/CGAN_RECIPE to notebooks/06_gan.ipynb"
+        pytest.skip(f"notebooks/{chapter}.ipynb not present")
+    assert name in bench.REGISTRY and bench.REGISTRY[name].chapter == chapter
+    recipe = getattr(bench, recipe_attr)
+    found = notebook_assignments(notebook, set(recipe))
+    assert set(found) == set(recipe), f"missing in notebooks/{chapter}.ipynb: {set(recipe) - set(found)}"
+    assert found == recipe, f"update coursekit.bench.{recipe_attr} to the budgets of notebooks/{chapter}.ipynb"
+
+
+def test_recipe_details():
     assert set(bench.DCGAN_RECIPE) < set(bench.CGAN_RECIPE)
+    assert bench.REGISTRY["dcgan"].chapter == "06_gan"
+    assert bench.REGISTRY["ncsn"].binarize is False

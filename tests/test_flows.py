@@ -3,17 +3,12 @@ torch.autograd.functional.jacobian; MADE is autoregressive; MAF/IAF pass counts;
 integrate to one; dequantisation and bits/dim; the course's RealNVP against zuko's on two moons."""
 
 import math
-from pathlib import Path
 
 import pytest
 import torch
 from torch.distributions import MultivariateNormal, Normal
 
 from coursekit import data, flows, metrics
-
-from _helpers import notebook_assignments
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def _perturb(module, scale=0.3, seed=0):
@@ -294,14 +289,3 @@ def test_realnvp_matches_zuko_on_two_moons():
 # ------------------------------------------------------------------------------------------------
 
 
-def test_bench_recipe_matches_the_chapter():
-    from coursekit import bench
-
-    nb = REPO / "notebooks" / "05_flows.ipynb"
-    if not nb.exists():
-        pytest.skip("chapter 05 notebook not present")
-    recipe = bench.FLOW_RECIPE
-    found = notebook_assignments(nb, set(recipe))
-    assert set(found) == set(recipe), f"missing in the notebook: {set(recipe) - set(found)}"
-    for name, value in recipe.items():
-        assert found[name] == value, f"{name}: notebook {found[name]!r} vs bench {value!r}"

@@ -454,21 +454,6 @@ def test_float32_default_and_no_input_mutation():
 
 
 # ------------------------------------------------------------------------------------------------ bench
-def test_ncsn_bench_recipe_matches_chapter_09():
-    """`make bench` must train the digits NCSN exactly as the chapter does, so its numbers are the chapter's."""
-    from pathlib import Path
-
-    from coursekit import bench
-    from _helpers import notebook_assignments
-
-    notebook = Path(__file__).resolve().parents[1] / "notebooks" / "09_score_matching.ipynb"
-    if not notebook.exists():
-        pytest.skip("notebooks/09_score_matching.ipynb not present")
-    found = notebook_assignments(notebook, set(bench.NCSN_RECIPE))
-    assert found == bench.NCSN_RECIPE, "update coursekit.bench.NCSN_RECIPE to the budgets of notebooks/09_score_matching.ipynb"
-    assert "ncsn" in bench.REGISTRY and bench.REGISTRY["ncsn"].binarize is False
-
-
 def test_ncsn_bench_recipe_runs_under_smoke():
     from coursekit import bench
 
