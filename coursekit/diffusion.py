@@ -152,6 +152,17 @@ def _same_shape(**tensors):
         raise ValueError("tensors must have the same shape: " + ", ".join(f"{k} {s}" for k, s in shapes.items()))
 
 
+def _images_at_t(t, alphas_cumprod, like: str, **images):
+    """Validate same-shape image batches, the schedule and ``t``; return ``(alphas_cumprod (T,), t (N,) int64)``
+    on the device of ``images[like]`` (the batch the result is computed like)."""
+    for name, x in images.items():
+        _check_images(name, x)
+    _same_shape(**images)
+    a = _check_alphas_cumprod(alphas_cumprod)
+    ref = images[like]
+    return a, _check_t(t, a.numel(), ref.shape[0], ref.device)
+
+
 # ------------------------------------------------------------------------------------------------
 # Schedules and the signal-to-noise ratio
 # ------------------------------------------------------------------------------------------------
@@ -267,11 +278,7 @@ def q_sample(x0: torch.Tensor, t, noise: torch.Tensor, alphas_cumprod: torch.Ten
         TypeError: non-float images, float or bool ``t``. ValueError: ``t`` out of range, shapes that do not
             match, NaN/Inf, an invalid ``alphas_cumprod``.
     """
-    _check_images("x0", x0)
-    _check_images("noise", noise)
-    _same_shape(x0=x0, noise=noise)
-    a = _check_alphas_cumprod(alphas_cumprod)
-    t = _check_t(t, a.numel(), x0.shape[0], x0.device)
+    a, t = _images_at_t(t, alphas_cumprod, "x0", x0=x0, noise=noise)
     ab = _gather(a, t, x0)
     return (ab.sqrt() * x0.to(torch.float64) + (1 - ab).sqrt() * noise.to(torch.float64)).to(x0.dtype)
 
@@ -343,11 +350,7 @@ def q_posterior_mean_variance(x0: torch.Tensor, xt: torch.Tensor, t, alphas_cump
         ``(mean, variance)``: mean same shape/dtype as ``xt``; variance (N, 1, ..., 1) (broadcasts
         against the images), same dtype.
     """
-    _check_images("x0", x0)
-    _check_images("xt", xt)
-    _same_shape(x0=x0, xt=xt)
-    a = _check_alphas_cumprod(alphas_cumprod)
-    t = _check_t(t, a.numel(), xt.shape[0], xt.device)
+    a, t = _images_at_t(t, alphas_cumprod, "xt", x0=x0, xt=xt)
     ab, ab_prev = _gather(a, t, xt), _gather(_abar_prev(a), t, xt)
     alpha = ab / ab_prev
     beta = 1 - alpha
@@ -361,11 +364,7 @@ def q_posterior_mean_variance(x0: torch.Tensor, xt: torch.Tensor, t, alphas_cump
 def predict_x0_from_eps(xt: torch.Tensor, t, eps: torch.Tensor, alphas_cumprod: torch.Tensor) -> torch.Tensor:
     r"""Invert :func:`q_sample` for :math:`x_0`: :math:`\hat x_0 = (x_t - \sqrt{1-\bar\alpha_t}\,\hat\varepsilon)
     / \sqrt{\bar\alpha_t}` (Ho eq. 15). Same shape/dtype as ``xt``."""
-    _check_images("xt", xt)
-    _check_images("eps", eps)
-    _same_shape(xt=xt, eps=eps)
-    a = _check_alphas_cumprod(alphas_cumprod)
-    t = _check_t(t, a.numel(), xt.shape[0], xt.device)
+    a, t = _images_at_t(t, alphas_cumprod, "xt", xt=xt, eps=eps)
     ab = _gather(a, t, xt)
     return ((xt.to(torch.float64) - (1 - ab).sqrt() * eps.to(torch.float64)) / ab.sqrt()).to(xt.dtype)
 
@@ -373,11 +372,7 @@ def predict_x0_from_eps(xt: torch.Tensor, t, eps: torch.Tensor, alphas_cumprod: 
 def predict_eps_from_x0(xt: torch.Tensor, t, x0: torch.Tensor, alphas_cumprod: torch.Tensor) -> torch.Tensor:
     r"""The noise that maps ``x0`` to ``xt``: :math:`\varepsilon = (x_t - \sqrt{\bar\alpha_t}\,x_0) /
     \sqrt{1 - \bar\alpha_t}`. Same shape/dtype as ``xt``."""
-    _check_images("xt", xt)
-    _check_images("x0", x0)
-    _same_shape(xt=xt, x0=x0)
-    a = _check_alphas_cumprod(alphas_cumprod)
-    t = _check_t(t, a.numel(), xt.shape[0], xt.device)
+    a, t = _images_at_t(t, alphas_cumprod, "xt", xt=xt, x0=x0)
     ab = _gather(a, t, xt)
     return ((xt.to(torch.float64) - ab.sqrt() * x0.to(torch.float64)) / (1 - ab).sqrt()).to(xt.dtype)
 
