@@ -50,3 +50,23 @@ def notebook_assignments(path: Path, names) -> dict:
             else:
                 found[name] = ast.literal_eval(value)
     return found
+
+
+def assert_fresh_inputs_and_seeded(checker, solution, seed: int):
+    """A checker draws fresh random inputs on every call, and the same inputs for the same ``seed``.
+
+    Spies on the first argument the checker passes to ``solution`` (a correct implementation)."""
+    import torch
+
+    seen = []
+
+    def spy(first, *rest):
+        seen.append(first.clone())
+        return solution(first, *rest)
+
+    for kwargs, same in (({}, False), ({"seed": seed}, True)):
+        seen.clear()
+        checker(spy, **kwargs)
+        n = len(seen)
+        checker(spy, **kwargs)
+        assert torch.equal(seen[0], seen[n]) is same, f"first inputs of two calls with {kwargs or 'no seed'}"

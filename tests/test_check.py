@@ -9,7 +9,7 @@ import torch
 
 from coursekit import check
 
-from _helpers import _fails, stub
+from _helpers import _fails, assert_fresh_inputs_and_seeded, stub
 
 
 # ----------------------------------------------------------------------------- kl_std_normal
@@ -30,19 +30,7 @@ def test_kl_correct_passes_with_one_line(fn, capsys):
 
 
 def test_kl_uses_fresh_inputs_and_seed_reproduces():
-    seen = []
-
-    def spy(mu, logvar):
-        seen.append(mu.clone())
-        return kl_ok(mu, logvar)
-
-    check.kl_std_normal(spy)
-    check.kl_std_normal(spy)
-    assert not torch.equal(seen[0], seen[3])
-    seen.clear()
-    check.kl_std_normal(spy, seed=5)
-    check.kl_std_normal(spy, seed=5)
-    assert torch.equal(seen[0], seen[3])
+    assert_fresh_inputs_and_seeded(check.kl_std_normal, kl_ok, seed=5)
 
 
 def test_checker_leaves_global_rng_alone():

@@ -8,7 +8,7 @@ import torch
 
 from coursekit import check
 
-from _helpers import _fails, stub
+from _helpers import _fails, assert_fresh_inputs_and_seeded, stub
 
 
 # ----------------------------------------------------------------------------- coupling forward / inverse
@@ -41,21 +41,7 @@ def test_correct_coupling_passes(checker, fn, capsys):
 
 
 def test_fresh_inputs_and_seed_reproduces():
-    seen = []
-
-    def spy(x, mask, net):
-        seen.append(x.clone())
-        return fwd_ok(x, mask, net)
-
-    check.coupling_forward(spy)
-    check.coupling_forward(spy)
-    assert not torch.equal(seen[0], seen[-1])
-    seen.clear()
-    check.coupling_forward(spy, seed=4)
-    first = seen[0]
-    seen.clear()
-    check.coupling_forward(spy, seed=4)
-    assert torch.equal(first, seen[0])
+    assert_fresh_inputs_and_seeded(check.coupling_forward, fwd_ok, seed=4)
 
 
 @pytest.mark.parametrize("checker", [check.coupling_forward, check.coupling_inverse, check.digits_bits_per_dim])

@@ -9,7 +9,7 @@ from torch.nn import functional as F
 
 from coursekit import check
 
-from _helpers import _fails, stub
+from _helpers import _fails, assert_fresh_inputs_and_seeded, stub
 
 
 # ----------------------------------------------------------------------------- the notebook's solutions
@@ -64,21 +64,7 @@ def test_stub_says_not_implemented(checker):
 
 
 def test_fresh_inputs_and_seed_reproduces():
-    seen = []
-
-    def spy(p, q):
-        seen.append(p.clone())
-        return od_ok(p, q)
-
-    check.optimal_discriminator(spy)
-    check.optimal_discriminator(spy)
-    assert not torch.equal(seen[0], seen[3])
-    seen.clear()
-    check.optimal_discriminator(spy, seed=3)
-    first = seen[0]
-    seen.clear()
-    check.optimal_discriminator(spy, seed=3)
-    assert torch.equal(first, seen[0])
+    assert_fresh_inputs_and_seeded(check.optimal_discriminator, od_ok, seed=3)
 
 
 @pytest.mark.parametrize(
