@@ -1,6 +1,6 @@
 # One-command set-up: every target bootstraps .venv on first use.
 #   make book     execute every notebook (active profile) and build the HTML book in _build/html
-#   make test     the whole test suite (unit tests, notebooks under nbval, book build, student edition, browser)
+#   make test     ruff, then the whole test suite (unit tests, notebooks under nbval, book build, student edition, browser)
 #   make student  write the solution-free student edition to _build/student
 #   make bench    train the course's models and write _build/bench/results.json
 #   make clean    remove build outputs (keeps .venv); make distclean also removes .venv
@@ -47,6 +47,7 @@ book: $(BOOK_STAMP)
 	@echo "Book written to _build/html/index.html"
 
 test: $(TEST_STAMP)
+	$(VENV)/bin/ruff check coursekit tests
 	COURSEKIT_PROFILE=smoke MPLBACKEND=Agg $(PY) -m pytest tests notebooks --nbval-lax --nbval-current-env -p no:cacheprovider
 
 student: $(BOOK_STAMP)
