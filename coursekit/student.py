@@ -30,9 +30,9 @@ import argparse
 import copy
 import re
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import nbformat
 
@@ -171,7 +171,7 @@ def strip_notebook(nb, *, name: str = "<notebook>"):
 
     gates = _Gates(name)
     kept = []
-    counts = dict(solution_cells=0, trimmed_cells=0, unhidden_stubs=0)
+    counts = {"solution_cells": 0, "trimmed_cells": 0, "unhidden_stubs": 0}
     for i, cell in enumerate(out.cells):
         if cell.get("cell_type") == "markdown":
             was_open = gates.open_at is not None

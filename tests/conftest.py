@@ -78,7 +78,7 @@ def built_book(tmp_path_factory) -> BookBuild:
     start = time.perf_counter()
     try:
         proc = subprocess.run(
-            cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            cmd, check=False, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
             timeout=BUILD_TIMEOUT_S,
         )
         returncode, log = proc.returncode, proc.stdout
