@@ -644,7 +644,7 @@ def run_bench(profile: str = "cpu", out="_build/bench", *, models=None, seed: in
 def _run_bench(profile, out, models, seed, n, device, progress, verbose) -> dict:
     t_start = time.perf_counter()
     started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    profile = runtime._validate_profile(profile, "passed to run_bench()")
+    profile = runtime.validate_profile(profile, "passed to run_bench()")
     names = list(REGISTRY) if models is None else list(models)
     unknown = [m for m in names if m not in REGISTRY]
     if unknown:

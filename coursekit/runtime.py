@@ -6,7 +6,7 @@ A notebook starts with::
     rt = ck.runtime.setup(seed=0)          # seeds and prints one line describing the run
     steps = ck.runtime.budget(smoke=20, cpu=2_000, gpu=20_000)
 
-The *run profile* chooses how much compute a notebook spends (see DESIGN.md, "Run profiles"):
+The *run profile* chooses how much compute a notebook spends:
 
 ========  ==========================  ==========================================================
 profile   where                       budget
@@ -39,6 +39,7 @@ __all__ = [
     "Runtime",
     "get_device",
     "seed_everything",
+    "validate_profile",
     "get_profile",
     "budget",
     "in_colab",
@@ -90,7 +91,23 @@ def seed_everything(seed: int = 0) -> None:
         torch.cuda.manual_seed_all(seed)
 
 
-def _validate_profile(profile: str, source: str) -> str:
+def validate_profile(profile: str, source: str = "given") -> str:
+    """Return ``profile`` as a canonical run-profile name (lower case, surrounding spaces removed).
+
+    Used by :func:`get_profile` and :func:`budget`, and by any entry point that takes a profile argument
+    (e.g. :func:`coursekit.bench.run_bench`), so that every bad name gets the same message.
+
+    Args:
+        profile: a profile name, one of :data:`PROFILES` up to case and surrounding spaces.
+        source: where the name came from, quoted in the error message (e.g. ``"passed to budget()"``).
+
+    Returns:
+        ``"smoke"``, ``"cpu"`` or ``"gpu"``.
+
+    Raises:
+        TypeError: if ``profile`` is not a string.
+        ValueError: if it names no profile (the message lists the valid ones and says where it came from).
+    """
     if not isinstance(profile, str):
         raise TypeError(f"profile must be a string, one of {PROFILES}; got {type(profile).__name__}")
     name = profile.strip().lower()
@@ -111,7 +128,7 @@ def get_profile() -> str:
     """
     env = os.environ.get(PROFILE_ENV_VAR)
     if env is not None and env.strip() != "":
-        return _validate_profile(env, f"from the environment variable {PROFILE_ENV_VAR}")
+        return validate_profile(env, f"from the environment variable {PROFILE_ENV_VAR}")
     return "gpu" if torch.cuda.is_available() else "cpu"
 
 
@@ -128,7 +145,7 @@ def budget(*, smoke, cpu, gpu, profile: str | None = None):
     Raises:
         ValueError: if ``profile`` (or ``COURSEKIT_PROFILE``) is not a valid profile name.
     """
-    active = get_profile() if profile is None else _validate_profile(profile, "passed to budget()")
+    active = get_profile() if profile is None else validate_profile(profile, "passed to budget()")
     return {"smoke": smoke, "cpu": cpu, "gpu": gpu}[active]
 
 

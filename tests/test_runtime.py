@@ -74,6 +74,15 @@ def test_budget_rejects_bad_profile_and_positional_use(monkeypatch):
         runtime.budget(1, 2, 3)  # keyword-only, so the budgets cannot be swapped by accident
 
 
+def test_validate_profile_canonicalises_and_names_the_source():
+    assert runtime.validate_profile(" CPU ") == "cpu"
+    assert [runtime.validate_profile(p) for p in runtime.PROFILES] == list(runtime.PROFILES)
+    with pytest.raises(ValueError, match=r"'tiny' \(passed to run_bench\(\)\); valid profiles are 'smoke', 'cpu', 'gpu'"):
+        runtime.validate_profile("tiny", "passed to run_bench()")
+    with pytest.raises(TypeError, match="profile must be a string"):
+        runtime.validate_profile(None)
+
+
 def _draw():
     return random.random(), float(np.random.rand()), torch.rand(3)
 
