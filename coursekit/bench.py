@@ -38,8 +38,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from . import __version__, data, metrics, runtime
+from . import __version__, data, flows, gan, metrics, nets, runtime, score, train, vae
+from . import diffusion as dm
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -173,8 +176,6 @@ def _vae_recipe(ctx: BenchContext) -> TrainedModel:
     """Chapter 04: the beta = 1 VAE exactly as notebooks/04_vae.ipynb trains it (same architecture,
     optimiser, budget, seed, and best-validation-ELBO checkpoint selection; :data:`VAE_RECIPE`), then its
     test ELBO and IWAE bound with the chapter's sample counts, and ``n`` samples from the prior."""
-    from . import train, vae
-
     r = ctx.resolve(VAE_RECIPE)
     latent_dim, hidden, batch_size, lr = r["LATENT_DIM"], r["HIDDEN"], r["BATCH_SIZE"], r["LR"]
     steps, eval_every, iwae_k, elbo_samples = r["STEPS"], r["EVAL_EVERY"], r["IWAE_K"], r["ELBO_SAMPLES"]
@@ -242,7 +243,7 @@ register(Recipe("vae", "04_vae", "VAE, Bernoulli decoder, latent 8, MLP encoder/
 
 
 #: The chapter 05 recipe, kept identical to notebooks/05_flows.ipynb (the cell "Train RealNVP on the digits");
-#: tests/test_flows.py reads the notebook and fails if the two drift apart.
+#: tests/test_bench.py reads the notebook and fails if the two drift apart.
 FLOW_RECIPE = {
     "N_COUPLINGS": 8,
     "FLOW_HIDDEN": {"smoke": (32, 32), "cpu": (64, 64), "gpu": (64, 64)},
@@ -259,8 +260,6 @@ def _flow_recipe(ctx: BenchContext) -> TrainedModel:
     """Chapter 05: RealNVP (checkerboard couplings, logit pre-processing) on uniformly dequantised grey-scale
     digits, exactly as notebooks/05_flows.ipynb trains it (:data:`FLOW_RECIPE`, best validation NLL kept),
     then the test bits/dim of the 17-level digits and ``n`` samples quantised back to the 17 levels."""
-    from . import flows, train
-
     r = ctx.resolve(FLOW_RECIPE)
     dev = ctx.device
     x_train, _ = data.load_digits("train", device=dev)
@@ -326,7 +325,7 @@ register(Recipe("flow", "05_flows", "RealNVP, 8 affine couplings, dequantised gr
 
 
 #: The chapter 08 recipe, kept identical to notebooks/08_diffusion.ipynb (the cells "Check 1" for T and the
-#: cell that trains the U-Net); tests/test_diffusion.py reads the notebook and fails if the two drift apart.
+#: cell that trains the U-Net); tests/test_bench.py reads the notebook and fails if the two drift apart.
 DIFFUSION_RECIPE = {
     "T": {"smoke": 50, "cpu": 200, "gpu": 500},
     "SCHEDULE": "linear",
@@ -345,11 +344,6 @@ def _diffusion_recipe(ctx: BenchContext) -> TrainedModel:
     scaled to [-1, 1], exactly as notebooks/08_diffusion.ipynb trains it (:data:`DIFFUSION_RECIPE`); ``n``
     ancestral (DDPM, T steps) and ``n`` deterministic DDIM samples mapped back to [0, 1]; and the variational
     bound on the test digits (17 pixel levels, discretised-Gaussian decoder)."""
-    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-
-    from . import diffusion as dm
-    from . import nets, train
-
     r = ctx.resolve(DIFFUSION_RECIPE)
     dev = ctx.device
     x_train = dm.to_model_space(data.load_digits("train", image_shape=True, device=dev)[0])
@@ -401,7 +395,7 @@ register(Recipe("ddpm", "08_diffusion", "DDPM, small U-Net (eps prediction, EMA)
 
 
 #: The chapter 09 recipe, kept identical to notebooks/09_score_matching.ipynb (the cells "Train the digits
-#: NCSN" and "Sample 250 digits"); tests/test_score.py reads the notebook and fails if the two drift apart.
+#: NCSN" and "Sample 250 digits"); tests/test_bench.py reads the notebook and fails if the two drift apart.
 NCSN_RECIPE = {
     "DIGITS_SIGMA_MAX": 3.0,
     "DIGITS_SIGMA_MIN": 0.02,
@@ -421,8 +415,6 @@ def _ncsn_recipe(ctx: BenchContext) -> TrainedModel:
     notebooks/09_score_matching.ipynb trains it (:data:`NCSN_RECIPE`: conv net, geometric noise levels,
     ``ncsn_loss``), then ``n`` samples by annealed Langevin dynamics from uniform noise with the final
     denoising step, clipped to [0, 1]. No likelihood (a score model has none)."""
-    from . import score, train
-
     r = ctx.resolve(NCSN_RECIPE)
     dev = ctx.device
     x_train, _ = data.load_digits("train", device=dev)
@@ -524,7 +516,7 @@ register(Recipe("cgan", "06_gan", "conditional GAN, projection discriminator (gr
 
 
 #: The chapter 07 recipe, kept identical to notebooks/07_wasserstein.ipynb (the cell "Train a WGAN-GP on the
-#: grey-scale digits"); tests/test_gan_ch07.py reads the notebook and fails if the two drift apart.
+#: grey-scale digits"); tests/test_bench.py reads the notebook and fails if the two drift apart.
 WGAN_GP_RECIPE = {
     "WGAN_LATENT": 16,
     "WGAN_HIDDEN": {"smoke": (64, 64), "cpu": (256, 256), "gpu": (512, 512)},
@@ -657,7 +649,7 @@ def _run_bench(profile, out, models, seed, n, device, progress, verbose) -> dict
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     kid_subset_size = min(metrics.KID_SUBSET_SIZE, n)
-    qkw = dict(k=3, kid_subsets=metrics.KID_SUBSETS, kid_subset_size=kid_subset_size)
+    qkw = {"k": 3, "kid_subsets": metrics.KID_SUBSETS, "kid_subset_size": kid_subset_size}
 
     t0 = time.perf_counter()
     clf = metrics.get_digits_classifier(seed=seed)
@@ -747,10 +739,10 @@ def format_table(results: dict) -> str:
     n = results["n"]
     head = (f"{'':34s} {'FID':>7s} {'KIDx1e3':>13s} {'prec':>5s} {'rec':>5s} {'dens':>5s} {'cov':>5s} "
             f"{'IS':>5s}")
-    lines = [f"coursekit bench | profile={results['profile']} | device={results['device']} | n={n} | "
+    title = (f"coursekit bench | profile={results['profile']} | device={results['device']} | n={n} | "
              f"k={results['k']} | classifier test acc {results['classifier']['accuracy']['test']:.3f} "
-             f"(binarised {results['classifier']['accuracy']['test_binarized']:.3f})", "", head,
-             "-" * len(head)]
+             f"(binarised {results['classifier']['accuracy']['test_binarized']:.3f})")
+    lines = [title, "", head, "-" * len(head)]
 
     def row(label, m):
         kid = "-" if m["kid_mean"] is None else f"{1e3 * m['kid_mean']:6.1f}+-{1e3 * m['kid_std']:<5.1f}"
@@ -763,8 +755,8 @@ def format_table(results: dict) -> str:
     for name, m in results["models"].items():
         for set_name, s in m["sample_sets"].items():
             lines.append(row(f"{name} [{set_name}] vs {m['floor']} test", s))
-    lines += ["", f"{'model':10s} {'params':>9s} {'steps':>6s} {'train s':>8s} {'steps/s':>8s} "
-              f"{'test NLL nats':>28s} {'bits/dim':>16s}"]
+    lines += ["", (f"{'model':10s} {'params':>9s} {'steps':>6s} {'train s':>8s} {'steps/s':>8s} "
+                   f"{'test NLL nats':>28s} {'bits/dim':>16s}")]
     for name, m in results["models"].items():
         lik = m["likelihood"]
         nll = (f"{-lik['test_elbo_nats']:.2f} / {-lik['test_iwae_nats']:.2f}"
