@@ -1,0 +1,45 @@
+"""Auto-checks for the exercises of every chapter: ``ck.check.<exercise>(fn)``.
+
+A code exercise in a chapter notebook is three cells: a stub (``def kl_std_normal(mu, logvar): raise
+NotImplementedError``) that students receive, the solution, and a check cell
+``ck.check.kl_std_normal(kl_std_normal)``. The checker takes the student's function, named like the
+function it checks, and calls it on **fresh random inputs**: drawn from a private generator with a new seed on
+every call (so the notebook's global random state is untouched), or reproducibly with ``seed=...``. It
+
+* passes silently apart from one short line ``✓ <exercise> passed ...``;
+* fails with an ``AssertionError`` whose message says what was expected, what was received (shapes, values,
+  the failing input) and, for common mistakes (sign flipped, log-variance used as log standard deviation,
+  naive ``log(mean(exp))`` ...), a hint naming the mistake;
+* turns a stub that still raises ``NotImplementedError`` into an ``AssertionError`` saying the exercise is
+  not done yet.
+
+Every failure message ends with the seed that reproduces it: ``check.kl_std_normal(fn, seed=...)``.
+
+There is one checker module per concept module (``check.vae`` for chapter 04, ``check.flows`` 05,
+``check.gan`` 06, ``check.wasserstein`` 07, ``check.diffusion`` 08, ``check.score`` 09), all built on the
+shared machinery in ``check._harness``; this package re-exports every checker.
+"""
+
+from __future__ import annotations
+
+from .diffusion import ddim_step, posterior_mean_variance, q_sample
+from .flows import coupling_forward, coupling_inverse, digits_bits_per_dim
+from .gan import jsd_discrete, mode_counts, non_saturating_loss, optimal_discriminator
+from .score import dsm_target, langevin_step, score_jacobian_trace
+from .vae import iwae_from_log_weights, kl_std_normal, reparameterise
+from .wasserstein import density_ratio_from_logits, gradient_penalty, mmd2_unbiased
+
+__all__ = [
+    # chapter 04: variational autoencoders
+    "kl_std_normal", "reparameterise", "iwae_from_log_weights",
+    # chapter 05: normalizing flows
+    "coupling_forward", "coupling_inverse", "digits_bits_per_dim",
+    # chapter 06: GANs
+    "optimal_discriminator", "non_saturating_loss", "jsd_discrete", "mode_counts",
+    # chapter 07: density ratios, MMD, WGAN-GP
+    "density_ratio_from_logits", "mmd2_unbiased", "gradient_penalty",
+    # chapter 08: diffusion
+    "q_sample", "posterior_mean_variance", "ddim_step",
+    # chapter 09: score matching
+    "langevin_step", "dsm_target", "score_jacobian_trace",
+]
