@@ -3,15 +3,31 @@
 Submodules are imported on first use, so ``import coursekit as ck`` is cheap and
 ``ck.vae``, ``ck.train`` ... work without separate imports.
 """
+
 from importlib import import_module
 
 __version__ = "0.1.0"
 
-_SUBMODULES = (
-    "runtime", "data", "nets", "train", "plotting", "check", "student",
-    "divergences", "vae", "metrics", "bench", "score", "flows", "diffusion", "gan",
-)
-__all__ = list(_SUBMODULES) + ["__version__"]
+# The submodules, loaded on first attribute access, in the package's three layers. The concept modules
+# are in chapter order, each with the number of the chapter that teaches it; a concept module imports only
+# infrastructure and earlier chapters, and nothing in coursekit imports an application.
+__all__ = [
+    "__version__",
+    # infrastructure: knows no chapter
+    "runtime", "data", "nets", "train", "plotting", "metrics", "student",
+    # concepts, one module per chapter
+    "divergences",  # 01
+    "vae",  # 04
+    "flows",  # 05
+    "gan",  # 06
+    "diffusion",  # 08
+    "score",  # 09
+    # the exercise checkers, one module per concept module
+    "check",
+    # applications
+    "bench",
+]
+_SUBMODULES = frozenset(__all__) - {"__version__"}
 
 
 def __getattr__(name):
