@@ -28,6 +28,10 @@ __all__ = [
     "check_probability",
     "check_choice",
     "check_broadcastable",
+    "check_scores",
+    "check_probability_vectors",
+    "PROBABILITY_SUM_ATOL",
+    "check_points",
 ]
 
 
@@ -210,3 +214,84 @@ def _as_int(name: str, v) -> int:
     if isinstance(v, bool) or not isinstance(v, numbers.Integral):
         raise TypeError(f"{name} must be an integer, got {type(v).__name__} ({v!r})")
     return int(v)
+
+
+def check_scores(name: str, t) -> torch.Tensor:
+    """Check raw discriminator / critic outputs, one score per example, and return them flattened to ``(N,)``.
+
+    Accepts a floating-point tensor of shape ``(N,)`` or ``(N, 1)`` with ``N >= 1`` and finite entries
+    (logits of a GAN discriminator, scores of a WGAN critic).
+
+    Raises:
+        TypeError: if ``t`` is not a tensor or not floating point.
+        ValueError: if the shape is not ``(N,)`` / ``(N, 1)``, ``N == 0``, or an entry is NaN/Inf.
+    """
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of raw discriminator outputs, got {type(t).__name__}")
+    if not t.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got dtype {t.dtype}")
+    if not (t.ndim == 1 or (t.ndim == 2 and t.shape[1] == 1)):
+        raise ValueError(f"{name} must have shape (N,) or (N, 1) (one score per example), "
+                         f"got shape {tuple(t.shape)}")
+    if t.shape[0] == 0:
+        raise ValueError(f"{name} is empty (N = 0)")
+    check_finite(name, t)
+    return t.reshape(-1)
+
+
+#: Tolerance on ``|sum(p) - 1|`` accepted by :func:`check_probability_vectors` (per vector; float64 gets 1e-8).
+PROBABILITY_SUM_ATOL = 1e-4
+
+
+def check_probability_vectors(**tensors: torch.Tensor) -> torch.Size:
+    """Check probability vectors along the last dim and return their broadcast shape.
+
+    Each named tensor must be a floating-point tensor of shape ``(..., K)`` with ``K >= 1``, finite, with
+    entries >= 0 summing to 1 along the last dim within :data:`PROBABILITY_SUM_ATOL` (1e-8 for float64);
+    together they must broadcast. Example: ``check_probability_vectors(p=p, q=q)``.
+
+    Raises:
+        TypeError: if a value is not a tensor or not floating point.
+        ValueError: 0-d or empty last dim, NaN/Inf, a negative entry, a sum off 1 (the message says how to
+            normalise), or shapes that do not broadcast.
+    """
+    for name, t in tensors.items():
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor of probabilities, got {type(t).__name__}")
+        if not t.is_floating_point():
+            raise TypeError(f"{name} must be a floating-point tensor, got dtype {t.dtype}")
+        if t.ndim == 0 or t.shape[-1] == 0:
+            raise ValueError(f"{name} must have shape (..., K) with K >= 1 outcomes along the last dim, "
+                             f"got shape {tuple(t.shape)}")
+        t = t.detach()
+        check_finite(name, t)
+        if bool((t < 0).any()):
+            raise ValueError(f"{name} must be non-negative (probabilities), got minimum {float(t.min()):g}")
+        atol = 1e-8 if t.dtype == torch.float64 else PROBABILITY_SUM_ATOL
+        err = float((t.sum(dim=-1) - 1.0).abs().max())
+        if err > atol:
+            raise ValueError(f"{name} must sum to 1 along the last dim (tolerance {atol:g}); the largest "
+                             f"deviation is {err:.3g}. Normalise it: {name} / {name}.sum(-1, keepdim=True)")
+    return check_broadcastable(**tensors)
+
+
+def check_points(name: str, x) -> torch.Tensor:
+    """Check a sample of N points and return it as a matrix ``(N, D)``.
+
+    Accepts a finite floating-point tensor of shape ``(N,)`` (N scalars, returned as ``(N, 1)``) or
+    ``(N, ...)`` (each example flattened to a vector of D entries, e.g. images ``(N, 1, 8, 8)`` -> ``(N, 64)``).
+
+    Raises:
+        TypeError: if ``x`` is not a tensor or not floating point.
+        ValueError: if ``x`` is 0-dimensional or contains NaN/Inf.
+    """
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise TypeError(f"{name} must be floating point, got {x.dtype}")
+    if x.ndim == 1:
+        x = x[:, None]
+    if x.ndim < 2:
+        raise ValueError(f"{name} must have shape (N,) or (N, ...), got {tuple(x.shape)}")
+    check_finite(name, x)
+    return x.reshape(x.shape[0], -1)

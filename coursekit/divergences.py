@@ -28,9 +28,19 @@ import math
 
 import torch
 
-from ._validate import check_broadcastable, check_finite
+from ._compat import moved_names
+from ._validate import PROBABILITY_SUM_ATOL, check_broadcastable, check_finite, check_probability_vectors
 
-__all__ = ["gaussian_kl"]
+__all__ = ["gaussian_kl", "kl_divergence", "js_divergence", "total_variation", "PROBABILITY_SUM_ATOL"]
+
+# Chapter 07 material that used to live here; `coursekit.divergences.<name>` still finds it in its new module.
+__getattr__ = moved_names(__name__, {
+    "FDivergence": "coursekit.wasserstein",
+    "F_DIVERGENCES": "coursekit.wasserstein",
+    "f_divergence": "coursekit.wasserstein",
+    "f_variational_bound": "coursekit.wasserstein",
+    "wasserstein1_1d": "coursekit.wasserstein",
+})
 
 
 def gaussian_kl(
@@ -99,7 +109,7 @@ def gaussian_kl(
     return 0.5 * per_dim.sum(dim=-1)
 
 
-# ---- discrete distributions (chapter 06; owned by CORE) ----
+# ---- discrete distributions (chapter 06) ----
 #
 # Derivations. For probability vectors p, q on K outcomes (entries >= 0, summing to 1):
 #
@@ -111,33 +121,6 @@ def gaussian_kl(
 # with equality iff p and q have disjoint supports; JSD >= 0 (Gibbs' inequality, equality iff p = q).
 # Lin (1991), "Divergence measures based on the Shannon entropy", IEEE Trans. Inf. Theory 37(1)
 # (there with weights 1/2); Goodfellow et al. (2014), Sec. 4.1 (Theorem 1), use the same definition.
-
-__all__ += ["kl_divergence", "js_divergence", "total_variation"]
-
-#: Tolerance on |sum(p) - 1| accepted by the discrete divergences (per vector; float64 inputs get 1e-8).
-PROBABILITY_SUM_ATOL = 1e-4
-
-
-def _check_probability_vectors(**tensors: torch.Tensor) -> None:
-    """Validate probability vectors along the last dim: float, finite, >= 0, sums 1 (+- tolerance)."""
-    for name, t in tensors.items():
-        if not isinstance(t, torch.Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor of probabilities, got {type(t).__name__}")
-        if not t.is_floating_point():
-            raise TypeError(f"{name} must be a floating-point tensor, got dtype {t.dtype}")
-        if t.ndim == 0 or t.shape[-1] == 0:
-            raise ValueError(f"{name} must have shape (..., K) with K >= 1 outcomes along the last dim, "
-                             f"got shape {tuple(t.shape)}")
-        t = t.detach()
-        check_finite(name, t)
-        if bool((t < 0).any()):
-            raise ValueError(f"{name} must be non-negative (probabilities), got minimum {float(t.min()):g}")
-        atol = 1e-8 if t.dtype == torch.float64 else PROBABILITY_SUM_ATOL
-        err = float((t.sum(dim=-1) - 1.0).abs().max())
-        if err > atol:
-            raise ValueError(f"{name} must sum to 1 along the last dim (tolerance {atol:g}); the largest "
-                             f"deviation is {err:.3g}. Normalise it: {name} / {name}.sum(-1, keepdim=True)")
-    check_broadcastable(**tensors)
 
 
 def kl_divergence(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
@@ -160,7 +143,7 @@ def kl_divergence(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
 
     Reference: Kullback & Leibler (1951), "On information and sufficiency".
     """
-    _check_probability_vectors(p=p, q=q)
+    check_probability_vectors(p=p, q=q)
     kl = (torch.xlogy(p, p) - torch.xlogy(p, q)).sum(dim=-1)
     return kl.clamp(min=0.0)
 
@@ -190,7 +173,7 @@ def js_divergence(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     Raises:
         TypeError / ValueError: as :func:`kl_divergence`.
     """
-    _check_probability_vectors(p=p, q=q)
+    check_probability_vectors(p=p, q=q)
     m = 0.5 * (p + q)
     # m_k > 0 wherever p_k > 0 or q_k > 0, so no term is infinite; xlogy(0, 0) = 0.
     jsd = 0.5 * (torch.xlogy(p, p) - torch.xlogy(p, m)).sum(dim=-1) \
@@ -203,201 +186,5 @@ def total_variation(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
 
     Args / Raises: as :func:`kl_divergence`. Returns a tensor of the broadcast batch shape ``(...)``.
     """
-    _check_probability_vectors(p=p, q=q)
+    check_probability_vectors(p=p, q=q)
     return 0.5 * (p - q).abs().sum(dim=-1)
-
-
-# ---- chapter 07: f-divergences, their convex conjugates, Wasserstein-1 in 1-D (owned by CH07) ----
-#
-# An f-divergence (Csiszar 1967; Ali & Silvey 1966) is D_f(P || Q) = E_Q[f(p/q)] for a convex f with f(1) = 0.
-# Each entry of F_DIVERGENCES carries f, its derivative f', its convex conjugate f*(t) = sup_u (t u - f(u)),
-# the domain of f* and the "output activation" g that maps a real number v onto that domain (Nowozin, Cseke &
-# Tomioka 2016, "f-GAN", Table 2, here re-derived; the derivations are in the docstring of FDivergence and
-# checked numerically in tests/test_gan_ch07.py). "js" is the Jensen-Shannon divergence itself (f halved
-# relative to Nowozin's table, so D_f = JS in [0, log 2]); "gan" is Goodfellow's f, D_f = 2 JS - log 4.
-
-import math as _math
-from dataclasses import dataclass as _dataclass
-from typing import Callable as _Callable
-
-__all__ += ["FDivergence", "F_DIVERGENCES", "f_divergence", "f_variational_bound", "wasserstein1_1d"]
-
-
-@_dataclass(frozen=True)
-class FDivergence:
-    r"""One f-divergence :math:`D_f(P\|Q) = \mathbb E_Q[f(p/q)]` with everything the variational bound needs.
-
-    Attributes:
-        name: key in :data:`F_DIVERGENCES`.
-        f: the generator, convex on ``[0, inf)`` with ``f(1) = 0`` (tensor -> tensor; ``f(0)`` by continuity).
-        f_prime: its derivative (a subgradient for "tv"); ``T*(x) = f'(p(x)/q(x))`` attains the bound.
-        conjugate: :math:`f^*(t) = \sup_{u \ge 0} (tu - f(u))`, finite on ``domain``.
-        domain: ``(lo, hi)``, the open interval where the conjugate is finite ("tv": the closed one).
-        activation: ``g(v)``, a map from the reals onto ``domain`` (Nowozin et al. 2016, Table 2).
-        slope_at_infinity: :math:`\lim_{u\to\infty} f(u)/u`, the contribution per unit of P mass where q = 0.
-
-    Conjugates (set the derivative of :math:`tu - f(u)` to zero, :math:`t = f'(u)`, solve for u, substitute):
-
-    * KL, :math:`f = u\log u`: :math:`u = e^{t-1}`, :math:`f^* = e^{t-1}`.
-    * reverse KL, :math:`f = -\log u`: :math:`u = -1/t` (t < 0), :math:`f^* = -1 - \log(-t)`.
-    * Pearson :math:`\chi^2`, :math:`f = (u-1)^2`: :math:`u = 1 + t/2`, :math:`f^* = t + t^2/4`
-      (for :math:`t \ge -2`; the sup over :math:`u \ge 0` is :math:`-1` below, which the tests check).
-    * squared Hellinger, :math:`f = (\sqrt u - 1)^2`: :math:`u = (1-t)^{-2}` (t < 1), :math:`f^* = t/(1-t)`.
-    * JS, :math:`f = \tfrac12[u\log u - (u+1)\log\tfrac{u+1}2]`: :math:`e^{2t} = 2u/(u+1)`,
-      :math:`f^* = -\tfrac12\log(2 - e^{2t})` (t < log(2)/2).
-    * GAN, :math:`f = u\log u - (u+1)\log(u+1)`: :math:`e^t = u/(u+1)`, :math:`f^* = -\log(1 - e^t)` (t < 0).
-    * TV, :math:`f = \tfrac12|u-1|`: :math:`f^* = t` on :math:`|t| \le \tfrac12` (over :math:`u \ge 0` the
-      supremum is :math:`-\tfrac12` for :math:`t < -\tfrac12` and :math:`+\infty` for :math:`t > \tfrac12`; critics are
-      kept in :math:`[-\tfrac12, \tfrac12]`).
-    """
-
-    name: str
-    f: _Callable
-    f_prime: _Callable
-    conjugate: _Callable
-    domain: tuple
-    activation: _Callable
-    slope_at_infinity: float
-
-
-def _softplus(v):
-    return torch.nn.functional.softplus(v)
-
-
-F_DIVERGENCES: dict[str, FDivergence] = {
-    d.name: d
-    for d in [
-        FDivergence("kl", lambda u: torch.xlogy(u, u), lambda u: torch.log(u) + 1,
-                    lambda t: torch.exp(t - 1), (-_math.inf, _math.inf), lambda v: v, _math.inf),
-        FDivergence("reverse_kl", lambda u: -torch.log(u), lambda u: -1 / u,
-                    lambda t: -1 - torch.log(-t), (-_math.inf, 0.0), lambda v: -torch.exp(v), 0.0),
-        FDivergence("pearson", lambda u: (u - 1) ** 2, lambda u: 2 * (u - 1),
-                    lambda t: torch.where(t >= -2, t + t * t / 4, -torch.ones_like(t)),
-                    (-_math.inf, _math.inf), lambda v: v, _math.inf),
-        FDivergence("hellinger", lambda u: (torch.sqrt(u) - 1) ** 2, lambda u: 1 - 1 / torch.sqrt(u),
-                    lambda t: t / (1 - t), (-_math.inf, 1.0), lambda v: 1 - torch.exp(v), 1.0),
-        FDivergence("js", lambda u: 0.5 * (torch.xlogy(u, u) - torch.xlogy(u + 1, (u + 1) / 2)),
-                    lambda u: 0.5 * torch.log(2 * u / (u + 1)),
-                    lambda t: -0.5 * torch.log(2 - torch.exp(2 * t)), (-_math.inf, 0.5 * _math.log(2)),
-                    lambda v: 0.5 * (_math.log(2) - _softplus(-v)), 0.5 * _math.log(2)),
-        FDivergence("gan", lambda u: torch.xlogy(u, u) - torch.xlogy(u + 1, u + 1),
-                    lambda u: torch.log(u / (u + 1)),
-                    lambda t: -torch.log(-torch.expm1(t)), (-_math.inf, 0.0), lambda v: -_softplus(-v), 0.0),
-        FDivergence("tv", lambda u: 0.5 * (u - 1).abs(), lambda u: 0.5 * torch.sign(u - 1),
-                    lambda t: t, (-0.5, 0.5), lambda v: 0.5 * torch.tanh(v), 0.5),
-    ]
-}
-
-
-def _get_f(name) -> FDivergence:
-    if isinstance(name, FDivergence):
-        return name
-    if name not in F_DIVERGENCES:
-        raise ValueError(f"unknown f-divergence {name!r}; expected one of {sorted(F_DIVERGENCES)}")
-    return F_DIVERGENCES[name]
-
-
-def f_divergence(p: torch.Tensor, q: torch.Tensor, name: str = "kl") -> torch.Tensor:
-    r"""f-divergence :math:`D_f(P\|Q) = \sum_k q_k f(p_k / q_k)` of probability vectors, nats.
-
-    Conventions at the boundary (limits of the summand): where ``q_k = 0 < p_k`` the term is
-    ``p_k * slope_at_infinity`` (``inf`` for "kl" and "pearson"); where ``p_k = 0 < q_k`` it is ``q_k f(0)``
-    ("reverse_kl": ``inf``); where both are 0 it is 0. Csiszar (1967); Nowozin et al. (2016), eq. (1).
-
-    Args:
-        p, q: non-negative tensors (..., K) summing to 1 over the last dim (tolerance
-            :data:`PROBABILITY_SUM_ATOL`, 1e-8 for float64), broadcastable.
-        name: a key of :data:`F_DIVERGENCES`.
-
-    Returns:
-        tensor (...), nats (``inf`` where the divergence is infinite).
-
-    Raises:
-        TypeError, ValueError: not floating point, negative, not normalised, NaN, unknown name.
-    """
-    fd = _get_f(name)
-    _check_probability_vectors(p=p, q=q)
-    p, q = torch.broadcast_tensors(p, q)
-    both = (p > 0) & (q > 0)
-    safe_q = torch.where(both, q, torch.ones_like(q))
-    safe_u = torch.where(both, p / safe_q, torch.ones_like(p))
-    term = torch.where(both, q * fd.f(safe_u), torch.zeros_like(p))
-    only_p = (p > 0) & (q == 0)
-    only_q = (p == 0) & (q > 0)
-    if bool(only_p.any()):
-        term = torch.where(only_p, p * fd.slope_at_infinity, term)
-    if bool(only_q.any()):
-        f0 = fd.f(torch.zeros((), dtype=p.dtype)).item() if fd.name != "reverse_kl" else _math.inf
-        term = torch.where(only_q, q * f0, term)
-    return term.sum(-1)
-
-
-def f_variational_bound(t: torch.Tensor, p: torch.Tensor, q: torch.Tensor, name: str = "kl") -> torch.Tensor:
-    r"""The variational lower bound :math:`\sum_k p_k t_k - \sum_k q_k f^*(t_k) \le D_f(P\|Q)` for discrete P, Q.
-
-    For every function (vector) ``t`` with values in the domain of :math:`f^*`, Fenchel's inequality
-    :math:`f(u) \ge tu - f^*(t)` gives the bound (Nguyen, Wainwright & Jordan 2010, eq. (4); Nowozin et al.
-    2016, eq. (4)); it is an equality at :math:`t_k = f'(p_k/q_k)`.
-
-    Args:
-        t: critic values (..., K) in the domain of the conjugate. p, q: probability vectors (..., K).
-        name: a key of :data:`F_DIVERGENCES`.
-
-    Returns:
-        tensor (...), nats.
-
-    Raises:
-        ValueError: bad p, q (see :func:`f_divergence`), NaN in t, or t outside the conjugate's domain.
-    """
-    fd = _get_f(name)
-    _check_probability_vectors(p=p, q=q)
-    check_finite("t", t)
-    lo, hi = fd.domain
-    closed = fd.name == "tv"
-    outside = (t < lo) | (t > hi) if closed else (t <= lo) | (t >= hi)
-    if bool(outside.any()):
-        raise ValueError(f"t must lie in the domain {fd.domain} of the conjugate of {fd.name!r}; "
-                         f"map a real critic output v with F_DIVERGENCES[{fd.name!r}].activation(v)")
-    return (p * t).sum(-1) - (q * fd.conjugate(t)).sum(-1)
-
-
-def wasserstein1_1d(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    r"""Wasserstein-1 distance between two 1-D empirical distributions, by the CDF formula.
-
-    .. math::
-
-        W_1(P, Q) = \int_{-\infty}^{\infty} \lvert F_P(s) - F_Q(s) \rvert \, ds
-
-    (Vallender 1974; in 1-D the optimal coupling is monotone, so :math:`W_1` is the area between the two
-    distribution functions). Computed exactly on the merged sorted sample; it equals
-    ``scipy.stats.wasserstein_distance`` and, for equal sizes, ``mean(|sort(x) - sort(y)|)``. Differentiable
-    with respect to the sample values (a.e.), so autograd gives the gradient used in chapter 07.
-
-    Args:
-        x: (m,) or (m, 1) samples; y: (n,) or (n, 1) samples; finite, floating point, m, n >= 1.
-
-    Returns:
-        0-dim tensor, in the units of the data.
-
-    Raises:
-        TypeError, ValueError: not floating point, wrong shape, empty, NaN/Inf.
-    """
-    vals = []
-    for name, t in (("x", x), ("y", y)):
-        check_finite(name, t)
-        if not t.is_floating_point():
-            raise TypeError(f"{name} must be floating point, got {t.dtype}")
-        if t.ndim == 2 and t.shape[1] == 1:
-            t = t[:, 0]
-        if t.ndim != 1 or t.shape[0] < 1:
-            raise ValueError(f"{name} must have shape (n,) or (n, 1) with n >= 1, got {tuple(t.shape)}")
-        vals.append(t)
-    x, y = vals
-    xs, _ = torch.sort(x)
-    ys, _ = torch.sort(y)
-    allv, _ = torch.sort(torch.cat([xs, ys]))
-    deltas = allv[1:] - allv[:-1]
-    grid = allv[:-1].detach()
-    cdf_x = torch.searchsorted(xs.detach().contiguous(), grid.contiguous(), right=True).to(x.dtype) / xs.shape[0]
-    cdf_y = torch.searchsorted(ys.detach().contiguous(), grid.contiguous(), right=True).to(x.dtype) / ys.shape[0]
-    return ((cdf_x - cdf_y).abs() * deltas).sum()

@@ -36,9 +36,55 @@ from ._validate import (
     check_nonnegative_int,
     check_positive_float,
     check_positive_int,
+    check_scores,
     check_tensor,
 )
+from ._compat import moved_names
 from .train import History, TrainingDiverged, _as_tensors, _EpochSampler
+
+__all__ = [
+    "optimal_discriminator",
+    "gan_value",
+    "discriminator_loss",
+    "generator_loss",
+    "mode_coverage",
+    "EnsembleMLP",
+    "GAN_LOSS_DEFAULTS",
+    "fit_gan",
+    "generate",
+    "COURSE_SEEDS",
+    "BENCHMARKS_2D",
+    "Recipe2D",
+    "RECIPES_2D",
+    "BEST_RECIPE_2D",
+    "train_2d_gans",
+    "evaluate_2d_gans",
+    "ModeCoverageTable",
+    "reference_rows",
+    "mode_coverage_table",
+    "DigitsGenerator",
+    "DigitsDiscriminator",
+    "class_agreement",
+]
+
+# Chapter 07 material that used to live here; `coursekit.gan.<name>` still finds it in its new module.
+__getattr__ = moved_names(__name__, {
+    "wasserstein_critic_loss": "coursekit.wasserstein",
+    "wasserstein_generator_loss": "coursekit.wasserstein",
+    "gradient_penalty": "coursekit.wasserstein",
+    "clip_weights": "coursekit.wasserstein",
+    "density_ratio_from_logits": "coursekit.wasserstein",
+    "f_gan_value": "coursekit.wasserstein",
+    "f_gan_discriminator_loss": "coursekit.wasserstein",
+    "f_gan_generator_loss": "coursekit.wasserstein",
+    "gaussian_kernel_matrix": "coursekit.wasserstein",
+    "mmd2_unbiased": "coursekit.wasserstein",
+    "mmd2_biased": "coursekit.wasserstein",
+    "ssgan_real_logit": "coursekit.wasserstein",
+    "ssgan_discriminator_loss": "coursekit.wasserstein",
+    "feature_matching_loss": "coursekit.wasserstein",
+    "MLPGenerator": "coursekit.wasserstein",
+})
 
 # ---- core (owned by CORE; the API of /work/spec/GAN_API.md) ----
 #
@@ -69,21 +115,6 @@ from .train import History, TrainingDiverged, _as_tensors, _EpochSampler
 # Both have the same fixed point; the second is what "non_saturating" minimises.
 
 _GAN_LOSSES = ("minimax", "non_saturating", "wgan_gp", "wgan_clip")
-
-
-def _check_scores(name: str, t) -> torch.Tensor:
-    """Validate logits/scores of shape (N,) or (N, 1), floating, finite, N >= 1; return them as (N,)."""
-    if not isinstance(t, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor of raw discriminator outputs, got {type(t).__name__}")
-    if not t.is_floating_point():
-        raise TypeError(f"{name} must be a floating-point tensor, got dtype {t.dtype}")
-    if not (t.ndim == 1 or (t.ndim == 2 and t.shape[1] == 1)):
-        raise ValueError(f"{name} must have shape (N,) or (N, 1) (one score per example), "
-                         f"got shape {tuple(t.shape)}")
-    if t.shape[0] == 0:
-        raise ValueError(f"{name} is empty (N = 0)")
-    check_finite(name, t)
-    return t.reshape(-1)
 
 
 def optimal_discriminator(p_data: torch.Tensor, p_model: torch.Tensor) -> torch.Tensor:
@@ -138,8 +169,8 @@ def gan_value(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Ten
     Raises:
         TypeError / ValueError: non-tensor, non-float, wrong shape, empty, NaN/Inf.
     """
-    real = _check_scores("real_logits", real_logits)
-    fake = _check_scores("fake_logits", fake_logits)
+    real = check_scores("real_logits", real_logits)
+    fake = check_scores("fake_logits", fake_logits)
     return -F.softplus(-real).mean() - F.softplus(fake).mean()
 
 
@@ -173,120 +204,10 @@ def generator_loss(fake_logits: torch.Tensor, kind: str = "non_saturating") -> t
         ValueError: unknown ``kind`` (lists the valid ones); bad logits as in :func:`gan_value`.
     """
     check_choice("kind", kind, ("minimax", "non_saturating"))
-    fake = _check_scores("fake_logits", fake_logits)
+    fake = check_scores("fake_logits", fake_logits)
     if kind == "minimax":
         return -F.softplus(fake).mean()
     return F.softplus(-fake).mean()
-
-
-def wasserstein_critic_loss(real_scores: torch.Tensor, fake_scores: torch.Tensor) -> torch.Tensor:
-    r"""WGAN critic loss :math:`\mathbb E f(\tilde x) - \mathbb E f(x)` (the critic minimises it).
-
-    Its negative estimates the Kantorovich-Rubinstein dual ``W1 = sup_{||f||_L <= 1} E_data f - E_model f``
-    when f is (close to) 1-Lipschitz. Arjovsky, Chintala & Bottou (2017), "Wasserstein GAN", Sec. 3 and
-    Algorithm 1. Units: those of the data (a distance), not nats.
-
-    Args:
-        real_scores: (N,) or (N, 1) float critic scores on data. fake_scores: (M,) or (M, 1) on samples.
-
-    Returns:
-        0-dim tensor. Raises: TypeError / ValueError as :func:`gan_value`.
-    """
-    real = _check_scores("real_scores", real_scores)
-    fake = _check_scores("fake_scores", fake_scores)
-    return fake.mean() - real.mean()
-
-
-def wasserstein_generator_loss(fake_scores: torch.Tensor) -> torch.Tensor:
-    r"""WGAN generator loss :math:`-\mathbb E f(G(z))` (Arjovsky et al. 2017, Algorithm 1: the generator step).
-
-    Args: fake_scores (M,) or (M, 1) float. Returns a 0-dim tensor. Raises as :func:`gan_value`.
-    """
-    return -_check_scores("fake_scores", fake_scores).mean()
-
-
-def gradient_penalty(critic, real: torch.Tensor, fake: torch.Tensor, *, generator: torch.Generator | None = None,
-                     target: float = 1.0) -> torch.Tensor:
-    r"""WGAN-GP gradient penalty :math:`\mathbb E_{\hat x}(\|\nabla_{\hat x} f(\hat x)\|_2 - 1)^2`.
-
-    Gulrajani et al. (2017), "Improved Training of Wasserstein GANs", eq. (3) and Algorithm 1: for each
-    example i one :math:`\epsilon_i \sim U[0, 1]`, :math:`\hat x_i = \epsilon_i x_i + (1 - \epsilon_i)\tilde x_i`
-    (a point on the segment between a real and a generated example), the norm of the gradient of the
-    critic at :math:`\hat x_i` over all non-batch dimensions (per sample, never over the batch), then the
-    batch mean of ``(norm - target)^2``. Multiply by the penalty weight (lambda = 10 in the paper) yourself.
-
-    The gradient is taken with ``create_graph=True``, so the penalty can be backpropagated into the
-    critic's parameters. ``real`` and ``fake`` are detached: the penalty trains only the critic (as in
-    Algorithm 1, where it is part of the critic's loss).
-
-    Per-sample gradients from one backward pass: ``autograd.grad(f(x_hat).sum(), x_hat)`` row i is
-    ``d f(x_hat_i) / d x_hat_i`` as long as example i's score depends only on example i (true for MLP and
-    conv critics *without batch normalisation*; Gulrajani et al. drop batch norm from the critic for this
-    reason, Sec. 4).
-
-    Args:
-        critic: callable ``x -> scores`` of shape (N,) or (N, 1) (wrap a conditional critic in a lambda,
-            e.g. ``lambda x: D(x, y)``).
-        real, fake: float tensors of the same shape (N, ...), e.g. (N, 2) or (N, 1, 8, 8).
-        generator: optional ``torch.Generator`` for the epsilons (default: torch's global RNG). It must
-            live on the device of ``real``.
-        target: the desired gradient norm (1.0 for 1-Lipschitz), > 0.
-
-    Returns:
-        0-dim tensor, >= 0.
-
-    Raises:
-        TypeError: ``critic`` not callable, inputs not floating tensors. ValueError: shapes differ or are
-        0-d / empty, NaN/Inf, critic output of the wrong shape or not differentiable wrt its input,
-        non-positive target.
-    """
-    if not callable(critic):
-        raise TypeError(f"critic must be callable x -> scores, got {type(critic).__name__}")
-    for name, t in (("real", real), ("fake", fake)):
-        if not isinstance(t, torch.Tensor) or not t.is_floating_point():
-            raise TypeError(f"{name} must be a floating-point torch.Tensor, got "
-                            f"{t.dtype if isinstance(t, torch.Tensor) else type(t).__name__}")
-        if t.ndim < 2 or t.shape[0] == 0:
-            raise ValueError(f"{name} must have shape (N, ...) with N >= 1 and at least one feature dim, "
-                             f"got {tuple(t.shape)}")
-        check_finite(name, t)
-    if real.shape != fake.shape:
-        raise ValueError(f"real and fake must have the same shape (one interpolation per pair), "
-                         f"got {tuple(real.shape)} and {tuple(fake.shape)}")
-    target = check_positive_float("target", target)
-    n = real.shape[0]
-    eps = torch.rand((n,) + (1,) * (real.ndim - 1), generator=generator, device=real.device, dtype=real.dtype)
-    x_hat = (eps * real.detach() + (1.0 - eps) * fake.detach()).requires_grad_(True)
-    scores = critic(x_hat)
-    scores = _check_scores("critic(x_hat)", scores)
-    if scores.shape[0] != n:
-        raise ValueError(f"critic returned {scores.shape[0]} scores for {n} inputs")
-    if not scores.requires_grad:
-        raise ValueError("the critic's output does not depend on its input with gradients "
-                         "(computed under torch.no_grad() or detached?)")
-    (grad,) = torch.autograd.grad(scores.sum(), x_hat, create_graph=True)
-    norms = grad.reshape(n, -1).norm(2, dim=1)
-    return ((norms - target) ** 2).mean()
-
-
-def clip_weights(module: nn.Module, c: float) -> None:
-    """Clamp every parameter of ``module`` in place to ``[-c, c]``: Arjovsky et al. (2017), Algorithm 1.
-
-    Call it after each critic optimiser step. It keeps the critic K-Lipschitz for some K depending on c and
-    the architecture (a crude constraint: Gulrajani et al. 2017, Sec. 3, show it biases the critic towards
-    simple functions and can make gradients vanish or explode). The paper uses c = 0.01.
-
-    Args:
-        module: an ``nn.Module`` (all its parameters are clipped, buffers untouched). c: finite > 0.
-
-    Returns: None. Raises: TypeError (not a module / not a number), ValueError (c <= 0, inf or nan).
-    """
-    if not isinstance(module, nn.Module):
-        raise TypeError(f"module must be a torch.nn.Module, got {type(module).__name__}")
-    c = check_positive_float("c", c)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.clamp_(-c, c)
 
 
 def mode_coverage(samples: torch.Tensor, modes: torch.Tensor, std: float, *, n_std: float = 3.0,
@@ -594,6 +515,7 @@ def fit_gan(
     if callback is not None and not callable(callback):
         raise TypeError("callback must be callable as callback(step, generator, discriminator, history)")
     desc = desc or f"GAN ({loss})"
+    from .wasserstein import clip_weights, gradient_penalty  # chapter 07 (until the objective is pluggable)
 
     def make_opt(params, lr):
         if defaults["optimizer"] == "rmsprop":
@@ -1312,253 +1234,3 @@ def class_agreement(images: torch.Tensor, labels: torch.Tensor, classifier=None)
     per_class = [float(hit[labels == c].mean()) if bool((labels == c).any()) else float("nan") for c in range(10)]
     return {"accuracy": float(hit.mean()), "per_class": per_class,
             "confidence": float(probs.cpu().gather(1, labels[:, None]).mean()), "predicted": pred}
-
-
-
-
-# ---- chapter 07: density ratios, f-GAN, WGAN, MMD, semi-supervised ----
-# Owned by CH07. The density-ratio trick, f-GAN losses, a differentiable unbiased MMD^2 with Gaussian
-# kernels (the training objective of generative moment matching) and the semi-supervised (C+1)-way critic.
-
-
-def _ch07_scores(name: str, t) -> torch.Tensor:
-    """(N,) or (N, 1) finite floating scores -> (N,)."""
-    if not isinstance(t, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-    if not t.is_floating_point():
-        raise TypeError(f"{name} must be floating point, got {t.dtype}")
-    if t.ndim == 2 and t.shape[1] == 1:
-        t = t[:, 0]
-    if t.ndim != 1 or t.shape[0] == 0:
-        raise ValueError(f"{name} must have shape (N,) or (N, 1) with N >= 1, got {tuple(t.shape)}")
-    if not bool(torch.isfinite(t).all()):
-        raise ValueError(f"{name} contains NaN or Inf")
-    return t
-
-
-def density_ratio_from_logits(logits: torch.Tensor, *, n_p: int | None = None, n_q: int | None = None) -> torch.Tensor:
-    r"""The density ratio :math:`r(x) = p(x)/q(x)` from a classifier's logit (the density-ratio trick).
-
-    A classifier trained by logistic regression to tell samples of P (label 1) from samples of Q (label 0),
-    with class proportions :math:`\pi = n_p/(n_p+n_q)`, has the optimum
-    :math:`D^*(x) = \pi p / (\pi p + (1-\pi) q)` (Goodfellow et al. 2014, Prop. 1 for :math:`\pi = 1/2`), so
-
-    .. math::
-
-        \frac{D^*}{1 - D^*} = \frac{\pi\, p(x)}{(1-\pi)\, q(x)}
-        \quad\Rightarrow\quad r(x) = \frac{n_q}{n_p} \frac{D}{1 - D} = \frac{n_q}{n_p} e^{\ell(x)},
-
-    because :math:`D = \sigma(\ell)` gives :math:`D/(1-D) = e^{\ell}` (Sugiyama, Suzuki & Kanamori 2012;
-    Mohamed & Lakshminarayanan 2016, sec. 2.1). Computing ``exp(logit)`` rather than ``D / (1 - D)`` avoids the
-    division by a rounded ``1 - D``.
-
-    Args:
-        logits: (N,) or (N, 1) classifier logits (real = P = 1). n_p, n_q: sample sizes of the two classes
-            in training, both or neither (default: balanced classes).
-
-    Returns:
-        (N,) tensor of ratios, > 0.
-
-    Raises:
-        TypeError, ValueError: bad logits; only one of n_p / n_q given or non-positive.
-    """
-    logits = _ch07_scores("logits", logits)
-    if (n_p is None) != (n_q is None):
-        raise ValueError("give both n_p and n_q (the class sizes used in training) or neither")
-    log_prior = 0.0
-    if n_p is not None:
-        if not (n_p > 0 and n_q > 0):
-            raise ValueError(f"n_p and n_q must be positive, got {n_p}, {n_q}")
-        log_prior = float(torch.log(torch.tensor(n_q / n_p, dtype=torch.float64)))
-    return torch.exp(logits + log_prior)
-
-
-def _fdiv(divergence):
-    from .divergences import _get_f
-
-    return _get_f(divergence)
-
-
-def f_gan_value(real_v: torch.Tensor, fake_v: torch.Tensor, divergence: str = "gan") -> torch.Tensor:
-    r"""The f-GAN objective :math:`F = \mathbb E_P[g_f(V(x))] - \mathbb E_Q[f^*(g_f(V(x)))]` (nats).
-
-    Nowozin, Cseke & Tomioka (2016), eq. (6): :math:`V` is the critic's raw output, :math:`g_f` the output
-    activation of :data:`coursekit.divergences.F_DIVERGENCES`, :math:`f^*` the convex conjugate. For every
-    critic, :math:`F \le D_f(P\|Q)` (Nguyen, Wainwright & Jordan 2010), with equality at
-    :math:`g_f(V) = f'(p/q)`. With ``divergence="gan"`` (:math:`g = \log\sigma`,
-    :math:`f^*(t) = -\log(1 - e^t)`) F is exactly Goodfellow's value :math:`V(D, G)` of :func:`gan_value`.
-
-    Args:
-        real_v: (N,) or (N, 1) critic outputs on samples of P; fake_v: (M,) or (M, 1) on samples of Q.
-        divergence: key of ``F_DIVERGENCES`` ("kl", "reverse_kl", "pearson", "hellinger", "js", "gan", "tv").
-
-    Returns:
-        0-dim tensor (the critic maximises it).
-    """
-    fd = _fdiv(divergence)
-    real_v = _ch07_scores("real_v", real_v)
-    fake_v = _ch07_scores("fake_v", fake_v)
-    return fd.activation(real_v).mean() - fd.conjugate(fd.activation(fake_v)).mean()
-
-
-def f_gan_discriminator_loss(real_v: torch.Tensor, fake_v: torch.Tensor, divergence: str = "gan") -> torch.Tensor:
-    """``-f_gan_value(real_v, fake_v, divergence)``: the critic minimises it (0-dim tensor, nats)."""
-    return -f_gan_value(real_v, fake_v, divergence)
-
-
-def f_gan_generator_loss(fake_v: torch.Tensor, divergence: str = "gan") -> torch.Tensor:
-    r"""Generator loss of the f-GAN saddle point: the part of :func:`f_gan_value` that depends on the
-    generator, :math:`-\mathbb E_Q[f^*(g_f(V(G(z))))]` (Nowozin et al. 2016, eq. (6); the generator minimises
-    the value). For "gan" it is the minimax loss :math:`\mathbb E \log(1 - D(G(z)))`. 0-dim tensor."""
-    fd = _fdiv(divergence)
-    fake_v = _ch07_scores("fake_v", fake_v)
-    return -fd.conjugate(fd.activation(fake_v)).mean()
-
-
-def _ch07_points(name: str, x) -> torch.Tensor:
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-    if not x.is_floating_point():
-        raise TypeError(f"{name} must be floating point, got {x.dtype}")
-    if x.ndim == 1:
-        x = x[:, None]
-    if x.ndim < 2:
-        raise ValueError(f"{name} must have shape (N,) or (N, ...), got {tuple(x.shape)}")
-    if not bool(torch.isfinite(x).all()):
-        raise ValueError(f"{name} contains NaN or Inf")
-    return x.reshape(x.shape[0], -1)
-
-
-def gaussian_kernel_matrix(x: torch.Tensor, y: torch.Tensor, bandwidths=(1.0,)) -> torch.Tensor:
-    r"""Kernel matrix :math:`K_{ij} = \frac{1}{|B|}\sum_{h \in B} \exp(-\lVert x_i - y_j \rVert^2 / 2h^2)`.
-
-    The same kernel as :func:`coursekit.score.gaussian_mmd2` (an average of Gaussian kernels, itself a
-    characteristic kernel). x: (m, ...) or (m,), y: (n, ...) or (n,), flattened to vectors; bandwidths: positive
-    floats in data units. Returns (m, n), differentiable in x and y.
-    """
-    x, y = _ch07_points("x", x), _ch07_points("y", y)
-    if x.shape[1] != y.shape[1]:
-        raise ValueError(f"x and y must have the same dimension, got {x.shape[1]} and {y.shape[1]}")
-    hs = [float(h) for h in bandwidths]
-    if not hs or any(not (h > 0) for h in hs):
-        raise ValueError(f"bandwidths must be a non-empty sequence of positive floats, got {bandwidths!r}")
-    # squared distances directly (a norm, sqrt of d2, has an infinite derivative at zero distance)
-    d2 = ((x * x).sum(1)[:, None] + (y * y).sum(1)[None, :] - 2 * x @ y.T).clamp_min(0)
-    inv = torch.tensor([-0.5 / (h * h) for h in hs], dtype=d2.dtype, device=d2.device)
-    return torch.exp(d2[None] * inv[:, None, None]).mean(0)  # one exp for all bandwidths
-
-
-def mmd2_unbiased(x: torch.Tensor, y: torch.Tensor, bandwidths=(1.0,)) -> torch.Tensor:
-    r"""Unbiased estimate of :math:`\mathrm{MMD}^2(P, Q)` with the kernel of :func:`gaussian_kernel_matrix`.
-
-    .. math::
-
-        \widehat{\mathrm{MMD}}^2_u = \frac{1}{m(m-1)}\sum_{i \ne j} k(x_i, x_j)
-          + \frac{1}{n(n-1)}\sum_{i \ne j} k(y_i, y_j) - \frac{2}{mn}\sum_{i,j} k(x_i, y_j)
-
-    (Gretton et al. 2012, eq. (3)): the diagonal terms :math:`k(x_i, x_i)` are left out, so its expectation is
-    the population :math:`\mathrm{MMD}^2` at every sample size (it can be negative). Differentiable: the loss
-    of generative moment matching networks (Li, Swersky & Zemel 2015; Dziugaite, Roy & Ghahramani 2015).
-
-    Args:
-        x: (m, ...) samples of P, y: (n, ...) samples of Q, m, n >= 2. bandwidths: Gaussian widths.
-
-    Returns:
-        0-dim tensor (squared kernel units).
-    """
-    x, y = _ch07_points("x", x), _ch07_points("y", y)
-    m, n = x.shape[0], y.shape[0]
-    if m < 2 or n < 2:
-        raise ValueError(f"the unbiased MMD needs at least 2 samples per set, got {m} and {n}")
-    kxx = gaussian_kernel_matrix(x, x, bandwidths)
-    kyy = gaussian_kernel_matrix(y, y, bandwidths)
-    kxy = gaussian_kernel_matrix(x, y, bandwidths)
-    sxx = (kxx.sum() - kxx.diagonal().sum()) / (m * (m - 1))
-    syy = (kyy.sum() - kyy.diagonal().sum()) / (n * (n - 1))
-    return sxx + syy - 2 * kxy.mean()
-
-
-def mmd2_biased(x: torch.Tensor, y: torch.Tensor, bandwidths=(1.0,)) -> torch.Tensor:
-    r"""The biased (V-statistic) estimate :math:`\lVert \hat\mu_P - \hat\mu_Q \rVert^2_{\mathcal H}`, diagonal
-    terms included (Gretton et al. 2012, eq. (5)); always >= 0, and its expectation exceeds
-    :math:`\mathrm{MMD}^2` by :math:`(\mathbb E k(x,x) - \mathbb E k(x,x'))/m + (\ldots)/n`. Same arguments as
-    :func:`mmd2_unbiased`; 0-dim tensor."""
-    x, y = _ch07_points("x", x), _ch07_points("y", y)
-    return (gaussian_kernel_matrix(x, x, bandwidths).mean() + gaussian_kernel_matrix(y, y, bandwidths).mean()
-            - 2 * gaussian_kernel_matrix(x, y, bandwidths).mean())
-
-
-def ssgan_real_logit(class_logits: torch.Tensor) -> torch.Tensor:
-    r"""The binary "real vs fake" logit of a (C+1)-way critic whose fake-class logit is fixed at 0.
-
-    Salimans et al. (2016), sec. 5: with logits :math:`l_1..l_C` for the real classes and :math:`l_{C+1} = 0`,
-    :math:`D(x) = 1 - p(y = C+1 \mid x) = Z/(Z+1)` with :math:`Z = \sum_k e^{l_k}`, i.e.
-    :math:`D = \sigma(\operatorname{logsumexp}_k l_k)`. Returns ``logsumexp(class_logits, -1)``, shape (N,).
-    """
-    if not isinstance(class_logits, torch.Tensor) or class_logits.ndim != 2 or not class_logits.is_floating_point():
-        raise ValueError("class_logits must be a floating tensor of shape (N, C)")
-    if not bool(torch.isfinite(class_logits).all()):
-        raise ValueError("class_logits contains NaN or Inf")
-    return torch.logsumexp(class_logits, dim=-1)
-
-
-def ssgan_discriminator_loss(labelled_logits: torch.Tensor, labels: torch.Tensor, real_logits: torch.Tensor,
-                             fake_logits: torch.Tensor) -> torch.Tensor:
-    r"""Loss of the semi-supervised (C+1)-way critic (Salimans et al. 2016, sec. 5), nats, 0-dim.
-
-    .. math::
-
-        L = \underbrace{-\mathbb E_{(x,y)\,\text{labelled}} \log p(y \mid x, y \le C)}_{\text{cross-entropy on the C classes}}
-            \underbrace{- \mathbb E_{x\,\text{unlabelled}} \log D(x) - \mathbb E_z \log(1 - D(G(z)))}_{\text{real vs fake}}
-
-    with :math:`D = \sigma(\operatorname{logsumexp} l)` (:func:`ssgan_real_logit`), computed stably:
-    :math:`\log D = -\operatorname{softplus}(-s)`, :math:`\log(1-D) = -\operatorname{softplus}(s)`.
-
-    Args:
-        labelled_logits: (N_l, C) logits of labelled real images; labels: (N_l,) int64 in [0, C).
-        real_logits: (N_u, C) logits of unlabelled real images; fake_logits: (N_f, C) of generated ones.
-    """
-    if labels.dtype != torch.int64 or labels.ndim != 1 or labels.shape[0] != labelled_logits.shape[0]:
-        raise ValueError("labels must be int64 of shape (N_l,) matching labelled_logits")
-    c = labelled_logits.shape[-1]
-    if not all(t.ndim == 2 and t.shape[1] == c for t in (labelled_logits, real_logits, fake_logits)):
-        raise ValueError("labelled_logits, real_logits and fake_logits must all have shape (N, C) with one C")
-    if bool(((labels < 0) | (labels >= c)).any()):
-        raise ValueError(f"labels must lie in [0, {c})")
-    supervised = F.cross_entropy(labelled_logits, labels)
-    s_real, s_fake = ssgan_real_logit(real_logits), ssgan_real_logit(fake_logits)
-    unsupervised = F.softplus(-s_real).mean() + F.softplus(s_fake).mean()
-    return supervised + unsupervised
-
-
-def feature_matching_loss(real_features: torch.Tensor, fake_features: torch.Tensor) -> torch.Tensor:
-    r"""Feature matching (Salimans et al. 2016, sec. 3.1): :math:`\lVert \mathbb E f(x) - \mathbb E f(G(z)) \rVert_2^2`
-    for intermediate critic features (N, F) and (M, F); the generator loss of the semi-supervised GAN. 0-dim."""
-    if real_features.ndim != 2 or fake_features.ndim != 2 or real_features.shape[1] != fake_features.shape[1]:
-        raise ValueError("real_features and fake_features must have shapes (N, F) and (M, F)")
-    return (real_features.mean(0) - fake_features.mean(0)).pow(2).sum()
-
-
-class MLPGenerator(nn.Module):
-    r"""Fully connected generator for the 8x8 digits (chapter 07's WGAN-GP, MMD and semi-supervised GANs).
-
-    ``z (N, latent_dim) -> MLP(latent_dim, out_dim, hidden, activation) -> sigmoid -> x (N, out_dim)`` in
-    (0, 1), the range of the grey-scale digits. Pair it with a critic ``coursekit.nets.MLP(64, 1, hidden)``:
-    no batch normalisation anywhere, so each critic score is a function of its own input only, which the
-    per-sample gradient penalty requires (Gulrajani et al. 2017, sec. 4).
-
-    Args:
-        latent_dim: size of z (>= 1). out_dim: pixels (default 64). hidden: hidden widths.
-        activation: module class (default ``nn.LeakyReLU`` with slope 0.2, as DCGAN's discriminator).
-    """
-
-    def __init__(self, latent_dim: int, out_dim: int = 64, hidden=(256, 256), activation=None):
-        super().__init__()
-        from .nets import MLP
-
-        act = activation or (lambda: nn.LeakyReLU(0.2))
-        self.latent_dim = latent_dim
-        self.net = MLP(latent_dim, out_dim, hidden, activation=act)
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.net(z))

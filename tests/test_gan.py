@@ -10,6 +10,7 @@ from torch.nn import functional as F
 
 from coursekit import data as D
 from coursekit import gan as G
+from coursekit import wasserstein as W
 from coursekit.divergences import js_divergence
 
 
@@ -120,17 +121,17 @@ def test_minimax_saturates_and_non_saturating_does_not():
 
 def test_wasserstein_losses():
     real, fake = torch.tensor([1.0, 2.0, 3.0]), torch.tensor([[0.5], [-0.5]])
-    assert G.wasserstein_critic_loss(real, fake).item() == pytest.approx(0.0 - 2.0)
-    assert G.wasserstein_generator_loss(fake).item() == pytest.approx(0.0)
-    assert G.wasserstein_generator_loss(torch.tensor([1.0, 3.0])).item() == pytest.approx(-2.0)
+    assert W.wasserstein_critic_loss(real, fake).item() == pytest.approx(0.0 - 2.0)
+    assert W.wasserstein_generator_loss(fake).item() == pytest.approx(0.0)
+    assert W.wasserstein_generator_loss(torch.tensor([1.0, 3.0])).item() == pytest.approx(-2.0)
 
 
 @pytest.mark.parametrize("call", [
     lambda x: G.gan_value(x, torch.zeros(3)),
     lambda x: G.discriminator_loss(torch.zeros(3), x),
     lambda x: G.generator_loss(x),
-    lambda x: G.wasserstein_critic_loss(x, torch.zeros(3)),
-    lambda x: G.wasserstein_generator_loss(x),
+    lambda x: W.wasserstein_critic_loss(x, torch.zeros(3)),
+    lambda x: W.wasserstein_generator_loss(x),
 ])
 def test_losses_reject_bad_input(call):
     with pytest.raises(ValueError, match="NaN"):
@@ -164,18 +165,18 @@ def test_gradient_penalty_linear_critic_is_norm_of_w_minus_one_squared():
     norm would give (sqrt(N) ||w|| - 1)^2 instead."""
     w = torch.tensor([3.0, -4.0], dtype=torch.float64, requires_grad=True)  # ||w|| = 5
     real, fake = torch.randn(16, 2, dtype=torch.float64), torch.randn(16, 2, dtype=torch.float64)
-    gp = G.gradient_penalty(lambda x: x @ w, real, fake)
+    gp = W.gradient_penalty(lambda x: x @ w, real, fake)
     assert gp.item() == pytest.approx(16.0, abs=1e-10)
     # create_graph=True: differentiable in the critic's parameters, d/dw (||w|| - 1)^2 = 2 (||w|| - 1) w / ||w||
     (grad_w,) = torch.autograd.grad(gp, w)
     assert torch.allclose(grad_w, 2 * (5 - 1) * w.detach() / 5)
-    assert G.gradient_penalty(lambda x: x @ w, real, fake, target=5.0).item() == pytest.approx(0.0, abs=1e-12)
+    assert W.gradient_penalty(lambda x: x @ w, real, fake, target=5.0).item() == pytest.approx(0.0, abs=1e-12)
 
 
 def test_gradient_penalty_on_images_uses_all_non_batch_dims():
     w = torch.randn(1, 3, 4, dtype=torch.float64)
     real, fake = torch.rand(5, 1, 3, 4, dtype=torch.float64), torch.rand(5, 1, 3, 4, dtype=torch.float64)
-    gp = G.gradient_penalty(lambda x: (x * w).sum(dim=(1, 2, 3))[:, None], real, fake)
+    gp = W.gradient_penalty(lambda x: (x * w).sum(dim=(1, 2, 3))[:, None], real, fake)
     assert gp.item() == pytest.approx((w.norm().item() - 1) ** 2, abs=1e-10)
 
 
@@ -183,7 +184,7 @@ def test_gradient_penalty_quadratic_critic_with_known_per_sample_interpolation()
     """f(x) = |x|^2 / 2 has gradient x, so the per-sample norm is |x_hat_i| with
     x_hat_i = eps_i real_i + (1 - eps_i) fake_i; eps drawn from the given generator, one per example."""
     real, fake = torch.randn(9, 3, dtype=torch.float64), torch.randn(9, 3, dtype=torch.float64)
-    gp = G.gradient_penalty(lambda x: 0.5 * (x ** 2).sum(1), real, fake,
+    gp = W.gradient_penalty(lambda x: 0.5 * (x ** 2).sum(1), real, fake,
                             generator=torch.Generator().manual_seed(7))
     eps = torch.rand(9, 1, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
     x_hat = eps * real + (1 - eps) * fake
@@ -198,7 +199,7 @@ def test_gradient_penalty_interpolates_per_sample():
         return x.sum(1)
 
     real, fake = torch.randn(64, 2, dtype=torch.float64), torch.randn(64, 2, dtype=torch.float64)
-    G.gradient_penalty(critic, real, fake)
+    W.gradient_penalty(critic, real, fake)
     t = (seen[0] - fake) / (real - fake)  # eps_i, the same in both coordinates of a row
     assert torch.allclose(t[:, 0], t[:, 1], atol=1e-8)
     assert (t >= 0).all() and (t <= 1).all()
@@ -207,18 +208,18 @@ def test_gradient_penalty_interpolates_per_sample():
 
 def test_gradient_penalty_does_not_train_the_generator_and_rejects_bad_input():
     fake = torch.randn(4, 2, requires_grad=True)
-    gp = G.gradient_penalty(lambda x: (x ** 2).sum(1), torch.randn(4, 2), fake)
+    gp = W.gradient_penalty(lambda x: (x ** 2).sum(1), torch.randn(4, 2), fake)
     assert torch.autograd.grad(gp, fake, allow_unused=True)[0] is None  # fake is detached inside
     with pytest.raises(ValueError, match="same shape"):
-        G.gradient_penalty(lambda x: x.sum(1), torch.randn(4, 2), torch.randn(5, 2))
+        W.gradient_penalty(lambda x: x.sum(1), torch.randn(4, 2), torch.randn(5, 2))
     with pytest.raises(TypeError, match="callable"):
-        G.gradient_penalty(None, torch.randn(4, 2), torch.randn(4, 2))
+        W.gradient_penalty(None, torch.randn(4, 2), torch.randn(4, 2))
     with pytest.raises(ValueError, match="NaN"):
-        G.gradient_penalty(lambda x: x.sum(1), torch.full((4, 2), float("nan")), torch.randn(4, 2))
+        W.gradient_penalty(lambda x: x.sum(1), torch.full((4, 2), float("nan")), torch.randn(4, 2))
     with pytest.raises(ValueError, match=r"\(N,\) or \(N, 1\)"):
-        G.gradient_penalty(lambda x: x, torch.randn(4, 2), torch.randn(4, 2))
+        W.gradient_penalty(lambda x: x, torch.randn(4, 2), torch.randn(4, 2))
     with pytest.raises(ValueError, match="target"):
-        G.gradient_penalty(lambda x: x.sum(1), torch.randn(4, 2), torch.randn(4, 2), target=0.0)
+        W.gradient_penalty(lambda x: x.sum(1), torch.randn(4, 2), torch.randn(4, 2), target=0.0)
 
 
 # ---------------------------------------------------------------------------------------------- weight clipping
@@ -227,7 +228,7 @@ def test_clip_weights_holds_after_an_optimiser_step():
     net = torch.nn.Sequential(torch.nn.Linear(2, 16), torch.nn.ReLU(), torch.nn.Linear(16, 1))
     opt = torch.optim.SGD(net.parameters(), lr=10.0)
     c = 0.01
-    G.clip_weights(net, c)
+    W.clip_weights(net, c)
     before = [p.detach().clone() for p in net.parameters()]
     assert all(p.abs().max() <= c for p in before)
     loss = net(torch.randn(32, 2)).pow(2).mean() * 100
@@ -235,18 +236,18 @@ def test_clip_weights_holds_after_an_optimiser_step():
     loss.backward()
     opt.step()
     assert max(p.abs().max().item() for p in net.parameters()) > c  # the step leaves the box ...
-    G.clip_weights(net, c)
+    W.clip_weights(net, c)
     assert max(p.abs().max().item() for p in net.parameters()) <= c  # ... clipping brings it back
     inside = torch.tensor([0.005, -0.002])
     lin = torch.nn.Linear(2, 1, bias=False)
     with torch.no_grad():
         lin.weight.copy_(torch.tensor([[0.005, -0.5]]))
-    G.clip_weights(lin, c)
+    W.clip_weights(lin, c)
     assert torch.equal(lin.weight, torch.tensor([[0.005, -0.01]]))  # in-range values untouched
     with pytest.raises(ValueError):
-        G.clip_weights(net, 0.0)
+        W.clip_weights(net, 0.0)
     with pytest.raises(TypeError):
-        G.clip_weights(inside, 0.1)
+        W.clip_weights(inside, 0.1)
 
 
 # ------------------------------------------------------------------------------------------------ mode coverage
@@ -452,18 +453,18 @@ def test_ensemble_training_equals_separate_runs(loss):
                 eps_gen = torch.Generator().manual_seed(eps_seed)
                 if ensemble:
                     crit = lambda t: dnet(t.reshape(B, E, 2)).reshape(-1)  # noqa: E731
-                    gp = G.gradient_penalty(crit, x.reshape(-1, 2), fake.reshape(-1, 2), generator=eps_gen)
+                    gp = W.gradient_penalty(crit, x.reshape(-1, 2), fake.reshape(-1, 2), generator=eps_gen)
                 else:
                     eps_all = torch.rand(B * E, 1, generator=eps_gen).reshape(B, E, 1)
                     x_hat = (eps_all[:, e] * x + (1 - eps_all[:, e]) * fake).requires_grad_(True)
                     (gr,) = torch.autograd.grad(dnet(x_hat).sum(), x_hat, create_graph=True)
                     gp = ((gr.norm(dim=1) - 1) ** 2).mean()
-                return G.wasserstein_critic_loss(r, f) + 10 * gp
+                return W.wasserstein_critic_loss(r, f) + 10 * gp
             return G.discriminator_loss(r, f)
 
         def g_loss(dnet, gnet, z):
             f = dnet(gnet(z)).reshape(-1)
-            return G.wasserstein_generator_loss(f) if loss == "wgan_gp" else G.generator_loss(f)
+            return W.wasserstein_generator_loss(f) if loss == "wgan_gp" else G.generator_loss(f)
 
         opts[1].zero_grad()
         (E * d_loss(dis, gens, x, z, True)).backward()

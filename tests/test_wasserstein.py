@@ -11,10 +11,10 @@ import pytest
 import scipy.stats
 import torch
 
-from coursekit import divergences as dv
-from coursekit import gan, score
+from coursekit import divergences, gan, score
+from coursekit import wasserstein as W
 
-NAMES = sorted(dv.F_DIVERGENCES)
+NAMES = sorted(W.F_DIVERGENCES)
 
 
 def _probs(g, *shape):
@@ -24,7 +24,7 @@ def _probs(g, *shape):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_conjugate_is_the_supremum(name):
-    fd = dv.F_DIVERGENCES[name]
+    fd = W.F_DIVERGENCES[name]
     u = torch.linspace(0, 200, 400_001, dtype=torch.float64)
     lo, hi = fd.domain
     ts = torch.linspace(-0.5, 0.5, 9, dtype=torch.float64) if name == "tv" else torch.linspace(
@@ -50,30 +50,30 @@ def test_f_divergence_closed_forms():
         "tv": 0.5 * (p - q).abs().sum(-1),
     }
     for name, w in want.items():
-        assert torch.allclose(dv.f_divergence(p, q, name), w, atol=1e-12), name
+        assert torch.allclose(W.f_divergence(p, q, name), w, atol=1e-12), name
     # disjoint supports: JS = log 2, TV = 1, KL = inf, Hellinger = 2
     a = torch.tensor([0.5, 0.5, 0.0, 0.0], dtype=torch.float64)
     b = torch.tensor([0.0, 0.0, 0.3, 0.7], dtype=torch.float64)
-    assert dv.f_divergence(a, b, "js").item() == pytest.approx(math.log(2))
-    assert dv.f_divergence(a, b, "tv").item() == pytest.approx(1.0)
-    assert dv.f_divergence(a, b, "hellinger").item() == pytest.approx(2.0)
-    assert math.isinf(dv.f_divergence(a, b, "kl").item()) and math.isinf(dv.f_divergence(a, b, "reverse_kl").item())
+    assert W.f_divergence(a, b, "js").item() == pytest.approx(math.log(2))
+    assert W.f_divergence(a, b, "tv").item() == pytest.approx(1.0)
+    assert W.f_divergence(a, b, "hellinger").item() == pytest.approx(2.0)
+    assert math.isinf(W.f_divergence(a, b, "kl").item()) and math.isinf(W.f_divergence(a, b, "reverse_kl").item())
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_variational_bound_tight_at_f_prime_and_below_elsewhere(name):
-    fd = dv.F_DIVERGENCES[name]
+    fd = W.F_DIVERGENCES[name]
     g = torch.Generator().manual_seed(1)
     p, q = _probs(g, 20, 5), _probs(g, 20, 5)
-    exact = dv.f_divergence(p, q, name)
+    exact = W.f_divergence(p, q, name)
     t_star = fd.f_prime(p / q)
-    assert torch.allclose(dv.f_variational_bound(t_star, p, q, name), exact, atol=1e-10)
+    assert torch.allclose(W.f_variational_bound(t_star, p, q, name), exact, atol=1e-10)
     for _ in range(5):
         t = fd.activation(3 * torch.randn(20, 5, generator=g, dtype=torch.float64))
-        assert bool((dv.f_variational_bound(t, p, q, name) <= exact + 1e-12).all())
+        assert bool((W.f_variational_bound(t, p, q, name) <= exact + 1e-12).all())
     # the f-GAN value on a discrete support, weighted: sample-free version of the same bound
     v = torch.randn(5, generator=g, dtype=torch.float64)
-    bound = dv.f_variational_bound(fd.activation(v), p[0], q[0], name)
+    bound = W.f_variational_bound(fd.activation(v), p[0], q[0], name)
     assert bound.item() <= exact[0].item() + 1e-12
 
 
@@ -81,15 +81,15 @@ def test_gan_f_value_is_goodfellows_value():
     g = torch.Generator().manual_seed(2)
     lr, lf = 3 * torch.randn(50, generator=g), 3 * torch.randn(40, generator=g)
     want = torch.log(torch.sigmoid(lr)).mean() + torch.log(1 - torch.sigmoid(lf)).mean()
-    assert torch.allclose(gan.f_gan_value(lr, lf, "gan"), want, atol=1e-5)
-    assert torch.allclose(gan.f_gan_discriminator_loss(lr, lf, "gan"), -want, atol=1e-5)
-    assert torch.allclose(gan.f_gan_generator_loss(lf, "gan"), torch.log(1 - torch.sigmoid(lf)).mean(), atol=1e-5)
+    assert torch.allclose(W.f_gan_value(lr, lf, "gan"), want, atol=1e-5)
+    assert torch.allclose(W.f_gan_discriminator_loss(lr, lf, "gan"), -want, atol=1e-5)
+    assert torch.allclose(W.f_gan_generator_loss(lf, "gan"), torch.log(1 - torch.sigmoid(lf)).mean(), atol=1e-5)
     # at the optimal discriminator the value is 2 JS - log 4 (discrete P, Q, weights instead of samples)
     p, q = _probs(g, 8), _probs(g, 8)
     logit_star = torch.log(p / q)  # D* = p / (p + q)
     value = (p * torch.nn.functional.logsigmoid(logit_star)).sum() + (
         q * torch.nn.functional.logsigmoid(-logit_star)).sum()
-    assert value.item() == pytest.approx(2 * dv.f_divergence(p, q, "js").item() - math.log(4), abs=1e-12)
+    assert value.item() == pytest.approx(2 * W.f_divergence(p, q, "js").item() - math.log(4), abs=1e-12)
 
 
 def test_density_ratio_trick_on_gaussians():
@@ -115,14 +115,14 @@ def test_density_ratio_trick_on_gaussians():
         grid = torch.linspace(-2, 3, 101, dtype=torch.float64)
         logits = torch.stack([torch.ones_like(grid), grid, grid**2], -1) @ w.detach()
         kw = {} if n_p == n_q else {"n_p": n_p, "n_q": n_q}
-        r = gan.density_ratio_from_logits(logits, **kw)
+        r = W.density_ratio_from_logits(logits, **kw)
         p = torch.distributions.Normal(0.0, 1.0).log_prob(grid).exp()
         q = torch.distributions.Normal(1.0, 1.5).log_prob(grid).exp()
         assert (r.log() - (p / q).log()).abs().max().item() < 0.1, (n_p, n_q)
     with pytest.raises(ValueError):
-        gan.density_ratio_from_logits(torch.zeros(3), n_p=3)
+        W.density_ratio_from_logits(torch.zeros(3), n_p=3)
     with pytest.raises(ValueError):
-        gan.density_ratio_from_logits(torch.tensor([0.0, float("nan")]))
+        W.density_ratio_from_logits(torch.tensor([0.0, float("nan")]))
 
 
 def _taylor_features(x, h, order=60):
@@ -139,32 +139,32 @@ def test_mmd_against_explicit_features_and_score_module():
     y = (0.5 + 0.8 * torch.randn(25, generator=g, dtype=torch.float64)).clamp(-3, 3)
     h = 1.0
     fx, fy = _taylor_features(x, h), _taylor_features(y, h)
-    assert torch.allclose(fx @ fy.T, gan.gaussian_kernel_matrix(x, y, (h,)), atol=1e-10)
+    assert torch.allclose(fx @ fy.T, W.gaussian_kernel_matrix(x, y, (h,)), atol=1e-10)
     biased = (fx.mean(0) - fy.mean(0)).pow(2).sum()
-    assert gan.mmd2_biased(x, y, (h,)).item() == pytest.approx(biased.item(), abs=1e-10)
+    assert W.mmd2_biased(x, y, (h,)).item() == pytest.approx(biased.item(), abs=1e-10)
     m, n = len(x), len(y)
     sx, sy = fx.sum(0), fy.sum(0)
     unbiased = ((sx @ sx - (fx * fx).sum()) / (m * (m - 1)) + (sy @ sy - (fy * fy).sum()) / (n * (n - 1))
                 - 2 * (sx @ sy) / (m * n))
-    assert gan.mmd2_unbiased(x, y, (h,)).item() == pytest.approx(unbiased.item(), abs=1e-10)
+    assert W.mmd2_unbiased(x, y, (h,)).item() == pytest.approx(unbiased.item(), abs=1e-10)
     xs, ys = torch.randn(40, 2, generator=g, dtype=torch.float64), torch.randn(30, 2, generator=g, dtype=torch.float64)
-    assert gan.mmd2_unbiased(xs, ys, (0.5, 2.0)).item() == pytest.approx(score.gaussian_mmd2(xs, ys, (0.5, 2.0)), abs=1e-12)
+    assert W.mmd2_unbiased(xs, ys, (0.5, 2.0)).item() == pytest.approx(score.gaussian_mmd2(xs, ys, (0.5, 2.0)), abs=1e-12)
     # differentiable, and the gradient is finite at zero distance (identical points)
     z = xs.clone().requires_grad_(True)
-    gan.mmd2_unbiased(z, torch.cat([xs[:5], ys]), (1.0,)).backward()
+    W.mmd2_unbiased(z, torch.cat([xs[:5], ys]), (1.0,)).backward()
     assert torch.isfinite(z.grad).all()
     # unbiasedness: average over many small samples of one distribution is ~0; the biased one is > 0
     vals_u, vals_b = [], []
     for _ in range(300):
         a, b = torch.randn(2, 8, 1, generator=g, dtype=torch.float64)
-        vals_u.append(gan.mmd2_unbiased(a, b).item())
-        vals_b.append(gan.mmd2_biased(a, b).item())
+        vals_u.append(W.mmd2_unbiased(a, b).item())
+        vals_b.append(W.mmd2_biased(a, b).item())
     se = np.std(vals_u) / math.sqrt(len(vals_u))
     assert abs(np.mean(vals_u)) < 4 * se and np.mean(vals_b) > 10 * se
     with pytest.raises(ValueError):
-        gan.mmd2_unbiased(torch.zeros(1, 2), torch.zeros(3, 2))
+        W.mmd2_unbiased(torch.zeros(1, 2), torch.zeros(3, 2))
     with pytest.raises(ValueError):
-        gan.gaussian_kernel_matrix(torch.zeros(3, 2), torch.zeros(3, 3))
+        W.gaussian_kernel_matrix(torch.zeros(3, 2), torch.zeros(3, 3))
 
 
 def test_ssgan_losses_against_explicit_softmax():
@@ -176,18 +176,18 @@ def test_ssgan_losses_against_explicit_softmax():
     logp = lambda t: torch.log_softmax(pad(t), -1)  # noqa: E731
     sup = -(torch.log_softmax(lab, -1)[torch.arange(7), labels]).mean()
     unsup = -torch.log(1 - logp(unl)[:, c].exp()).mean() - logp(fake)[:, c].mean()
-    got = gan.ssgan_discriminator_loss(lab, labels, unl, fake)
+    got = W.ssgan_discriminator_loss(lab, labels, unl, fake)
     assert got.ndim == 0 and got.item() == pytest.approx((sup + unsup).item(), abs=1e-10)
-    d = torch.sigmoid(gan.ssgan_real_logit(unl))
+    d = torch.sigmoid(W.ssgan_real_logit(unl))
     assert torch.allclose(d, 1 - logp(unl)[:, c].exp(), atol=1e-12)
     big = torch.full((3, c), 200.0, dtype=torch.float64)  # stable for extreme logits
-    assert torch.isfinite(gan.ssgan_discriminator_loss(big, labels[:3], big, -big))
-    fm = gan.feature_matching_loss(lab[:, :4], unl[:, :4])
+    assert torch.isfinite(W.ssgan_discriminator_loss(big, labels[:3], big, -big))
+    fm = W.feature_matching_loss(lab[:, :4], unl[:, :4])
     assert fm.item() == pytest.approx((lab[:, :4].mean(0) - unl[:, :4].mean(0)).pow(2).sum().item())
     with pytest.raises(ValueError):
-        gan.ssgan_discriminator_loss(lab, labels[:3], unl, fake)
+        W.ssgan_discriminator_loss(lab, labels[:3], unl, fake)
     with pytest.raises(ValueError):
-        gan.ssgan_discriminator_loss(lab, labels, unl[:, :3], fake)
+        W.ssgan_discriminator_loss(lab, labels, unl[:, :3], fake)
 
 
 def test_wasserstein1_1d_against_scipy_and_gradient():
@@ -195,29 +195,54 @@ def test_wasserstein1_1d_against_scipy_and_gradient():
     for m, n in ((50, 50), (40, 73)):
         x = torch.randn(m, generator=g, dtype=torch.float64)
         y = 1 + 2 * torch.randn(n, generator=g, dtype=torch.float64)
-        assert dv.wasserstein1_1d(x, y).item() == pytest.approx(scipy.stats.wasserstein_distance(x, y), abs=1e-12)
+        assert W.wasserstein1_1d(x, y).item() == pytest.approx(scipy.stats.wasserstein_distance(x, y), abs=1e-12)
         if m == n:
-            assert dv.wasserstein1_1d(x, y).item() == pytest.approx((x.sort()[0] - y.sort()[0]).abs().mean().item())
+            assert W.wasserstein1_1d(x, y).item() == pytest.approx((x.sort()[0] - y.sort()[0]).abs().mean().item())
     theta = torch.tensor(5.0, dtype=torch.float64, requires_grad=True)
     x = torch.rand(100, generator=g, dtype=torch.float64)
-    w = dv.wasserstein1_1d(x, torch.rand(100, generator=g, dtype=torch.float64) + theta)
+    w = W.wasserstein1_1d(x, torch.rand(100, generator=g, dtype=torch.float64) + theta)
     w.backward()
     assert theta.grad.item() == pytest.approx(1.0)  # disjoint supports: d W1 / d theta = 1
     with pytest.raises(ValueError):
-        dv.wasserstein1_1d(torch.zeros(0), torch.zeros(3))
+        W.wasserstein1_1d(torch.zeros(0), torch.zeros(3))
     with pytest.raises(TypeError):
-        dv.wasserstein1_1d(torch.zeros(3, dtype=torch.int64), torch.zeros(3))
+        W.wasserstein1_1d(torch.zeros(3, dtype=torch.int64), torch.zeros(3))
 
 
 def test_bad_inputs():
     p = torch.tensor([0.5, 0.5])
     with pytest.raises(ValueError):
-        dv.f_divergence(p, torch.tensor([0.7, 0.7]), "kl")
+        W.f_divergence(p, torch.tensor([0.7, 0.7]), "kl")
     with pytest.raises(ValueError):
-        dv.f_divergence(p, p, "nope")
+        W.f_divergence(p, p, "nope")
     with pytest.raises(ValueError):
-        dv.f_variational_bound(torch.tensor([0.0, 1.0]), p, p, "gan")  # outside t < 0
+        W.f_variational_bound(torch.tensor([0.0, 1.0]), p, p, "gan")  # outside t < 0
     with pytest.raises(ValueError):
-        gan.f_gan_value(torch.zeros(3, 2), torch.zeros(3), "kl")
+        W.f_gan_value(torch.zeros(3, 2), torch.zeros(3), "kl")
 
 
+MOVED_FROM = {
+    gan: ["wasserstein_critic_loss", "wasserstein_generator_loss", "gradient_penalty", "clip_weights",
+          "density_ratio_from_logits", "f_gan_value", "f_gan_discriminator_loss", "f_gan_generator_loss",
+          "gaussian_kernel_matrix", "mmd2_unbiased", "mmd2_biased", "ssgan_real_logit", "ssgan_discriminator_loss",
+          "feature_matching_loss", "MLPGenerator"],
+    divergences: ["FDivergence", "F_DIVERGENCES", "f_divergence", "f_variational_bound", "wasserstein1_1d"],
+}
+
+
+@pytest.mark.parametrize("old", list(MOVED_FROM), ids=lambda m: m.__name__)
+def test_moved_names_stay_importable_from_their_old_module(old):
+    for name in MOVED_FROM[old]:
+        assert name in W.__all__
+        assert getattr(old, name) is getattr(W, name), name
+    with pytest.raises(AttributeError):
+        old.no_such_name  # noqa: B018
+
+
+def test_median_bandwidths_are_multiples_of_the_median_pairwise_distance():
+    # pooled sample 0, 1, 3: the nine pairwise distances are 0 0 0 1 1 2 2 3 3, median 1
+    assert W.median_bandwidths(torch.tensor([[0.0], [1.0]]), torch.tensor([[3.0]])) == [0.25, 0.5, 1.0, 2.0]
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(700, 3, generator=g), torch.randn(600, 3, generator=g)
+    hs = W.median_bandwidths(a, b)  # 1,300 points: an evenly spaced subsample of 1,000
+    assert len(hs) == 4 and hs[2] == pytest.approx(2.0 * hs[1]) and hs[2] > 0
