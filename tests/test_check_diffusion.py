@@ -1,15 +1,13 @@
-"""The chapter 08 exercise checkers: correct answers pass, stubs say "not implemented yet" (without chaining
-the NotImplementedError), and plausible mistakes get a hint that names them."""
+"""The chapter 08 exercise checkers in coursekit.check.diffusion: correct answers pass, stubs say "not implemented
+yet" (without chaining the NotImplementedError), and plausible mistakes get a hint that names them."""
 
 import pytest
 import torch
 
-from coursekit import check
 from coursekit import diffusion as d
+from coursekit.check.diffusion import ddim_step, posterior_mean_variance, q_sample
 
-
-def stub(*args):
-    raise NotImplementedError
+from _helpers import stub
 
 
 def q_good(x0, t, noise, a):
@@ -72,16 +70,16 @@ def ddim_wrong_direction(eps, xt, t, t_prev, a):
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_correct_answers_pass(seed, capsys):
-    check.q_sample(q_good, seed=seed)
-    check.q_sample(lambda *a: d.q_sample(*a), seed=seed)
-    check.posterior_mean_variance(post_good, seed=seed)
-    check.posterior_mean_variance(lambda *a: d.q_posterior_mean_variance(*a), seed=seed)
-    check.ddim_step(ddim_good, seed=seed)
+    q_sample(q_good, seed=seed)
+    q_sample(lambda *a: d.q_sample(*a), seed=seed)
+    posterior_mean_variance(post_good, seed=seed)
+    posterior_mean_variance(lambda *a: d.q_posterior_mean_variance(*a), seed=seed)
+    ddim_step(ddim_good, seed=seed)
     out = capsys.readouterr().out
     assert out.count("✓") == 5
 
 
-@pytest.mark.parametrize("checker", [check.q_sample, check.posterior_mean_variance, check.ddim_step])
+@pytest.mark.parametrize("checker", [q_sample, posterior_mean_variance, ddim_step])
 def test_stub_says_not_implemented(checker):
     with pytest.raises(AssertionError, match="not implemented yet") as info:
         checker(stub, seed=0)
@@ -91,13 +89,13 @@ def test_stub_says_not_implemented(checker):
 @pytest.mark.parametrize(
     "checker, fn, hint",
     [
-        (check.q_sample, q_no_sqrt, "square roots"),
-        (check.q_sample, q_swapped, "swapped"),
-        (check.q_sample, q_no_view, r"view\(-1, 1, 1, 1\)"),
-        (check.posterior_mean_variance, post_beta, "beta_t, the forward step's variance"),
-        (check.posterior_mean_variance, post_swapped, "swapped"),
-        (check.ddim_step, ddim_negative_index, "LAST entry"),
-        (check.ddim_step, ddim_wrong_direction, "TARGET time"),
+        (q_sample, q_no_sqrt, "square roots"),
+        (q_sample, q_swapped, "swapped"),
+        (q_sample, q_no_view, r"view\(-1, 1, 1, 1\)"),
+        (posterior_mean_variance, post_beta, "beta_t, the forward step's variance"),
+        (posterior_mean_variance, post_swapped, "swapped"),
+        (ddim_step, ddim_negative_index, "LAST entry"),
+        (ddim_step, ddim_wrong_direction, "TARGET time"),
     ],
 )
 def test_mistakes_get_hints(checker, fn, hint):
@@ -107,4 +105,4 @@ def test_mistakes_get_hints(checker, fn, hint):
 
 def test_failure_message_has_reproducer():
     with pytest.raises(AssertionError, match=r"reproduce with check.q_sample\(fn, seed=5\)"):
-        check.q_sample(q_no_sqrt, seed=5)
+        q_sample(q_no_sqrt, seed=5)

@@ -1,4 +1,4 @@
-"""Tests for the chapter 05 checkers in coursekit.check: correct solutions pass, stubs and plausible
+"""Tests for the chapter 05 checkers in coursekit.check.flows: correct solutions pass, stubs and plausible
 mistakes fail with a message that names the mistake."""
 
 import math
@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from coursekit import check
+from coursekit.check.flows import coupling_forward, coupling_inverse, digits_bits_per_dim
 
 from _helpers import _fails, assert_fresh_inputs_and_seeded, stub
 
@@ -31,8 +31,8 @@ def fwd_where(x, mask, net):  # a different but correct way to write it
     return z, torch.where(keep, torch.zeros_like(s), s).sum(dim=1)
 
 
-@pytest.mark.parametrize("checker, fn", [(check.coupling_forward, fwd_ok), (check.coupling_forward, fwd_where),
-                                         (check.coupling_inverse, inv_ok)])
+@pytest.mark.parametrize("checker, fn", [(coupling_forward, fwd_ok), (coupling_forward, fwd_where),
+                                         (coupling_inverse, inv_ok)])
 def test_correct_coupling_passes(checker, fn, capsys):
     for seed in range(3):
         checker(fn, seed=seed)
@@ -41,10 +41,10 @@ def test_correct_coupling_passes(checker, fn, capsys):
 
 
 def test_fresh_inputs_and_seed_reproduces():
-    assert_fresh_inputs_and_seeded(check.coupling_forward, fwd_ok, seed=4)
+    assert_fresh_inputs_and_seeded(coupling_forward, fwd_ok, seed=4)
 
 
-@pytest.mark.parametrize("checker", [check.coupling_forward, check.coupling_inverse, check.digits_bits_per_dim])
+@pytest.mark.parametrize("checker", [coupling_forward, coupling_inverse, digits_bits_per_dim])
 def test_stub_says_not_implemented(checker):
     _fails(checker, stub, "not implemented yet")
 
@@ -65,7 +65,7 @@ def test_stub_says_not_implemented(checker):
     ],
 )
 def test_forward_mistakes_are_named(fn, patterns):
-    _fails(check.coupling_forward, fn, *patterns, seed=0)
+    _fails(coupling_forward, fn, *patterns, seed=0)
 
 
 @pytest.mark.parametrize(
@@ -81,7 +81,7 @@ def test_forward_mistakes_are_named(fn, patterns):
     ],
 )
 def test_inverse_mistakes_are_named(fn, patterns):
-    _fails(check.coupling_inverse, fn, *patterns, seed=1)
+    _fails(coupling_inverse, fn, *patterns, seed=1)
 
 
 def test_non_differentiable_log_det_is_caught():
@@ -89,7 +89,7 @@ def test_non_differentiable_log_det_is_caught():
         z, ld = fwd_ok(x, mask, net)
         return z.detach(), ld  # z computed outside autograd
 
-    _fails(check.coupling_forward, detached, "autograd", seed=2)
+    _fails(coupling_forward, detached, "autograd", seed=2)
 
 
 # ----------------------------------------------------------------------------- bits per dimension
@@ -98,8 +98,8 @@ def bpd_ok(nll, dim):
 
 
 def test_bpd_correct_passes(capsys):
-    check.digits_bits_per_dim(bpd_ok)
-    check.digits_bits_per_dim(lambda nll, d: nll / (d * math.log(2)) + math.log2(17))
+    digits_bits_per_dim(bpd_ok)
+    digits_bits_per_dim(lambda nll, d: nll / (d * math.log(2)) + math.log2(17))
     assert capsys.readouterr().out.count("✓ digits_bits_per_dim passed") == 2
 
 
@@ -117,4 +117,4 @@ def test_bpd_correct_passes(capsys):
     ],
 )
 def test_bpd_mistakes_are_named(fn, patterns):
-    _fails(check.digits_bits_per_dim, fn, *patterns, seed=0)
+    _fails(digits_bits_per_dim, fn, *patterns, seed=0)

@@ -1,4 +1,4 @@
-"""Tests for the chapter 09 exercise checkers in coursekit.check: correct solutions pass, stubs say
+"""Tests for the chapter 09 exercise checkers in coursekit.check.score: correct solutions pass, stubs say
 "not implemented yet", and plausible mistakes (Langevin noise scale, DSM target sign/scale, Jacobian
 sum instead of trace) fail with a message that names the mistake."""
 
@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from coursekit import check
+from coursekit.check.score import dsm_target, langevin_step, score_jacobian_trace
 
 from _helpers import _fails, stub
 
@@ -24,8 +24,8 @@ def step_ok_torch(x, score, step_size, z):  # the same with torch ops and the ta
 
 @pytest.mark.parametrize("fn", [step_ok, step_ok_torch])
 def test_langevin_step_correct_passes(fn, capsys):
-    check.langevin_step(fn)
-    check.langevin_step(fn, seed=3)
+    langevin_step(fn)
+    langevin_step(fn, seed=3)
     out = capsys.readouterr().out.strip().splitlines()
     assert len(out) == 2 and all(line.startswith("✓ langevin_step passed") for line in out)
 
@@ -45,7 +45,7 @@ def test_langevin_step_correct_passes(fn, capsys):
     ids=["stub", "sqrt-2eps", "drift-eps", "no-sqrt", "sign", "no-noise", "own-noise", "shape"],
 )
 def test_langevin_step_mistakes(fn, patterns):
-    _fails(check.langevin_step, fn, *patterns, seed=1)
+    _fails(langevin_step, fn, *patterns, seed=1)
 
 
 def test_langevin_step_in_place_is_caught():
@@ -53,7 +53,7 @@ def test_langevin_step_in_place_is_caught():
         x += 0.5 * e * s + math.sqrt(e) * z
         return x
 
-    _fails(check.langevin_step, inplace, "in place", seed=2)
+    _fails(langevin_step, inplace, "in place", seed=2)
 
 
 # ----------------------------------------------------------------------------- dsm_target
@@ -62,8 +62,8 @@ def dsm_ok(x, x_tilde, sigma):
 
 
 def test_dsm_target_correct_passes(capsys):
-    check.dsm_target(dsm_ok)
-    check.dsm_target(lambda x, xt, s: -(xt - x) / (s * s), seed=4)
+    dsm_target(dsm_ok)
+    dsm_target(lambda x, xt, s: -(xt - x) / (s * s), seed=4)
     out = capsys.readouterr().out.strip().splitlines()
     assert len(out) == 2 and all(line.startswith("✓ dsm_target passed") for line in out)
 
@@ -82,7 +82,7 @@ def test_dsm_target_correct_passes(capsys):
     ids=["stub", "sign", "sigma-not-squared", "float-only", "noise", "no-division", "shape"],
 )
 def test_dsm_target_mistakes(fn, patterns):
-    _fails(check.dsm_target, fn, *patterns, seed=5)
+    _fails(dsm_target, fn, *patterns, seed=5)
 
 
 # ----------------------------------------------------------------------------- score_jacobian_trace
@@ -103,8 +103,8 @@ def trace_func(score_fn, x):  # torch.func route: per-example Jacobians
 
 @pytest.mark.parametrize("fn", [trace_ok, trace_func])
 def test_trace_correct_passes(fn, capsys):
-    check.score_jacobian_trace(fn, seed=0)
-    check.score_jacobian_trace(fn)
+    score_jacobian_trace(fn, seed=0)
+    score_jacobian_trace(fn)
     out = capsys.readouterr().out.strip().splitlines()
     assert len(out) == 2 and all(line.startswith("✓ score_jacobian_trace passed") for line in out)
 
@@ -140,10 +140,10 @@ def trace_hutchinson(score_fn, x):
     ids=["stub", "whole-jacobian", "batch-total", "no-create-graph", "hutchinson"],
 )
 def test_trace_mistakes(fn, patterns):
-    _fails(check.score_jacobian_trace, fn, *patterns, seed=6)
+    _fails(score_jacobian_trace, fn, *patterns, seed=6)
 
 
 def test_checkers_reject_non_callables():
-    for checker in (check.langevin_step, check.dsm_target, check.score_jacobian_trace):
+    for checker in (langevin_step, dsm_target, score_jacobian_trace):
         with pytest.raises(TypeError, match="expects your function"):
             checker(3)

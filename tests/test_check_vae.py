@@ -1,5 +1,5 @@
-"""Tests for coursekit.check: correct solutions pass, stubs and plausible mistakes fail
-with a message that names the mistake."""
+"""Tests for the chapter 04 (VAE) checkers in coursekit.check.vae: correct solutions pass, stubs and plausible
+mistakes fail with a message that names the mistake."""
 
 import math
 
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from coursekit import check
+from coursekit.check.vae import iwae_from_log_weights, kl_std_normal, reparameterise
 
 from _helpers import _fails, assert_fresh_inputs_and_seeded, stub
 
@@ -24,20 +24,20 @@ def kl_ok_kw(mu, logvar):  # the Kingma & Welling form
 @pytest.mark.parametrize("fn", [kl_ok, kl_ok_kw])
 def test_kl_correct_passes_with_one_line(fn, capsys):
     for _ in range(3):  # fresh random inputs each call
-        check.kl_std_normal(fn)
+        kl_std_normal(fn)
     out = capsys.readouterr().out.strip().splitlines()
     assert len(out) == 3 and all(line.startswith("✓ kl_std_normal passed") for line in out)
 
 
 def test_kl_uses_fresh_inputs_and_seed_reproduces():
-    assert_fresh_inputs_and_seeded(check.kl_std_normal, kl_ok, seed=5)
+    assert_fresh_inputs_and_seeded(kl_std_normal, kl_ok, seed=5)
 
 
 def test_checker_leaves_global_rng_alone():
     torch.manual_seed(0)
     a = torch.rand(3)
     torch.manual_seed(0)
-    check.kl_std_normal(kl_ok)
+    kl_std_normal(kl_ok)
     assert torch.equal(torch.rand(3), a)
 
 
@@ -61,19 +61,22 @@ def test_checker_leaves_global_rng_alone():
         (lambda mu, lv: 0.5 * (lv.exp_() + mu**2 - 1).sum(-1), ["in place"]),
         (lambda mu, lv: mu @ lv, ["raised RuntimeError", "(6, 3)"]),
         # an unrecognised mistake: generic message with the failing input and both values
-        (lambda mu, lv: 0.5 * (lv.exp() + mu.abs() - 1 - lv).sum(-1), ["wrong values", "failing input", "mu =", "expected"]),
+        (lambda mu, lv: 0.5 * (lv.exp() + mu.abs() - 1 - lv).sum(-1),
+         ["wrong values", "failing input", "mu =", "expected"]),
     ],
 )
 def test_kl_wrong_implementations_fail_helpfully(fn, patterns):
-    msg = _fails(check.kl_std_normal, fn, *patterns)
+    msg = _fails(kl_std_normal, fn, *patterns)
     if fn is not stub:
         assert "seed=" in msg
 
 
 def test_kl_fails_only_on_wide_range():
     # right for small inputs, clamps large variances: caught by the wide-range check
-    fn = lambda mu, lv: 0.5 * (lv.clamp(max=2.0).exp() + mu**2 - 1 - lv).sum(-1)  # noqa: E731
-    _fails(check.kl_std_normal, fn, "wider range", "failing input")
+    def fn(mu, lv):
+        return 0.5 * (lv.clamp(max=2.0).exp() + mu**2 - 1 - lv).sum(-1)
+
+    _fails(kl_std_normal, fn, "wider range", "failing input")
 
 
 # ----------------------------------------------------------------------------- reparameterise
@@ -82,8 +85,8 @@ def rep_ok(mu, logvar, eps):
 
 
 def test_reparameterise_correct_passes(capsys):
-    check.reparameterise(rep_ok)
-    check.reparameterise(lambda mu, lv, eps: mu + torch.sqrt(lv.exp()) * eps)
+    reparameterise(rep_ok)
+    reparameterise(lambda mu, lv, eps: mu + torch.sqrt(lv.exp()) * eps)
     out = capsys.readouterr().out.strip().splitlines()
     assert len(out) == 2 and all(line.startswith("✓ reparameterise passed") for line in out)
 
@@ -111,7 +114,7 @@ def test_reparameterise_correct_passes(capsys):
     ],
 )
 def test_reparameterise_wrong_implementations_fail_helpfully(fn, patterns):
-    _fails(check.reparameterise, fn, *patterns)
+    _fails(reparameterise, fn, *patterns)
 
 
 def test_reparameterise_wrong_moments_are_caught():
@@ -121,7 +124,7 @@ def test_reparameterise_wrong_moments_are_caught():
             return mu + torch.exp(0.5 * lv) * eps * 1.2
         return mu + torch.exp(0.5 * lv) * eps
 
-    _fails(check.reparameterise, fn, "wrong moments", "variance")
+    _fails(reparameterise, fn, "wrong moments", "variance")
 
 
 # ----------------------------------------------------------------------------- iwae_from_log_weights
@@ -135,8 +138,8 @@ def iw_manual_max(log_w):
 
 
 def test_iwae_correct_passes(capsys):
-    check.iwae_from_log_weights(iw_ok)
-    check.iwae_from_log_weights(iw_manual_max)
+    iwae_from_log_weights(iw_ok)
+    iwae_from_log_weights(iw_manual_max)
     out = capsys.readouterr().out.strip().splitlines()
     assert len(out) == 2 and all(line.startswith("✓ iwae_from_log_weights passed") for line in out)
 
@@ -154,7 +157,8 @@ def test_iwae_correct_passes(capsys):
         (lambda lw: torch.logsumexp(lw, 0) + math.log(lw.shape[0]), ["wrong sign"]),
         (lambda lw: lw.mean(0), ["averaged the log weights", "ELBO"]),
         (lambda lw: lw.max(0).values, ["largest log weight"]),
-        (lambda lw: torch.logsumexp(lw, 1) - math.log(lw.shape[1]), ["expected output shape (4,)", "got (7,)", "dim 0"]),
+        (lambda lw: torch.logsumexp(lw, 1) - math.log(lw.shape[1]),
+         ["expected output shape (4,)", "got (7,)", "dim 0"]),
         (lambda lw: torch.logsumexp(lw.reshape(-1), 0), ["got ()", "one estimate per example"]),
         (lambda lw: torch.logsumexp(lw, 0, keepdim=True) - math.log(lw.shape[0]), ["keepdim"]),
         (lambda lw: torch.logsumexp(lw, 0) - math.log(lw.shape[0] + 1), ["wrong values", "failing input", "expected"]),
@@ -162,15 +166,17 @@ def test_iwae_correct_passes(capsys):
     ],
 )
 def test_iwae_wrong_implementations_fail_helpfully(fn, patterns):
-    _fails(check.iwae_from_log_weights, fn, *patterns)
+    _fails(iwae_from_log_weights, fn, *patterns)
 
 
 def test_iwae_k1_check():
     # right for k > 1 but special-cases k = 1 wrongly
-    fn = lambda lw: iw_ok(lw) if lw.shape[0] > 1 else lw[0] - 1.0  # noqa: E731
-    _fails(check.iwae_from_log_weights, fn, "k = 1", "single log weight")
+    def fn(lw):
+        return iw_ok(lw) if lw.shape[0] > 1 else lw[0] - 1.0
+
+    _fails(iwae_from_log_weights, fn, "k = 1", "single log weight")
 
 
 def test_checker_rejects_non_callable():
     with pytest.raises(TypeError, match="expects your function"):
-        check.kl_std_normal(None)
+        kl_std_normal(None)
