@@ -14,6 +14,10 @@ TORCH ?= torch==2.13.0
 # Run profile (smoke | cpu | gpu). Empty means automatic: gpu if CUDA is available, else cpu.
 PROFILE ?=
 BENCH_PROFILE ?= $(if $(PROFILE),$(PROFILE),cpu)
+# pytest-xdist workers for `make test` (auto: one per core). Each test file, and each notebook, stays on one
+# worker in order (nbval runs a notebook's cells in one kernel); tests/conftest.py keeps the book's test
+# files together and hands them out first, since the book build is the longest single test.
+TEST_WORKERS ?= auto
 
 BOOK_STAMP := $(VENV)/.stamp-book
 TEST_STAMP := $(VENV)/.stamp-test
@@ -48,7 +52,8 @@ book: $(BOOK_STAMP)
 
 test: $(TEST_STAMP)
 	$(VENV)/bin/ruff check coursekit tests
-	COURSEKIT_PROFILE=smoke MPLBACKEND=Agg $(PY) -m pytest tests notebooks --nbval-lax --nbval-current-env -p no:cacheprovider
+	COURSEKIT_PROFILE=smoke MPLBACKEND=Agg $(PY) -m pytest tests notebooks --nbval-lax --nbval-current-env -p no:cacheprovider \
+	  -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 student: $(BOOK_STAMP)
 	$(PY) -m coursekit.student --src notebooks --dst _build/student

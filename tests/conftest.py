@@ -1,4 +1,5 @@
-"""Shared fixtures: the book built once per test session (used by test_book.py and test_browser.py).
+"""Shared fixtures: the book built once per test session (used by test_book.py and test_browser.py), and the
+scheduling of the suite over several pytest-xdist workers.
 
 The book is built exactly as `make book` builds it, but under the ``smoke`` profile, with warnings as
 errors, into a temporary directory (so the session has its own fresh execution cache and never reuses
@@ -6,6 +7,12 @@ the ``cpu`` results in ``_build``).
 
 Set ``DGM_TEST_BOOK_HTML=/path/to/_build/html`` to reuse an existing build instead (for iterating on
 the HTML tests only; the build test then reports that it was skipped).
+
+`make test` runs the suite on every core with ``-n auto --dist loadfile --no-loadscope-reorder``: each
+file is one unit of work that stays on one worker, in order, which nbval needs (a notebook's cells share
+one kernel). Two refinements, below: test_book.py and test_browser.py are one unit, so that the session's
+book build (the longest single test) happens once, and that unit is handed out first, followed by the
+notebooks, so that it is not queued behind the rest of the suite.
 """
 
 from __future__ import annotations
@@ -23,6 +30,37 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = REPO / "notebooks"
 BUILD_TIMEOUT_S = 1800
+
+#: The test files that use the session's book build (the ``built_book`` fixture): one xdist unit of work.
+BOOK_TEST_FILES = ("tests/test_book.py", "tests/test_browser.py")
+
+
+def _xdist_rank(item) -> int:
+    """Order of the units of work under xdist: the book build first, then the notebooks, then the rest."""
+    path = item.nodeid.split("::", 1)[0]
+    return 0 if path in BOOK_TEST_FILES else 1 if path.endswith(".ipynb") else 2
+
+
+def pytest_collection_modifyitems(config, items):
+    # Only on xdist workers (every worker sorts its collection the same way, as xdist requires). The sort is
+    # stable: the tests of one file, and the cells of one notebook, keep their order.
+    if hasattr(config, "workerinput"):
+        items.sort(key=_xdist_rank)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """Under ``--dist loadfile``: file-level units, except that the book's test files form one unit."""
+    if config.getoption("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling  # only reached when pytest-xdist is running
+
+    class BookFilesTogether(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            scope = super()._split_scope(nodeid)
+            return BOOK_TEST_FILES[0] if scope in BOOK_TEST_FILES else scope
+
+    return BookFilesTogether(config, log)
 
 
 @dataclasses.dataclass
