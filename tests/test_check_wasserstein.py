@@ -4,6 +4,7 @@ plausible mistakes fail with a message that names the mistake."""
 import pytest
 import torch
 
+from coursekit import wasserstein
 from coursekit.check.wasserstein import density_ratio_from_logits, gradient_penalty, mmd2_unbiased
 
 from _helpers import _fails, stub
@@ -114,6 +115,14 @@ def test_fresh_inputs_by_default(capsys):
     mmd2_unbiased(mmd_ok)
     gradient_penalty(gp_ok)
     assert capsys.readouterr().out.count("✓") == 3
+
+
+def test_the_chapters_module_passes_its_checkers(capsys):
+    # the checkers and coursekit.wasserstein teach the same formulas
+    for seed in range(5):
+        density_ratio_from_logits(wasserstein.density_ratio_from_logits, seed=seed)
+        mmd2_unbiased(lambda x, y, h: wasserstein.mmd2_unbiased(x, y, (h,)), seed=seed)
+    assert capsys.readouterr().out.count("✓") == 10
 
 
 @pytest.mark.parametrize("checker", [density_ratio_from_logits, mmd2_unbiased, gradient_penalty])

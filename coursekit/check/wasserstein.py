@@ -19,7 +19,8 @@ def density_ratio_from_logits(fn: Callable, *, seed: int | None = None) -> None:
     The classifier is trained with P (the data) labelled 1 and Q labelled 0 in equal numbers, so
     :math:`r(x) = p(x)/q(x)` (the density-ratio trick). Inputs: float32 logits of shape (N,) including large
     ones (|logit| up to 30) where ``sigmoid(l) / (1 - sigmoid(l))`` computed in float32 divides by a rounded
-    zero. Hints for returning D, the log-ratio, the inverse ratio (labels swapped) and the overflow.
+    zero. Hints for returning D, the log-ratio, the inverse ratio (labels swapped) and the overflow. The course's
+    version, for unequal class sizes too, is :func:`coursekit.wasserstein.density_ratio_from_logits`.
 
     Raises:
         AssertionError: with an explanation when a check fails or ``fn`` is a stub.
@@ -78,7 +79,8 @@ def mmd2_unbiased(fn: Callable, *, seed: int | None = None) -> None:
     (hints for keeping the diagonal terms = biased V-statistic, dividing by m^2 after removing the diagonal,
     a kernel without the factor 2 or with unsquared distances, and the sign of the cross term), that it is
     differentiable in x, and that its average over many pairs of samples from one distribution is 0 within
-    4 standard errors (unbiasedness).
+    4 standard errors (unbiasedness). The course's version, :func:`coursekit.wasserstein.mmd2_unbiased`, averages
+    the kernel over several bandwidths; ``mmd2_unbiased(x, y, (h,))`` is this estimate.
 
     Raises:
         AssertionError: with an explanation when a check fails or ``fn`` is a stub.
@@ -160,7 +162,8 @@ def gradient_penalty(fn: Callable, *, seed: int | None = None) -> None:
     Checks vectors (N, d) and images (N, 1, 4, 4); hints for the norm of the whole batch's gradient, a missing
     square, penalising the squared norm, swapping real and fake, the gradient with respect to the parameters,
     and a norm over one axis of an image only. The result must carry a graph into the critic's parameters
-    (``create_graph=True``) so that it trains the critic.
+    (``create_graph=True``) so that it trains the critic. The course's version,
+    :func:`coursekit.wasserstein.gradient_penalty`, draws ``eps`` itself.
 
     Raises:
         AssertionError: with an explanation when a check fails or ``fn`` is a stub.
