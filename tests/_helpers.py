@@ -15,7 +15,7 @@ def stub(*args):
     raise NotImplementedError
 
 
-def _fails(checker, fn, *patterns, seed=None) -> str:
+def assert_fails(checker, fn, *patterns, seed=None) -> str:
     """Assert that ``checker(fn)`` raises an AssertionError whose message contains every pattern."""
     with pytest.raises(AssertionError) as info:
         checker(fn, seed=seed)

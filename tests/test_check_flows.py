@@ -8,7 +8,7 @@ import torch
 
 from coursekit.check.flows import coupling_forward, coupling_inverse, digits_bits_per_dim
 
-from _helpers import _fails, assert_fresh_inputs_and_seeded, stub
+from _helpers import assert_fails, assert_fresh_inputs_and_seeded, stub
 
 
 # ----------------------------------------------------------------------------- coupling forward / inverse
@@ -46,7 +46,7 @@ def test_fresh_inputs_and_seed_reproduces():
 
 @pytest.mark.parametrize("checker", [coupling_forward, coupling_inverse, digits_bits_per_dim])
 def test_stub_says_not_implemented(checker):
-    _fails(checker, stub, "not implemented yet")
+    assert_fails(checker, stub, "not implemented yet")
 
 
 @pytest.mark.parametrize(
@@ -65,7 +65,7 @@ def test_stub_says_not_implemented(checker):
     ],
 )
 def test_forward_mistakes_are_named(fn, patterns):
-    _fails(coupling_forward, fn, *patterns, seed=0)
+    assert_fails(coupling_forward, fn, *patterns, seed=0)
 
 
 @pytest.mark.parametrize(
@@ -81,7 +81,7 @@ def test_forward_mistakes_are_named(fn, patterns):
     ],
 )
 def test_inverse_mistakes_are_named(fn, patterns):
-    _fails(coupling_inverse, fn, *patterns, seed=1)
+    assert_fails(coupling_inverse, fn, *patterns, seed=1)
 
 
 def test_non_differentiable_log_det_is_caught():
@@ -89,7 +89,7 @@ def test_non_differentiable_log_det_is_caught():
         z, ld = fwd_ok(x, mask, net)
         return z.detach(), ld  # z computed outside autograd
 
-    _fails(coupling_forward, detached, "autograd", seed=2)
+    assert_fails(coupling_forward, detached, "autograd", seed=2)
 
 
 # ----------------------------------------------------------------------------- bits per dimension
@@ -117,4 +117,4 @@ def test_bpd_correct_passes(capsys):
     ],
 )
 def test_bpd_mistakes_are_named(fn, patterns):
-    _fails(digits_bits_per_dim, fn, *patterns, seed=0)
+    assert_fails(digits_bits_per_dim, fn, *patterns, seed=0)

@@ -9,7 +9,7 @@ from torch.nn import functional as F
 
 from coursekit.check.gan import jsd_discrete, mode_counts, non_saturating_loss, optimal_discriminator
 
-from _helpers import _fails, assert_fresh_inputs_and_seeded, stub
+from _helpers import assert_fails, assert_fresh_inputs_and_seeded, stub
 
 
 # ----------------------------------------------------------------------------- the notebook's solutions
@@ -60,7 +60,7 @@ def test_solutions_pass_on_150_seeds(checker, fn, capsys):
 @pytest.mark.parametrize("checker", [optimal_discriminator, non_saturating_loss, jsd_discrete,
                                      mode_counts])
 def test_stub_says_not_implemented(checker):
-    _fails(checker, stub, "not implemented yet")
+    assert_fails(checker, stub, "not implemented yet")
 
 
 def test_fresh_inputs_and_seed_reproduces():
@@ -77,7 +77,7 @@ def test_fresh_inputs_and_seed_reproduces():
     ],
 )
 def test_optimal_discriminator_mistakes(fn, patterns):
-    _fails(optimal_discriminator, fn, *patterns, seed=0)
+    assert_fails(optimal_discriminator, fn, *patterns, seed=0)
 
 
 @pytest.mark.parametrize(
@@ -93,7 +93,7 @@ def test_optimal_discriminator_mistakes(fn, patterns):
     ],
 )
 def test_non_saturating_mistakes(fn, patterns):
-    _fails(non_saturating_loss, fn, *patterns, seed=0)
+    assert_fails(non_saturating_loss, fn, *patterns, seed=0)
 
 
 @pytest.mark.parametrize(
@@ -108,7 +108,7 @@ def test_non_saturating_mistakes(fn, patterns):
     ],
 )
 def test_jsd_mistakes(fn, patterns):
-    _fails(jsd_discrete, fn, *patterns, seed=0)
+    assert_fails(jsd_discrete, fn, *patterns, seed=0)
 
 
 def test_jsd_nan_where_both_zero():
@@ -116,7 +116,7 @@ def test_jsd_nan_where_both_zero():
         m = 0.5 * (p + q)
         return 0.5 * torch.xlogy(p, p / m).sum(-1) + 0.5 * torch.xlogy(q, q / m).sum(-1)
 
-    _fails(jsd_discrete, naive, "0 / 0", seed=7)
+    assert_fails(jsd_discrete, naive, "0 / 0", seed=7)
 
 
 @pytest.mark.parametrize(
@@ -130,4 +130,4 @@ def test_jsd_nan_where_both_zero():
     ],
 )
 def test_mode_counts_mistakes(fn, patterns):
-    _fails(mode_counts, fn, *patterns, seed=0)
+    assert_fails(mode_counts, fn, *patterns, seed=0)

@@ -9,7 +9,7 @@ import torch
 
 from coursekit.check.score import dsm_target, langevin_step, score_jacobian_trace
 
-from _helpers import _fails, stub
+from _helpers import assert_fails, stub
 
 
 # ----------------------------------------------------------------------------- langevin_step
@@ -45,7 +45,7 @@ def test_langevin_step_correct_passes(fn, capsys):
     ids=["stub", "sqrt-2eps", "drift-eps", "no-sqrt", "sign", "no-noise", "own-noise", "shape"],
 )
 def test_langevin_step_mistakes(fn, patterns):
-    _fails(langevin_step, fn, *patterns, seed=1)
+    assert_fails(langevin_step, fn, *patterns, seed=1)
 
 
 def test_langevin_step_in_place_is_caught():
@@ -53,7 +53,7 @@ def test_langevin_step_in_place_is_caught():
         x += 0.5 * e * s + math.sqrt(e) * z
         return x
 
-    _fails(langevin_step, inplace, "in place", seed=2)
+    assert_fails(langevin_step, inplace, "in place", seed=2)
 
 
 # ----------------------------------------------------------------------------- dsm_target
@@ -82,7 +82,7 @@ def test_dsm_target_correct_passes(capsys):
     ids=["stub", "sign", "sigma-not-squared", "float-only", "noise", "no-division", "shape"],
 )
 def test_dsm_target_mistakes(fn, patterns):
-    _fails(dsm_target, fn, *patterns, seed=5)
+    assert_fails(dsm_target, fn, *patterns, seed=5)
 
 
 # ----------------------------------------------------------------------------- score_jacobian_trace
@@ -140,7 +140,7 @@ def trace_hutchinson(score_fn, x):
     ids=["stub", "whole-jacobian", "batch-total", "no-create-graph", "hutchinson"],
 )
 def test_trace_mistakes(fn, patterns):
-    _fails(score_jacobian_trace, fn, *patterns, seed=6)
+    assert_fails(score_jacobian_trace, fn, *patterns, seed=6)
 
 
 def test_checkers_reject_non_callables():

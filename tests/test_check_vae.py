@@ -9,7 +9,7 @@ import torch
 
 from coursekit.check.vae import iwae_from_log_weights, kl_std_normal, reparameterise
 
-from _helpers import _fails, assert_fresh_inputs_and_seeded, stub
+from _helpers import assert_fails, assert_fresh_inputs_and_seeded, stub
 
 
 # ----------------------------------------------------------------------------- kl_std_normal
@@ -66,7 +66,7 @@ def test_checker_leaves_global_rng_alone():
     ],
 )
 def test_kl_wrong_implementations_fail_helpfully(fn, patterns):
-    msg = _fails(kl_std_normal, fn, *patterns)
+    msg = assert_fails(kl_std_normal, fn, *patterns)
     if fn is not stub:
         assert "seed=" in msg
 
@@ -76,7 +76,7 @@ def test_kl_fails_only_on_wide_range():
     def fn(mu, lv):
         return 0.5 * (lv.clamp(max=2.0).exp() + mu**2 - 1 - lv).sum(-1)
 
-    _fails(kl_std_normal, fn, "wider range", "failing input")
+    assert_fails(kl_std_normal, fn, "wider range", "failing input")
 
 
 # ----------------------------------------------------------------------------- reparameterise
@@ -114,7 +114,7 @@ def test_reparameterise_correct_passes(capsys):
     ],
 )
 def test_reparameterise_wrong_implementations_fail_helpfully(fn, patterns):
-    _fails(reparameterise, fn, *patterns)
+    assert_fails(reparameterise, fn, *patterns)
 
 
 def test_reparameterise_wrong_moments_are_caught():
@@ -124,7 +124,7 @@ def test_reparameterise_wrong_moments_are_caught():
             return mu + torch.exp(0.5 * lv) * eps * 1.2
         return mu + torch.exp(0.5 * lv) * eps
 
-    _fails(reparameterise, fn, "wrong moments", "variance")
+    assert_fails(reparameterise, fn, "wrong moments", "variance")
 
 
 # ----------------------------------------------------------------------------- iwae_from_log_weights
@@ -166,7 +166,7 @@ def test_iwae_correct_passes(capsys):
     ],
 )
 def test_iwae_wrong_implementations_fail_helpfully(fn, patterns):
-    _fails(iwae_from_log_weights, fn, *patterns)
+    assert_fails(iwae_from_log_weights, fn, *patterns)
 
 
 def test_iwae_k1_check():
@@ -174,7 +174,7 @@ def test_iwae_k1_check():
     def fn(lw):
         return iw_ok(lw) if lw.shape[0] > 1 else lw[0] - 1.0
 
-    _fails(iwae_from_log_weights, fn, "k = 1", "single log weight")
+    assert_fails(iwae_from_log_weights, fn, "k = 1", "single log weight")
 
 
 def test_checker_rejects_non_callable():

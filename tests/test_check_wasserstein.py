@@ -7,7 +7,7 @@ import torch
 from coursekit import wasserstein
 from coursekit.check.wasserstein import density_ratio_from_logits, gradient_penalty, mmd2_unbiased
 
-from _helpers import _fails, stub
+from _helpers import assert_fails, stub
 
 
 def ratio_ok(logits):
@@ -127,7 +127,7 @@ def test_the_chapters_module_passes_its_checkers(capsys):
 
 @pytest.mark.parametrize("checker", [density_ratio_from_logits, mmd2_unbiased, gradient_penalty])
 def test_stub_says_not_implemented(checker):
-    _fails(checker, stub, "not implemented yet")
+    assert_fails(checker, stub, "not implemented yet")
 
 
 @pytest.mark.parametrize("fn, patterns", [
@@ -138,7 +138,7 @@ def test_stub_says_not_implemented(checker):
     (lambda lg: torch.exp(lg)[:, None], ["shape"]),
 ])
 def test_ratio_mistakes_are_named(fn, patterns):
-    _fails(density_ratio_from_logits, fn, *patterns, seed=0)
+    assert_fails(density_ratio_from_logits, fn, *patterns, seed=0)
 
 
 @pytest.mark.parametrize("fn, patterns", [
@@ -150,7 +150,7 @@ def test_ratio_mistakes_are_named(fn, patterns):
     (mmd_numpy, ["differentiable"]),
 ])
 def test_mmd_mistakes_are_named(fn, patterns):
-    _fails(mmd2_unbiased, fn, *patterns, seed=1)
+    assert_fails(mmd2_unbiased, fn, *patterns, seed=1)
 
 
 @pytest.mark.parametrize("fn, patterns", [
@@ -161,7 +161,7 @@ def test_mmd_mistakes_are_named(fn, patterns):
     (gp_axis, ["ALL non-batch"]),
 ])
 def test_gradient_penalty_mistakes_are_named(fn, patterns):
-    _fails(gradient_penalty, fn, *patterns, seed=2)
+    assert_fails(gradient_penalty, fn, *patterns, seed=2)
 
 
 def test_seed_reproduces_message():
