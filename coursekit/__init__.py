@@ -20,6 +20,7 @@ __all__ = [
     "vae",  # 04
     "flows",  # 05
     "gan",  # 06
+    "wasserstein",  # 07
     "diffusion",  # 08
     "score",  # 09
     # the exercise checkers, one module per concept module
