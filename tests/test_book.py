@@ -126,6 +126,28 @@ def page_html(html_dir: Path, source: Path) -> Path:
     return html_dir / source.relative_to(REPO).with_suffix(".html")
 
 
+PART = re.compile(r"^\*\*(Part [IVX]+: [^*]+)\*\*$")
+CHAPTER = re.compile(r"^- (\d\d) (?:\[([^\]]+)\]\(\.\./(notebooks/[^)]+\.ipynb)\)|(.+))")
+
+
+def landing_page_plan() -> list[tuple[str, list[tuple[str, str, str | None]]]]:
+    """The plan on book/intro.md: ``[(part caption, [(chapter number, title, linked notebook or None)])]``."""
+    plan: list[tuple[str, list]] = []
+    for line in (REPO / "book" / "intro.md").read_text(encoding="utf-8").splitlines():
+        if m := PART.match(line.strip()):
+            plan.append((m.group(1), []))
+        elif plan and (m := CHAPTER.match(line)):
+            number, linked_title, link, plain_title = m.groups()
+            plan[-1][1].append((number, linked_title or plain_title.strip(), link))
+    return plan
+
+
+def toc_parts() -> list[tuple[str, list[str]]]:
+    """``[(caption, [file, ...])]`` of the _toc.yml parts that are course parts ("Part ...")."""
+    return [(p["caption"], [c["file"] for c in p.get("chapters", [])])
+            for p in TOC.get("parts", []) if p.get("caption", "").startswith("Part ")]
+
+
 # --------------------------------------------------------------------------------------------
 # fast: configuration and notebooks
 
@@ -167,6 +189,33 @@ def test_repository_url_is_a_github_repo():
     assert url.scheme == "https" and url.netloc == "github.com"
     assert len(url.path.strip("/").split("/")) == 2, f"expected https://github.com/<org>/<repo>, got {repo_url()}"
     assert CONFIG["launch_buttons"]["colab_url"] == "https://colab.research.google.com"
+
+
+def test_landing_page_plans_fourteen_chapters_in_six_parts():
+    plan = landing_page_plan()
+    numerals = ["I", "II", "III", "IV", "V", "VI"]
+    assert [caption.split(":")[0] for caption, _ in plan] == [f"Part {n}" for n in numerals]
+    numbers = [number for _, chapters in plan for number, _, _ in chapters]
+    assert numbers == [f"{i:02d}" for i in range(1, 15)]
+
+
+def test_landing_page_links_exactly_the_written_chapters():
+    """A chapter with a notebook is a link to it; a chapter still to be written is a plain title."""
+    for _, chapters in landing_page_plan():
+        for number, title, link in chapters:
+            written = sorted(p.relative_to(REPO).as_posix() for p in NOTEBOOKS if p.name.startswith(f"{number}_"))
+            assert [link] == written if written else link is None, (
+                f"book/intro.md, chapter {number} {title!r}: links {link}, but the notebooks are {written}"
+            )
+
+
+def test_toc_parts_follow_the_landing_page():
+    """Each _toc.yml part has the caption of a part of the plan, in the plan's order, and lists that part's
+    written chapters; a part with no written chapter is left out."""
+    plan = {caption: [link.removesuffix(".ipynb") for _, _, link in chapters if link]
+            for caption, chapters in landing_page_plan()}
+    expected = [(caption, files) for caption, files in plan.items() if files]
+    assert toc_parts() == expected
 
 
 def test_there_are_chapters():
