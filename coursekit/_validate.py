@@ -16,6 +16,7 @@ from __future__ import annotations
 import numbers
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 
 __all__ = [
@@ -28,10 +29,21 @@ __all__ = [
     "check_probability",
     "check_choice",
     "check_broadcastable",
+    "check_same_shape",
+    "check_floating",
+    "check_nonnegative_float",
+    "check_matrix",
+    "check_batch",
+    "check_all_positive",
+    "check_weights",
+    "check_nonempty",
+    "check_log_values",
+    "check_covariance",
     "check_scores",
     "check_probability_vectors",
     "PROBABILITY_SUM_ATOL",
     "check_points",
+    "check_class_labels",
 ]
 
 
@@ -151,11 +163,7 @@ def check_positive_float(name: str, v) -> float:
         TypeError: if ``v`` is not a real number.
         ValueError: if ``v`` is not finite or ``v <= 0``.
     """
-    if isinstance(v, torch.Tensor) and v.numel() == 1:
-        v = v.item()
-    if isinstance(v, bool) or not isinstance(v, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {type(v).__name__}")
-    v = float(v)
+    v = _as_float(name, v)
     if not (v > 0 and v != float("inf")):  # also false for NaN
         raise ValueError(f"{name} must be a finite number > 0, got {v}")
     return v
@@ -208,12 +216,189 @@ def check_broadcastable(**tensors: torch.Tensor) -> torch.Size:
         raise ValueError(f"shapes do not broadcast: {desc}") from None
 
 
+def check_same_shape(**tensors: torch.Tensor) -> torch.Size:
+    """Check that the named tensors all have the same shape (no broadcasting) and return it.
+
+    Example: ``check_same_shape(x0=x0, noise=noise)``.
+
+    Raises:
+        ValueError: naming every tensor and its shape if the shapes differ.
+    """
+    shapes = {k: tuple(v.shape) for k, v in tensors.items()}
+    if len(set(shapes.values())) > 1:
+        desc = ", ".join(f"{k} {s}" for k, s in shapes.items())
+        raise ValueError(f"{' and '.join(shapes)} must have the same shape, got {desc}")
+    return next(iter(tensors.values())).shape if tensors else torch.Size()
+
+
+def check_floating(name: str, t, *, finite: bool = True) -> torch.Tensor:
+    """Check that ``t`` is a floating-point tensor (float16, bfloat16, float32 or float64) and, unless
+    ``finite=False``, that every entry is finite.
+
+    Raises:
+        TypeError: if ``t`` is not a tensor, or has an integer, boolean or complex dtype.
+        ValueError: if ``finite`` and ``t`` contains NaN or Inf (see :func:`check_finite`).
+    """
+    check_tensor(name, t)
+    if not t.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor (e.g. float32 or float64), got dtype {t.dtype}")
+    return check_finite(name, t) if finite else t
+
+
+def check_nonnegative_float(name: str, v) -> float:
+    """Check that ``v`` is a finite real number >= 0 (a python number or a 1-element tensor).
+
+    Returns:
+        ``v`` as a python ``float``.
+
+    Raises:
+        TypeError: if ``v`` is not a real number (``bool`` is rejected).
+        ValueError: if ``v`` is NaN, infinite or negative.
+    """
+    v = _as_float(name, v)
+    if not (v >= 0 and v != float("inf")):  # also false for NaN
+        raise ValueError(f"{name} must be a finite number >= 0, got {v}")
+    return v
+
+
+def check_matrix(name: str, x, dim: int | None = None, *, min_rows: int = 1) -> torch.Tensor:
+    """Check a data matrix: a finite floating-point tensor of shape ``(N, D)``, one example per row.
+
+    Args:
+        name: the argument's name, for the message.
+        x: the tensor to check.
+        dim: the required number of columns D (``None``: any D >= 1).
+        min_rows: the smallest number of rows N accepted (default 1; 0 accepts an empty batch).
+
+    Raises:
+        TypeError: if ``x`` is not a floating-point tensor.
+        ValueError: if ``x`` is not 2-D, has the wrong D, fewer than ``min_rows`` rows, no columns, or NaN/Inf.
+    """
+    check_floating(name, x, finite=False)
+    check_shape(name, x, ("N", "D" if dim is None else dim))
+    if x.shape[0] < min_rows or x.shape[1] < 1:
+        raise ValueError(f"{name} must have shape (N, D) with N >= {min_rows} and D >= 1, got shape {tuple(x.shape)}")
+    return check_finite(name, x)
+
+
+def check_batch(name: str, x) -> torch.Tensor:
+    """Check a batch of examples of any shape: a finite floating-point tensor of shape ``(N, ...)``.
+
+    Raises:
+        TypeError: if ``x`` is not a floating-point tensor.
+        ValueError: if ``x`` is 0-dimensional (no batch dimension) or contains NaN/Inf.
+    """
+    check_floating(name, x, finite=False)
+    if x.ndim < 1:
+        raise ValueError(f"{name} must have a batch dimension, shape (N, ...), got a 0-d tensor")
+    return check_finite(name, x)
+
+
+def check_all_positive(name: str, t: torch.Tensor) -> torch.Tensor:
+    """Check that every entry of tensor ``t`` is finite and > 0 (standard deviations, noise levels, widths).
+
+    Raises:
+        TypeError: if ``t`` is not a tensor.
+        ValueError: if an entry is NaN/Inf or <= 0; the message gives the minimum.
+    """
+    check_finite(name, t)
+    if bool((t <= 0).any()):
+        raise ValueError(f"{name} must be > 0, got minimum {float(t.min()):g}")
+    return t
+
+
+def check_weights(name: str, w: torch.Tensor) -> torch.Tensor:
+    """Check unnormalised mixture weights: finite entries >= 0 with a positive sum (normalise with ``w / w.sum()``).
+
+    Raises:
+        TypeError: if ``w`` is not a tensor.
+        ValueError: if an entry is NaN/Inf or negative, or all entries are 0.
+    """
+    check_finite(name, w)
+    if bool((w < 0).any()) or float(w.sum()) <= 0:
+        raise ValueError(f"{name} must be >= 0 with a positive sum (mixture weights), got {w.tolist()}")
+    return w
+
+
+def check_nonempty(name: str, t: torch.Tensor) -> torch.Tensor:
+    """Check that tensor ``t`` has at least one entry.
+
+    Raises:
+        TypeError: if ``t`` is not a tensor.
+        ValueError: if ``t.numel() == 0``.
+    """
+    check_tensor(name, t)
+    if t.numel() == 0:
+        raise ValueError(f"{name} must have at least one entry, got shape {tuple(t.shape)}")
+    return t
+
+
+def check_log_values(name: str, t) -> torch.Tensor:
+    """Check values in the log domain (log weights, log-probabilities): a floating-point tensor without NaN
+    or +inf. ``-inf``, the log of a zero weight, is allowed.
+
+    Raises:
+        TypeError: if ``t`` is not a floating-point tensor.
+        ValueError: if ``t`` contains NaN or +inf; the message counts them.
+    """
+    check_floating(name, t, finite=False)
+    if bool(torch.isnan(t).any()) or bool(torch.isposinf(t).any()):
+        raise ValueError(
+            f"{name} must not contain NaN or +inf (-inf, a zero weight, is allowed), but it has "
+            f"{int(torch.isnan(t).sum())} NaN and {int(torch.isposinf(t).sum())} +inf entries (shape {tuple(t.shape)})"
+        )
+    return t
+
+
+def check_covariance(name: str, s, dim: int | None = None):
+    """Check a covariance matrix: shape ``(D, D)``, finite, symmetric and positive semi-definite up to round-off.
+
+    Accepts a numpy array or a tensor (any device) and checks it in float64. With
+    ``scale = max(1, max |S_ij|)``: every ``|S_ij - S_ji| <= 1e-6 * scale``, and the smallest eigenvalue of
+    ``(S + S^T) / 2`` is ``>= -1e-6 * scale`` (round-off makes tiny negative eigenvalues; a clearly negative
+    one means ``s`` is not a covariance matrix).
+
+    Args:
+        name: the argument's name, for the message. s: the matrix. dim: the required D (``None``: any).
+
+    Returns:
+        ``s`` unchanged (symmetrise it with ``(s + s.T) / 2`` if exact symmetry matters downstream).
+
+    Raises:
+        ValueError: for a wrong shape, NaN/Inf, an asymmetric matrix or a negative eigenvalue.
+    """
+    a = s.detach().to("cpu", torch.float64).numpy() if isinstance(s, torch.Tensor) else np.asarray(s, np.float64)
+    if a.ndim != 2 or a.shape[0] != a.shape[1] or (dim is not None and a.shape[0] != dim):
+        want = "(D, D)" if dim is None else f"({dim}, {dim})"
+        raise ValueError(f"{name} must be a {want} covariance matrix, got shape {a.shape}")
+    if not np.isfinite(a).all():
+        raise ValueError(f"{name} must be finite, but it has {int(np.isnan(a).sum())} NaN and "
+                         f"{int(np.isinf(a).sum())} Inf entries (shape {a.shape})")
+    scale = max(1.0, float(np.abs(a).max())) if a.size else 1.0
+    if not np.allclose(a, a.T, rtol=0.0, atol=1e-6 * scale):
+        raise ValueError(f"{name} must be symmetric (a covariance matrix); max |S - S^T| = "
+                         f"{float(np.abs(a - a.T).max()):.3g}")
+    w_min = float(np.linalg.eigvalsh(0.5 * (a + a.T))[0]) if a.size else 0.0
+    if w_min < -1e-6 * scale:
+        raise ValueError(f"{name} must be positive semi-definite (a covariance matrix); its smallest "
+                         f"eigenvalue is {w_min:.3g}")
+    return s
+
+
 def _as_int(name: str, v) -> int:
     if isinstance(v, torch.Tensor) and v.numel() == 1 and not v.is_floating_point():
         v = v.item()
     if isinstance(v, bool) or not isinstance(v, numbers.Integral):
         raise TypeError(f"{name} must be an integer, got {type(v).__name__} ({v!r})")
     return int(v)
+
+
+def _as_float(name: str, v) -> float:
+    if isinstance(v, torch.Tensor) and v.numel() == 1:
+        v = v.item()
+    if isinstance(v, bool) or not isinstance(v, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(v).__name__}")
+    return float(v)
 
 
 def check_scores(name: str, t) -> torch.Tensor:
@@ -295,3 +480,22 @@ def check_points(name: str, x) -> torch.Tensor:
         raise ValueError(f"{name} must have shape (N,) or (N, ...), got {tuple(x.shape)}")
     check_finite(name, x)
     return x.reshape(x.shape[0], -1)
+
+
+def check_class_labels(name: str, y, n: int, n_classes: int) -> torch.Tensor:
+    """Check ``n`` class labels, one per example, and return them as int64.
+
+    Accepts an integer tensor (int64, int32, int16 or uint8) of shape ``(n,)`` with values in
+    ``0..n_classes - 1``.
+
+    Raises:
+        TypeError: if ``y`` is not an integer tensor.
+        ValueError: if its shape is not ``(n,)`` or a label is out of range (the message gives the range seen).
+    """
+    if not isinstance(y, torch.Tensor) or y.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
+        raise TypeError(f"{name} must be an integer tensor, got {getattr(y, 'dtype', type(y).__name__)}")
+    if y.shape != (n,):
+        raise ValueError(f"{name} must have shape ({n},), one entry per example, got {tuple(y.shape)}")
+    if n > 0 and (int(y.min()) < 0 or int(y.max()) >= n_classes):
+        raise ValueError(f"{name} must lie in 0..{n_classes - 1}, got values in {int(y.min())}..{int(y.max())}")
+    return y.to(torch.int64)
