@@ -27,7 +27,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ._validate import check_choice, check_finite, check_positive_int, check_shape
+from ._validate import (
+    check_all_positive,
+    check_choice,
+    check_finite,
+    check_nonempty,
+    check_nonnegative_float,
+    check_positive_float,
+    check_positive_int,
+    check_shape,
+    check_weights,
+)
 
 __all__ = [
     "DIGITS_SPLIT_SIZES",
@@ -59,7 +69,9 @@ _DIGITS_SPLIT_SEED = 0
 @functools.lru_cache(maxsize=1)
 def _digits_numpy() -> tuple[np.ndarray, np.ndarray]:
     """All 1797 digits as (images uint8 (1797, 64) in 0..16, labels int64 (1797,)), read once and cached."""
-    from sklearn.datasets import load_digits as _sk_load_digits  # bundled with scikit-learn, offline
+    # Imported on first use: sklearn.datasets takes seconds to import and only the digits need it (the data is
+    # bundled with scikit-learn, so this works offline).
+    from sklearn.datasets import load_digits as _sk_load_digits
 
     bunch = _sk_load_digits()
     images = bunch.data.astype(np.uint8)  # stored as float64 with integer values 0..16
@@ -137,13 +149,6 @@ def _generator(seed: int) -> torch.Generator:
     return torch.Generator(device="cpu").manual_seed(seed)
 
 
-def _check_nonneg_float(name: str, v) -> float:
-    v = float(v)
-    if not math.isfinite(v) or v < 0:
-        raise ValueError(f"{name} must be a finite number >= 0, got {v}")
-    return v
-
-
 def two_moons(n: int, noise: float = 0.1, *, seed: int = 0, device=None) -> torch.Tensor:
     """Sample ``n`` points from two interleaving half circles ("two moons").
 
@@ -165,7 +170,7 @@ def two_moons(n: int, noise: float = 0.1, *, seed: int = 0, device=None) -> torc
         TypeError / ValueError: for a non-integer or non-positive ``n``, or a negative ``noise``.
     """
     n = check_positive_int("n", n)
-    noise = _check_nonneg_float("noise", noise)
+    noise = check_nonnegative_float("noise", noise)
     g = _generator(seed)
     t = torch.rand(n, generator=g) * math.pi
     upper = torch.rand(n, generator=g) < 0.5
@@ -200,7 +205,7 @@ def swiss_roll(n: int, noise: float = 0.5, *, seed: int = 0, device=None) -> tor
         TypeError / ValueError: for a bad ``n`` or a negative ``noise``.
     """
     n = check_positive_int("n", n)
-    noise = _check_nonneg_float("noise", noise)
+    noise = check_nonnegative_float("noise", noise)
     g = _generator(seed)
     t = 1.5 * math.pi * (1.0 + 2.0 * torch.rand(n, generator=g))
     pts = torch.stack([t * torch.cos(t), t * torch.sin(t)], dim=1)
@@ -240,28 +245,22 @@ def gaussian_mixture(
     """
     n = check_positive_int("n", n)
     means = torch.as_tensor(means, dtype=torch.float32).cpu()
-    if means.ndim != 2 or means.shape[0] < 1:
-        raise ValueError(f"means must have shape (k, d) with k >= 1, got shape {tuple(means.shape)}")
+    check_nonempty("means", check_shape("means", means, ("k", "d")))
     check_finite("means", means)
     k, d = means.shape
-    stds = torch.as_tensor(stds, dtype=torch.float32).cpu()
-    check_finite("stds", stds)
+    stds = check_finite("stds", torch.as_tensor(stds, dtype=torch.float32).cpu())
     if stds.ndim == 0:
         stds = stds.expand(k, d)
     elif stds.shape == (k,):
         stds = stds[:, None].expand(k, d)
     elif stds.shape != (k, d):
         raise ValueError(f"stds must be a scalar, shape ({k},) or ({k}, {d}); got shape {tuple(stds.shape)}")
-    if bool((stds <= 0).any()):
-        raise ValueError(f"stds must be > 0, got minimum {float(stds.min()):g}")
+    check_all_positive("stds", stds)
     if weights is None:
         weights = torch.full((k,), 1.0 / k)
     else:
         weights = torch.as_tensor(weights, dtype=torch.float32).cpu()
-        check_shape("weights", weights, (k,))
-        check_finite("weights", weights)
-        if bool((weights < 0).any()) or float(weights.sum()) <= 0:
-            raise ValueError(f"weights must be >= 0 with a positive sum, got {weights.tolist()}")
+        check_weights("weights", check_shape("weights", weights, (k,)))
         weights = weights / weights.sum()
     g = _generator(seed)
     comp = torch.multinomial(weights, n, replacement=True, generator=g)  # (n,) component index
@@ -282,9 +281,7 @@ def ring_modes(n_modes: int = 8, radius: float = 2.0, *, device=None) -> torch.T
         TypeError / ValueError: for a bad ``n_modes`` or a non-positive ``radius``.
     """
     n_modes = check_positive_int("n_modes", n_modes)
-    radius = _check_nonneg_float("radius", radius)
-    if radius == 0:
-        raise ValueError("radius must be > 0")
+    radius = check_positive_float("radius", radius)
     angles = 2.0 * math.pi * torch.arange(n_modes, dtype=torch.float64) / n_modes
     centres = radius * torch.stack([torch.cos(angles), torch.sin(angles)], dim=1)
     return centres.to(device=device, dtype=torch.float32)
@@ -330,9 +327,7 @@ def grid_modes(side: int = 5, spacing: float = 2.0, *, device=None) -> torch.Ten
         TypeError / ValueError: for a bad ``side`` or a non-positive ``spacing``.
     """
     side = check_positive_int("side", side)
-    spacing = _check_nonneg_float("spacing", spacing)
-    if spacing == 0:
-        raise ValueError("spacing must be > 0")
+    spacing = check_positive_float("spacing", spacing)
     coords = spacing * (torch.arange(side, dtype=torch.float64) - (side - 1) / 2.0)
     gx, gy = torch.meshgrid(coords, coords, indexing="ij")
     centres = torch.stack([gx.reshape(-1), gy.reshape(-1)], dim=1)
@@ -496,7 +491,7 @@ def _download(root: Path, fname: str, md5: str, kind: str) -> None:
         try:
             pooch.retrieve(base + fname, known_hash=f"md5:{md5}", fname=fname, path=root, progressbar=True)
             return
-        except Exception as err:  # network errors differ between backends; try the next mirror
+        except Exception as err:  # noqa: BLE001 - requests, ftplib and hash errors differ: try the next mirror
             errors.append(f"{base}: {err}")
     raise RuntimeError(f"could not download {fname}; tried:\n  " + "\n  ".join(errors))
 

@@ -33,7 +33,17 @@ import numbers
 
 import torch
 
-from ._validate import check_choice, check_finite, check_positive_int, check_tensor
+from ._validate import (
+    check_batch,
+    check_choice,
+    check_floating,
+    check_nonempty,
+    check_nonnegative_float,
+    check_positive_int,
+    check_same_shape,
+    check_shape,
+    check_tensor,
+)
 
 __all__ = [
     "SCHEDULES",
@@ -73,27 +83,14 @@ SCHEDULES = ("linear", "cosine")
 # ------------------------------------------------------------------------------------------------
 
 
-def _check_images(name: str, x) -> torch.Tensor:
-    check_tensor(name, x)
-    if x.dtype not in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
-        raise TypeError(f"{name} must be a floating-point tensor (float32 images in [-1, 1]), got dtype {x.dtype}")
-    if x.ndim < 1:
-        raise ValueError(f"{name} must have a batch dimension, shape (N, ...), got a 0-d tensor")
-    return check_finite(name, x)
-
-
-def _check_schedule_tensor(name: str, a) -> torch.Tensor:
+def _check_schedule(name: str, a) -> torch.Tensor:
     """A per-step schedule (betas or alphas_cumprod): a finite floating-point tensor of shape (T,), T >= 1."""
-    check_tensor(name, a)
-    if not a.is_floating_point():
-        raise TypeError(f"{name} must be a floating-point tensor, got dtype {a.dtype}")
-    if a.ndim != 1 or a.numel() < 1:
-        raise ValueError(f"{name} must have shape (T,) with T >= 1, got shape {tuple(a.shape)}")
-    return check_finite(name, a)
+    return check_nonempty(name, check_shape(name, check_floating(name, a), ("T",)))
 
 
 def _check_alphas_cumprod(a) -> torch.Tensor:
-    _check_schedule_tensor("alphas_cumprod", a)
+    """A schedule that is a cumulative product of 1 - beta_t: in (0, 1] and non-increasing in t."""
+    _check_schedule("alphas_cumprod", a)
     if bool((a <= 0).any()) or bool((a > 1).any()):
         raise ValueError(
             f"alphas_cumprod must lie in (0, 1] (a product of 1 - beta_t), got values in "
@@ -146,18 +143,12 @@ def _abar_prev(alphas_cumprod: torch.Tensor) -> torch.Tensor:
     return torch.cat([a.new_ones(1), a[:-1]])
 
 
-def _same_shape(**tensors):
-    shapes = {k: tuple(v.shape) for k, v in tensors.items()}
-    if len(set(shapes.values())) != 1:
-        raise ValueError("tensors must have the same shape: " + ", ".join(f"{k} {s}" for k, s in shapes.items()))
-
-
 def _images_at_t(t, alphas_cumprod, like: str, **images):
     """Validate same-shape image batches, the schedule and ``t``; return ``(alphas_cumprod (T,), t (N,) int64)``
     on the device of ``images[like]`` (the batch the result is computed like)."""
     for name, x in images.items():
-        _check_images(name, x)
-    _same_shape(**images)
+        check_batch(name, x)
+    check_same_shape(**images)
     a = _check_alphas_cumprod(alphas_cumprod)
     ref = images[like]
     return a, _check_t(t, a.numel(), ref.shape[0], ref.device)
@@ -232,7 +223,7 @@ def alphas_cumprod_from_betas(betas: torch.Tensor) -> torch.Tensor:
     Raises:
         TypeError: non-float input. ValueError: wrong shape, NaN/Inf, betas outside [0, 1).
     """
-    _check_schedule_tensor("betas", betas)
+    _check_schedule("betas", betas)
     if bool((betas < 0).any()) or bool((betas >= 1).any()):
         raise ValueError(f"betas must lie in [0, 1), got values in [{float(betas.min()):.3g}, {float(betas.max()):.3g}]")
     return torch.cumprod(1.0 - betas.to(torch.float64), dim=0)
@@ -295,9 +286,9 @@ def q_step(x_prev: torch.Tensor, t, noise: torch.Tensor, betas: torch.Tensor) ->
     Returns:
         the next state, same shape/dtype/device as ``x_prev``.
     """
-    _check_images("x_prev", x_prev)
-    _check_images("noise", noise)
-    _same_shape(x_prev=x_prev, noise=noise)
+    check_batch("x_prev", x_prev)
+    check_batch("noise", noise)
+    check_same_shape(x_prev=x_prev, noise=noise)
     a = alphas_cumprod_from_betas(betas)  # validates betas
     t = _check_t(t, a.numel(), x_prev.shape[0], x_prev.device)
     b = _gather(betas.to(torch.float64), t, x_prev)
@@ -316,7 +307,7 @@ def simulate_forward_chain(x0: torch.Tensor, betas: torch.Tensor, keep, *, gener
     Returns:
         dict ``{t: x_t}`` (each same shape/dtype as ``x0``).
     """
-    _check_images("x0", x0)
+    check_batch("x0", x0)
     T = alphas_cumprod_from_betas(betas).numel()
     keep = sorted({int(_check_t(int(k), T, 1, "cpu", name="keep")[0]) for k in keep})
     out, x = {}, x0
@@ -419,8 +410,8 @@ def p_mean_variance(eps: torch.Tensor, xt: torch.Tensor, t, alphas_cumprod: torc
 def _noise_like(x, noise, generator):
     if noise is None:
         return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-    _check_images("noise", noise)
-    _same_shape(xt=x, noise=noise)
+    check_batch("noise", noise)
+    check_same_shape(xt=x, noise=noise)
     return noise
 
 
@@ -470,16 +461,14 @@ def ddim_step(eps: torch.Tensor, xt: torch.Tensor, t, t_prev, alphas_cumprod: to
     Returns:
         :math:`x_{t'}`, same shape/dtype as ``xt``.
     """
-    _check_images("xt", xt)
+    check_batch("xt", xt)
     a = _check_alphas_cumprod(alphas_cumprod)
     T, n = a.numel(), xt.shape[0]
     tt = _check_t(t, T, n, xt.device)
     tp = _check_t(t_prev, T, n, xt.device, name="t_prev", allow_minus_one=True)
     if bool((tp >= tt).any()):
         raise ValueError("t_prev must be smaller than t (DDIM steps go backwards in time)")
-    eta = float(eta)
-    if not (eta >= 0 and math.isfinite(eta)):
-        raise ValueError(f"eta must be a finite number >= 0, got {eta}")
+    eta = check_nonnegative_float("eta", eta)
     x0_hat = predict_x0_from_eps(xt, tt, eps, a)
     if clip:
         x0_hat = x0_hat.clamp(-1.0, 1.0)
@@ -507,7 +496,7 @@ def ddim_timesteps(T: int, n_steps: int) -> list[int]:
     if n_steps > T:
         raise ValueError(f"n_steps must be <= T = {T}, got {n_steps}")
     ratio = T / n_steps
-    return [int(round(T - i * ratio)) - 1 for i in range(n_steps)]
+    return [round(T - i * ratio) - 1 for i in range(n_steps)]
 
 
 @torch.no_grad()
@@ -529,7 +518,7 @@ def ddpm_sample(model, shape, alphas_cumprod: torch.Tensor, *, generator=None, d
     a = _check_alphas_cumprod(alphas_cumprod)
     device = device if device is not None else next(model.parameters()).device
     x = torch.randn(tuple(shape), generator=generator, device=device)
-    keep, states = set(int(k) for k in keep), {}
+    keep, states = {int(k) for k in keep}, {}
     for t in range(a.numel() - 1, -1, -1):
         if t in keep:
             states[t] = x
@@ -596,9 +585,9 @@ def sample_timesteps(n: int, T: int, *, method: str = "uniform", generator=None,
 def l_simple(eps_hat: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
     r"""Per-image :math:`\lVert\varepsilon - \hat\varepsilon\rVert^2` *averaged* over pixels (Ho eq. 14 up to
     the factor D; the mean keeps learning rates independent of the image size). Returns float (N,)."""
-    _check_images("eps_hat", eps_hat)
-    _check_images("eps", eps)
-    _same_shape(eps_hat=eps_hat, eps=eps)
+    check_batch("eps_hat", eps_hat)
+    check_batch("eps", eps)
+    check_same_shape(eps_hat=eps_hat, eps=eps)
     return ((eps - eps_hat) ** 2).reshape(eps.shape[0], -1).mean(dim=1)
 
 
@@ -616,7 +605,7 @@ def diffusion_loss(model, x0: torch.Tensor, alphas_cumprod: torch.Tensor, *, tim
     Returns:
         scalar loss tensor (mean squared error per pixel, dimensionless).
     """
-    _check_images("x0", x0)
+    check_batch("x0", x0)
     a = _check_alphas_cumprod(alphas_cumprod)
     t = sample_timesteps(x0.shape[0], a.numel(), method=time_sampler, generator=generator, device=x0.device)
     eps = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
@@ -682,7 +671,7 @@ def discretized_gaussian_log_likelihood(x: torch.Tensor, mean: torch.Tensor, log
     levels = check_positive_int("levels", levels)
     if levels < 2:
         raise ValueError(f"levels must be >= 2, got {levels}")
-    _check_images("x", x)
+    check_batch("x", x)
     half = 1.0 / (levels - 1)
     x64 = x.to(torch.float64)
     k = (x64 + 1) / (2 * half)
@@ -724,7 +713,7 @@ def vlb_terms(model, x0: torch.Tensor, alphas_cumprod: torch.Tensor, *, levels: 
         the bound on :math:`-\log p_\theta(x_0)`; and ``mse`` (T, N) the summed squared noise errors
         (row ``t`` for code index ``t``).
     """
-    _check_images("x0", x0)
+    check_batch("x0", x0)
     a = _check_alphas_cumprod(alphas_cumprod).to(x0.device)
     T, n = a.numel(), x0.shape[0]
     if T < 2:
@@ -766,7 +755,7 @@ def vlb_terms(model, x0: torch.Tensor, alphas_cumprod: torch.Tensor, *, levels: 
 def to_model_space(x: torch.Tensor) -> torch.Tensor:
     """Images in [0, 1] -> [-1, 1] (``2x - 1``), the range the forward process assumes (signal variance
     about 1, like the noise). Raises ValueError outside [0, 1]."""
-    _check_images("x", x)
+    check_batch("x", x)
     if x.numel() and (float(x.min()) < 0 or float(x.max()) > 1):
         raise ValueError(f"x must lie in [0, 1], got [{float(x.min()):.3g}, {float(x.max()):.3g}]")
     return 2 * x - 1
@@ -774,5 +763,5 @@ def to_model_space(x: torch.Tensor) -> torch.Tensor:
 
 def to_image_space(x: torch.Tensor) -> torch.Tensor:
     """Model outputs in [-1, 1] -> images in [0, 1] (``(x + 1) / 2``, clipped), e.g. for plots and metrics."""
-    _check_images("x", x)
+    check_batch("x", x)
     return ((x + 1) / 2).clamp(0.0, 1.0)

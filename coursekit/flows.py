@@ -46,12 +46,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from itertools import pairwise
 
 import torch
 from torch import nn
 
-from . import metrics
-from ._validate import check_finite, check_positive_int, check_shape, check_tensor
+from ._validate import check_matrix, check_nonnegative_float, check_positive_float, check_positive_int
+from .metrics import discrete_nll_to_bits_per_dim, uniform_dequantize
 from .nets import MLP
 
 __all__ = [
@@ -86,15 +87,6 @@ LOG_2PI = math.log(2.0 * math.pi)
 DIGITS_LEVELS = 17
 
 
-def _check_input(name: str, x, dim: int | None = None) -> torch.Tensor:
-    check_tensor(name, x)
-    if not x.is_floating_point():
-        raise TypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
-    check_shape(name, x, ("N", dim))
-    check_finite(name, x)
-    return x
-
-
 def standard_normal_log_prob(z: torch.Tensor) -> torch.Tensor:
     r"""Log-density of :math:`\mathcal{N}(0, \mathbf{I}_D)` at each row of ``z``.
 
@@ -109,7 +101,7 @@ def standard_normal_log_prob(z: torch.Tensor) -> torch.Tensor:
     Raises:
         TypeError / ValueError: for a non-tensor, a wrong rank or NaN/Inf.
     """
-    _check_input("z", z)
+    check_matrix("z", z)
     return -0.5 * (z**2).sum(-1) - 0.5 * z.shape[-1] * LOG_2PI
 
 
@@ -126,11 +118,11 @@ class FlowLayer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Data -> latent: ``(z, log|det dz/dx|)``, shapes (N, D) and (N,)."""
-        return self._forward(_check_input("x", x, self.dim))
+        return self._forward(check_matrix("x", x, self.dim))
 
     def inverse(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Latent -> data: ``(x, log|det dx/dz|)``, shapes (N, D) and (N,)."""
-        return self._inverse(_check_input("z", z, self.dim))
+        return self._inverse(check_matrix("z", z, self.dim))
 
     def _forward(self, x):  # pragma: no cover - abstract
         raise NotImplementedError
@@ -186,7 +178,7 @@ class Permute(FlowLayer):
         self.register_buffer("inv_perm", torch.argsort(perm))
 
     @classmethod
-    def reverse(cls, dim: int) -> "Permute":
+    def reverse(cls, dim: int) -> Permute:
         """The reversal D-1, ..., 0 (the permutation MAF uses between layers)."""
         return cls(torch.arange(check_positive_int("dim", dim) - 1, -1, -1))
 
@@ -220,8 +212,8 @@ class LogitTransform(FlowLayer):
 
     def __init__(self, dim: int, alpha: float = 0.05):
         super().__init__(dim)
-        alpha = float(alpha)
-        if not 0.0 <= alpha < 0.5:
+        alpha = check_nonnegative_float("alpha", alpha)
+        if alpha >= 0.5:
             raise ValueError(f"alpha must be in [0, 0.5), got {alpha}")
         self.alpha = alpha
 
@@ -364,7 +356,7 @@ class MADE(nn.Module):
             width = check_positive_int("hidden width", width)
             degrees.append(torch.arange(width) % max(self.dim - 1, 1) + 1)
         layers: list[nn.Module] = []
-        for d_in, d_out in zip(degrees[:-1], degrees[1:]):
+        for d_in, d_out in pairwise(degrees):
             mask = (d_out[:, None] >= d_in[None, :])
             layers += [MaskedLinear(len(d_in), len(d_out), mask), activation()]
         out_deg = order.repeat(self.n_params)
@@ -375,11 +367,27 @@ class MADE(nn.Module):
         self.body = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _check_input("x", x, self.dim)
+        check_matrix("x", x, self.dim)
         return self.out(self.body(x)).reshape(x.shape[0], self.n_params, self.dim)
 
 
-class MAFLayer(FlowLayer):
+class _MADEAffineLayer(FlowLayer):
+    """An affine autoregressive layer: a :class:`MADE` with two outputs per coordinate, a shift and a log-scale
+    (soft-clamped to ``scale_bound``). :class:`MAFLayer` and :class:`IAFLayer` differ only in which side of the
+    map the MADE reads."""
+
+    def __init__(self, dim: int, hidden: Sequence[int] = (64, 64), order=None, scale_bound: float | None = 3.0,
+                 activation=nn.ReLU):
+        super().__init__(dim)
+        self.made = MADE(self.dim, hidden, n_params=2, order=order, activation=activation)
+        self.scale_bound = scale_bound
+
+    def _params(self, v):
+        p = self.made(v)
+        return p[:, 0], _soft_clamp(p[:, 1], self.scale_bound)
+
+
+class MAFLayer(_MADEAffineLayer):
     r"""One layer of a masked autoregressive flow (Papamakarios et al. 2017, eq. 2-5).
 
     Generative direction (latent u to data x), sequential in the order of the MADE:
@@ -394,16 +402,6 @@ class MAFLayer(FlowLayer):
         scale_bound: soft clamp of :math:`\alpha` (``None``: unbounded).
     """
 
-    def __init__(self, dim: int, hidden: Sequence[int] = (64, 64), order=None, scale_bound: float | None = 3.0,
-                 activation=nn.ReLU):
-        super().__init__(dim)
-        self.made = MADE(self.dim, hidden, n_params=2, order=order, activation=activation)
-        self.scale_bound = scale_bound
-
-    def _params(self, x):
-        p = self.made(x)
-        return p[:, 0], _soft_clamp(p[:, 1], self.scale_bound)
-
     def _forward(self, x):  # one pass
         mu, alpha = self._params(x)
         return (x - mu) * (-alpha).exp(), -alpha.sum(-1)
@@ -416,7 +414,7 @@ class MAFLayer(FlowLayer):
         return x, alpha.sum(-1)
 
 
-class IAFLayer(FlowLayer):
+class IAFLayer(_MADEAffineLayer):
     r"""One layer of an inverse autoregressive flow (Kingma et al. 2016, eq. 10, affine form).
 
     The MADE reads the *latent* side: generative direction (z to x), **one parallel pass**:
@@ -429,16 +427,6 @@ class IAFLayer(FlowLayer):
 
     Args: as :class:`MAFLayer`.
     """
-
-    def __init__(self, dim: int, hidden: Sequence[int] = (64, 64), order=None, scale_bound: float | None = 3.0,
-                 activation=nn.ReLU):
-        super().__init__(dim)
-        self.made = MADE(self.dim, hidden, n_params=2, order=order, activation=activation)
-        self.scale_bound = scale_bound
-
-    def _params(self, z):
-        p = self.made(z)
-        return p[:, 0], _soft_clamp(p[:, 1], self.scale_bound)
 
     def _inverse(self, z):  # one pass
         m, a = self._params(z)
@@ -479,7 +467,7 @@ class Flow(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Data -> latent: ``(z, sum of log|det dz/dx|)``, (N, D) and (N,)."""
-        _check_input("x", x, self.dim)
+        check_matrix("x", x, self.dim)
         total = x.new_zeros(x.shape[0])
         for layer in self.layers:
             x, ld = layer(x)
@@ -488,7 +476,7 @@ class Flow(nn.Module):
 
     def inverse(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Latent -> data: ``(x, sum of log|det dx/dz|)``, (N, D) and (N,)."""
-        _check_input("z", z, self.dim)
+        check_matrix("z", z, self.dim)
         total = z.new_zeros(z.shape[0])
         for layer in reversed(self.layers):
             z, ld = layer.inverse(z)
@@ -505,12 +493,11 @@ class Flow(nn.Module):
         (with ``generator`` if given, which must live on that device). ``temperature`` < 1 draws from a
         narrower base (Kingma & Dhariwal 2018); 1 is the model's own distribution."""
         n = check_positive_int("n", n)
-        if not float(temperature) > 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
+        temperature = check_positive_float("temperature", temperature)
         ref = next(self.parameters(), None)
         ref = ref if ref is not None else next(self.buffers())
         z = torch.randn(n, self.dim, generator=generator, device=ref.device, dtype=ref.dtype)
-        return self.inverse(float(temperature) * z)[0]
+        return self.inverse(temperature * z)[0]
 
 
 def _alternating_mask(dim: int, parity: int) -> torch.Tensor:
@@ -616,7 +603,7 @@ def autograd_log_det(fn, x: torch.Tensor) -> torch.Tensor:
     Returns:
         (N,) tensor, nats.
     """
-    _check_input("x", x)
+    check_matrix("x", x)
     out = []
     for row in x:
         jac = torch.autograd.functional.jacobian(lambda v: fn(v.unsqueeze(0)).squeeze(0), row)
@@ -643,7 +630,7 @@ def check_layer(layer, x: torch.Tensor) -> dict:
 
     Use float64 inputs (and ``layer.double()``) for tight tolerances.
     """
-    _check_input("x", x)
+    check_matrix("x", x)
     z, ld = layer(x)
     x_back, ld_inv = layer.inverse(z)
     z_again, _ = layer(x_back)
@@ -691,11 +678,11 @@ def dequantize_digits(x: torch.Tensor, generator: torch.Generator | None = None)
     Raises:
         ValueError: if ``x`` does not hold multiples of 1/16 in [0, 1].
     """
-    _check_input("x", x)
+    check_matrix("x", x)
     k = x * (DIGITS_LEVELS - 1)
     if bool(((k - k.round()).abs() > 1e-4).any()):
         raise ValueError("x must hold the digits' intensities k/16, k = 0..16 (as load_digits returns them)")
-    return metrics.uniform_dequantize(k.round(), DIGITS_LEVELS, generator=generator)
+    return uniform_dequantize(k.round(), DIGITS_LEVELS, generator=generator)
 
 
 def digits_bits_per_dim(nll_nats, dim: int = 64):
@@ -707,7 +694,7 @@ def digits_bits_per_dim(nll_nats, dim: int = 64):
     probability. A model uniform on [0, 1)^D (NLL 0) gets exactly :math:`\log_2 17` bits/dim, the code
     length of 17 equally likely levels.
     """
-    return metrics.discrete_nll_to_bits_per_dim(nll_nats, dim, DIGITS_LEVELS, 1.0)
+    return discrete_nll_to_bits_per_dim(nll_nats, dim, DIGITS_LEVELS, 1.0)
 
 
 @torch.no_grad()
@@ -747,6 +734,6 @@ def quantize_digits(y: torch.Tensor) -> torch.Tensor:
     Returns:
         (N, D) float32 in {0, 1/16, ..., 1}.
     """
-    _check_input("y", y)
+    check_matrix("y", y)
     k = torch.floor(y.float() * DIGITS_LEVELS).clamp(0, DIGITS_LEVELS - 1)
     return k / (DIGITS_LEVELS - 1)

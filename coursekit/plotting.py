@@ -236,7 +236,7 @@ def density_2d(log_prob_fn, xlim=(-3.0, 3.0), ylim=(-3.0, 3.0), ax=None, *, n: i
         ValueError: for bad limits, an output that is not (M,), or NaN / +Inf log-densities
             (-Inf, i.e. zero density, is allowed).
     """
-    gx, gy, pts = _grid(xlim, ylim, n)
+    _, _, pts = _grid(xlim, ylim, n)
     with torch.no_grad():
         logp = log_prob_fn(pts.to(device))
     if not isinstance(logp, torch.Tensor) or tuple(logp.shape) != (pts.shape[0],):

@@ -23,15 +23,20 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ._validate import (
+    check_all_positive,
     check_broadcastable,
     check_finite,
+    check_floating,
+    check_log_values,
+    check_nonnegative_float,
+    check_positive_float,
     check_positive_int,
     check_probability,
     check_shape,
@@ -60,32 +65,6 @@ _LOG_2PI = math.log(2.0 * math.pi)
 
 
 # --------------------------------------------------------------------------- helpers
-def _check_float(name: str, t) -> None:
-    check_finite(name, t)
-    if not t.is_floating_point():
-        raise TypeError(f"{name} must be a floating-point tensor, got dtype {t.dtype}")
-
-
-def _check_nonneg_float(name: str, v) -> float:
-    if isinstance(v, torch.Tensor) and v.numel() == 1:
-        v = float(v)
-    if isinstance(v, bool) or not isinstance(v, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {type(v).__name__}")
-    v = float(v)
-    if not math.isfinite(v) or v < 0:
-        raise ValueError(f"{name} must be a finite number >= 0, got {v}")
-    return v
-
-
-def _check_log_weights(name: str, log_w: torch.Tensor) -> None:
-    """Log weights may be -inf (zero weight) but never NaN or +inf."""
-    check_tensor(name, log_w)
-    if not log_w.is_floating_point():
-        raise TypeError(f"{name} must be a floating-point tensor, got dtype {log_w.dtype}")
-    if bool(torch.isnan(log_w).any()) or bool(torch.isposinf(log_w).any()):
-        raise ValueError(f"{name} must not contain NaN or +inf (got shape {tuple(log_w.shape)})")
-
-
 def _randn(shape, generator, dtype, device) -> torch.Tensor:
     """Standard normal noise on ``device``; drawn on the generator's own device if that differs
     (e.g. a CPU ``torch.Generator`` with a CUDA model), so results only depend on the seed."""
@@ -129,13 +108,13 @@ def reparameterise(
     Raises:
         TypeError: non-tensor or non-float input. ValueError: NaN/Inf, shapes that do not broadcast.
     """
-    _check_float("mu", mu)
-    _check_float("logvar", logvar)
+    check_floating("mu", mu)
+    check_floating("logvar", logvar)
     shape = check_broadcastable(mu=mu, logvar=logvar)
     if eps is None:
         eps = _randn(shape, generator, mu.dtype, mu.device)
     else:
-        _check_float("eps", eps)
+        check_floating("eps", eps)
         check_broadcastable(mu=mu, logvar=logvar, eps=eps)
     return mu + torch.exp(0.5 * logvar) * eps
 
@@ -161,8 +140,8 @@ def bernoulli_log_likelihood(logits: torch.Tensor, x: torch.Tensor) -> torch.Ten
         TypeError: non-tensor or non-float input. ValueError: NaN/Inf, x outside [0, 1],
         different last dimensions, or shapes that do not broadcast.
     """
-    _check_float("logits", logits)
-    _check_float("x", x)
+    check_floating("logits", logits)
+    check_floating("x", x)
     check_probability("x", x)
     if logits.ndim == 0 or x.ndim == 0 or logits.shape[-1] != x.shape[-1]:
         raise ValueError(
@@ -190,7 +169,7 @@ def log_mean_exp(log_w: torch.Tensor, dim: int = 0) -> torch.Tensor:
         TypeError: non-tensor or non-float input. ValueError: NaN or +inf entries,
         0-dimensional input, or an empty ``dim``.
     """
-    _check_log_weights("log_w", log_w)
+    check_log_values("log_w", log_w)
     if log_w.ndim == 0:
         raise ValueError("log_w must have at least one dimension to average over, got a scalar")
     k = log_w.shape[dim]
@@ -324,10 +303,10 @@ def elbo(
     Raises:
         TypeError/ValueError: bad shapes, x outside [0, 1], NaN, beta < 0, n_samples < 1.
     """
-    beta = _check_nonneg_float("beta", beta)
+    beta = check_nonnegative_float("beta", beta)
     n_samples = check_positive_int("n_samples", n_samples)
     x = model._flat(x) if hasattr(model, "_flat") else x
-    _check_float("x", x)
+    check_floating("x", x)
     check_probability("x", x)
     mu, logvar = model.encode(x)
     kl = gaussian_kl(mu, logvar)
@@ -393,7 +372,7 @@ def iwae_bound(
     k = check_positive_int("k", k)
     batch_size = max(1, 65536 // k) if batch_size is None else check_positive_int("batch_size", batch_size)
     x = model._flat(x) if hasattr(model, "_flat") else x
-    _check_float("x", x)
+    check_floating("x", x)
     check_probability("x", x)
     out = []
     for start in range(0, x.shape[0], batch_size):
@@ -437,18 +416,13 @@ class LinearGaussianModel:
     """
 
     def __init__(self, W: torch.Tensor, b: torch.Tensor, sigma):
-        _check_float("W", W)
+        check_floating("W", W)
         check_shape("W", W, ("D", "d"))
-        _check_float("b", b)
+        check_floating("b", b)
         check_shape("b", b, (W.shape[0],))
-        if isinstance(sigma, torch.Tensor):
-            if sigma.numel() != 1:
-                raise ValueError(f"sigma must be a scalar, got shape {tuple(sigma.shape)}")
-            sigma = float(sigma)
-        if isinstance(sigma, bool) or not isinstance(sigma, numbers.Real):
-            raise TypeError(f"sigma must be a positive real number, got {type(sigma).__name__}")
-        if not (math.isfinite(sigma) and sigma > 0):
-            raise ValueError(f"sigma must be a finite number > 0, got {sigma}")
+        if isinstance(sigma, torch.Tensor) and sigma.numel() != 1:
+            raise ValueError(f"sigma must be a scalar, got shape {tuple(sigma.shape)}")
+        sigma = check_positive_float("sigma", sigma)
         self.dtype = W.dtype
         self.W = W.detach().to(torch.float64)
         self.b = b.detach().to(device=W.device, dtype=torch.float64)
@@ -463,12 +437,12 @@ class LinearGaussianModel:
         return self.W.to(device), self.b.to(device)
 
     def _x(self, x: torch.Tensor) -> torch.Tensor:
-        _check_float("x", x)
+        check_floating("x", x)
         check_shape("x", x, ("N", self.data_dim))
         return x.to(torch.float64)
 
     def _latent(self, name: str, t: torch.Tensor, n: int) -> torch.Tensor:
-        _check_float(name, t)
+        check_floating(name, t)
         if t.ndim == 0 or t.shape[-1] != self.latent_dim:
             raise ValueError(f"{name} must have shape (..., {self.latent_dim}), got {tuple(t.shape)}")
         try:
@@ -611,7 +585,7 @@ class LinearGaussianModel:
         return (z @ W.T + b + self.sigma * noise).to(self.dtype)
 
     @classmethod
-    def fit(cls, x: torch.Tensor, latent_dim: int) -> "LinearGaussianModel":
+    def fit(cls, x: torch.Tensor, latent_dim: int) -> LinearGaussianModel:
         r"""Maximum-likelihood PPCA fit in closed form (Tipping & Bishop 1999, sec. 3).
 
         With sample mean :math:`\bar x` and covariance eigen-decomposition
@@ -623,7 +597,7 @@ class LinearGaussianModel:
         Returns: a fitted model (W dtype = x dtype).
         Raises: ValueError if d >= D or the discarded variance is 0 (sigma would be 0).
         """
-        _check_float("x", x)
+        check_floating("x", x)
         check_shape("x", x, ("N", "D"))
         d = check_positive_int("latent_dim", latent_dim)
         n, D = x.shape
@@ -655,11 +629,7 @@ def _scalar_param(name: str, v, positive: bool = False) -> torch.Tensor:
         t = torch.tensor(float(v), dtype=torch.get_default_dtype())
     else:
         raise TypeError(f"{name} must be a real number or a 1-element tensor, got {type(v).__name__}")
-    if not bool(torch.isfinite(t)):
-        raise ValueError(f"{name} must be finite, got {float(t)}")
-    if positive and float(t) <= 0:
-        raise ValueError(f"{name} must be > 0, got {float(t)}")
-    return t
+    return check_all_positive(name, t) if positive else check_finite(name, t)
 
 
 def _eval_f(f: Callable, z: torch.Tensor) -> torch.Tensor:
@@ -756,10 +726,10 @@ def fit_independent_bernoulli(x_train: torch.Tensor, alpha: float = 1.0) -> torc
     Returns: probs ``(D,)``, dtype of x_train, in (0, 1) when alpha > 0.
     Raises: TypeError/ValueError on bad shape, values outside [0, 1], NaN, alpha < 0.
     """
-    _check_float("x_train", x_train)
+    check_floating("x_train", x_train)
     check_shape("x_train", x_train, ("N", "D"))
     check_probability("x_train", x_train)
-    alpha = _check_nonneg_float("alpha", alpha)
+    alpha = check_nonnegative_float("alpha", alpha)
     n = x_train.shape[0]
     if n == 0 and alpha == 0:
         raise ValueError("x_train is empty and alpha = 0: the probabilities are undefined")
@@ -776,10 +746,10 @@ def independent_bernoulli_log_prob(x: torch.Tensor, probs: torch.Tensor) -> torc
     Returns: ``(N,)`` nats.
     Raises: TypeError/ValueError on bad shapes or values outside [0, 1].
     """
-    _check_float("x", x)
+    check_floating("x", x)
     check_shape("x", x, ("N", "D"))
     check_probability("x", x)
-    _check_float("probs", probs)
+    check_floating("probs", probs)
     check_shape("probs", probs, (x.shape[1],))
     check_probability("probs", probs)
     return (torch.xlogy(x, probs) + torch.xlogy(1 - x, 1 - probs)).sum(-1)

@@ -23,7 +23,7 @@ def make_scheduler(cls, name, T, float64=True, **kw):
     """A diffusers scheduler with our schedule; with float64=True its tables are replaced by the float64
     schedule (equal to its own float32 betas to 1e-6, tested below), so that the comparison of the step
     formulas is not limited by float32 round-off inside diffusers."""
-    extra = dict(beta_start=1e-4 * 1000 / T, beta_end=0.02 * 1000 / T) if name == "linear" else {}
+    extra = {"beta_start": 1e-4 * 1000 / T, "beta_end": 0.02 * 1000 / T} if name == "linear" else {}
     s = cls(num_train_timesteps=T, beta_schedule=DIFFUSERS_NAME[name], **extra, **kw)
     if float64:
         s.betas = d.beta_schedule(name, T)
@@ -68,7 +68,7 @@ def test_schedule_properties():
     assert bool((cos[:-1] < 0.999).all()) and bool((cos > 0).all())
     # cosine: abar follows cos^2 (Nichol & Dhariwal eq. 17) where no clipping happened
     abar = d.alphas_cumprod_from_betas(cos)
-    f = lambda u: math.cos((u + 0.008) / 1.008 * math.pi / 2) ** 2  # noqa: E731
+    f = lambda u: math.cos((u + 0.008) / 1.008 * math.pi / 2) ** 2
     for t in (0, 50, 100, 150):
         assert abar[t].item() == pytest.approx(f((t + 1) / 200) / f(0), rel=1e-9)
     s = d.snr(abar)
@@ -306,7 +306,7 @@ def test_vlb_terms():
     assert torch.allclose(perfect["decoder"], -mass.log().sum().expand(6), rtol=1e-9)
     assert torch.allclose(perfect["total"], perfect["prior"] + perfect["terms"].sum(0) + perfect["decoder"])
     # a model predicting zero noise: each L_{t-1} equals w_t times the summed squared error
-    zero = lambda xt, t: torch.zeros_like(xt)  # noqa: E731
+    zero = lambda xt, t: torch.zeros_like(xt)
     out = d.vlb_terms(zero, x0, abar, levels=levels, generator=gen(3))
     w = d.vlb_weights(abar)
     assert torch.allclose(out["terms"], w[1:, None] * out["mse"][1:], rtol=1e-6)
@@ -339,7 +339,7 @@ def test_low_discrepancy_sampler():
     freq = torch.bincount(many, minlength=10).double() / many.numel()
     assert torch.allclose(freq, torch.full((10,), 0.1, dtype=torch.float64), atol=0.01)
     # variance reduction of a batch mean of a smooth function of t
-    f = lambda tt: torch.cos(tt.double() / T * 3)  # noqa: E731
+    f = lambda tt: torch.cos(tt.double() / T * 3)
     est = {m: torch.stack([f(d.sample_timesteps(n, T, method=m, generator=gen(s))).mean() for s in range(300)])
            for m in ("uniform", "low_discrepancy")}
     assert abs(est["uniform"].mean() - est["low_discrepancy"].mean()) < 0.02  # both unbiased

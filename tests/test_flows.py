@@ -78,7 +78,7 @@ def test_made_is_autoregressive_in_its_order():
     made = _perturb(flows.MADE(D, hidden=(12, 12), n_params=2, order=order)).double()
     x = torch.randn(D, dtype=torch.float64)
     for k in range(2):
-        jac = torch.autograd.functional.jacobian(lambda v: made(v.unsqueeze(0))[0, k], x)
+        jac = torch.autograd.functional.jacobian(lambda v, k=k: made(v.unsqueeze(0))[0, k], x)
         allowed = order[:, None] > order[None, :]  # output i may depend on input j iff m(j) < m(i)
         assert bool((jac[~allowed] == 0).all())
         assert bool((jac[allowed] != 0).any())

@@ -6,14 +6,14 @@ import matplotlib
 
 matplotlib.use("Agg")  # before pyplot: no display needed
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import torch  # noqa: E402
-from matplotlib.axes import Axes  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+import torch
+from matplotlib.axes import Axes
 
-from coursekit import plotting  # noqa: E402
-from coursekit.train import History  # noqa: E402
+from coursekit import plotting
+from coursekit.train import History
 
 
 @pytest.fixture(autouse=True)
@@ -49,7 +49,7 @@ def test_image_grid_accepts_layouts(shape):
 
 
 def test_image_grid_draws_into_given_axes_and_numpy_input():
-    fig, axes = plt.subplots(1, 2)
+    _, axes = plt.subplots(1, 2)
     out = plotting.image_grid(np.random.rand(4, 64), nrow=2, ax=axes[1])
     assert out is axes[1] and len(axes[0].images) == 0
 
