@@ -17,6 +17,7 @@ __all__ = [
     "runtime", "data", "nets", "train", "plotting", "metrics", "student",
     # concepts, one module per chapter
     "divergences",  # 01
+    "mixtures",  # 02
     "vae",  # 04
     "flows",  # 05
     "gan",  # 06

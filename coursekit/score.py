@@ -26,7 +26,8 @@ Samplers
 
 Models and helpers: :class:`NoiseConditionalMLP` (2-D data), :class:`NoiseConditionalConvNet8x8` (8x8 digits),
 :func:`geometric_sigmas`, the exact log-density and score of an isotropic Gaussian mixture convolved with
-Gaussian noise (:func:`gaussian_mixture_log_prob`, :func:`gaussian_mixture_score`), and a Gaussian-kernel
+Gaussian noise (:func:`gaussian_mixture_log_prob`, :func:`gaussian_mixture_score`, defined in chapter 02's
+:mod:`coursekit.mixtures` and re-exported here), and a Gaussian-kernel
 MMD two-sample statistic and permutation test (:func:`gaussian_mmd2`, :func:`mmd_permutation_test`) to
 compare 2-D samples with data.
 
@@ -44,7 +45,18 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-from ._validate import check_finite, check_positive_float, check_positive_int, check_tensor
+from ._validate import (
+    check_all_positive,
+    check_broadcastable,
+    check_matrix,
+    check_nonempty,
+    check_positive_float,
+    check_positive_int,
+    check_same_shape,
+    check_shape,
+    check_tensor,
+)
+from .mixtures import gaussian_mixture_log_prob, gaussian_mixture_score
 
 __all__ = [
     "jacobian_trace",
@@ -66,17 +78,8 @@ __all__ = [
 
 
 # ------------------------------------------------------------------------------------------------
-# input checks
+# calling a score function, drawing noise
 # ------------------------------------------------------------------------------------------------
-
-
-def _check_data(name: str, x) -> torch.Tensor:
-    check_tensor(name, x)
-    if not x.is_floating_point():
-        raise TypeError(f"{name} must be a floating-point tensor (float32 or float64), got {x.dtype}")
-    if x.ndim != 2 or x.shape[0] < 1 or x.shape[1] < 1:
-        raise ValueError(f"{name} must have shape (N, D) with N, D >= 1, got shape {tuple(x.shape)}")
-    return check_finite(name, x)
 
 
 def _call_score(score_fn: Callable, x: torch.Tensor, *args, what: str = "score_fn") -> torch.Tensor:
@@ -122,7 +125,7 @@ def jacobian_trace(score_fn: Callable, x: torch.Tensor, *, create_graph: bool = 
         TypeError / ValueError: for a non-tensor, non-float, wrongly shaped or non-finite ``x``, or a
             ``score_fn`` whose output shape differs from its input's.
     """
-    x = _check_data("x", x)
+    x = check_matrix("x", x)
     with torch.enable_grad():
         xr = x.detach().requires_grad_(True)
         s = _call_score(score_fn, xr)
@@ -202,7 +205,7 @@ def sliced_score_matching_loss(score_fn: Callable, x: torch.Tensor, *, n_project
     Raises:
         TypeError / ValueError: for bad ``x``, ``n_projections`` or ``distribution``.
     """
-    x = _check_data("x", x)
+    x = check_matrix("x", x)
     m = check_positive_int("n_projections", n_projections)
     if distribution not in ("gaussian", "rademacher"):
         raise ValueError(f"distribution must be 'gaussian' or 'rademacher', got {distribution!r}")
@@ -246,24 +249,19 @@ def dsm_target(x: torch.Tensor, x_tilde: torch.Tensor, sigma) -> torch.Tensor:
     Raises:
         TypeError / ValueError: for mismatched shapes, non-finite input or sigma <= 0.
     """
-    x = _check_data("x", x)
-    x_tilde = _check_data("x_tilde", x_tilde)
-    if x.shape != x_tilde.shape:
-        raise ValueError(f"x and x_tilde must have the same shape, got {tuple(x.shape)} and {tuple(x_tilde.shape)}")
-    sigma = _check_sigma(sigma, x)
+    x = check_matrix("x", x)
+    x_tilde = check_matrix("x_tilde", x_tilde)
+    check_same_shape(x=x, x_tilde=x_tilde)
+    sigma = _sigma_like(sigma, x)
     return -(x_tilde - x) / sigma**2
 
 
-def _check_sigma(sigma, x: torch.Tensor):
+def _sigma_like(sigma, x: torch.Tensor):
+    """sigma > 0 as a python float, or as a tensor that broadcasts to x ((N, 1): one level per example), moved
+    to x's device and dtype."""
     if isinstance(sigma, torch.Tensor):
-        check_finite("sigma", sigma)
-        if bool((sigma <= 0).any()):
-            raise ValueError(f"sigma must be > 0, got minimum {float(sigma.min()):g}")
-        try:
-            torch.broadcast_shapes(sigma.shape, x.shape)
-        except RuntimeError:
-            raise ValueError(f"sigma of shape {tuple(sigma.shape)} does not broadcast to x's shape "
-                             f"{tuple(x.shape)}; use shape (N, 1) for one level per example") from None
+        check_all_positive("sigma", sigma)
+        check_broadcastable(sigma=sigma, x=x)
         return sigma.to(device=x.device, dtype=x.dtype)
     return check_positive_float("sigma", sigma)
 
@@ -295,14 +293,12 @@ def denoising_score_matching_loss(score_fn: Callable, x: torch.Tensor, sigma, *,
     Raises:
         TypeError / ValueError: for bad ``x``, ``sigma`` or ``noise``.
     """
-    x = _check_data("x", x)
+    x = check_matrix("x", x)
     sigma = check_positive_float("sigma", sigma)
     if noise is None:
         noise = _randn(x.shape, x, generator)
     else:
-        noise = _check_data("noise", noise)
-        if noise.shape != x.shape:
-            raise ValueError(f"noise must have x's shape {tuple(x.shape)}, got {tuple(noise.shape)}")
+        check_same_shape(noise=check_matrix("noise", noise), x=x)
     x_tilde = x + sigma * noise
     s = _call_score(score_fn, x_tilde)
     return 0.5 * ((s - dsm_target(x, x_tilde, sigma)) ** 2).sum(-1).mean()
@@ -337,13 +333,10 @@ def geometric_sigmas(sigma_max: float, sigma_min: float, n_levels: int, *, devic
         device=device, dtype=torch.float32)
 
 
-def _check_sigmas(sigmas, x: torch.Tensor) -> torch.Tensor:
+def _noise_levels(sigmas, x: torch.Tensor) -> torch.Tensor:
+    """The L noise levels as a (L,) tensor of positive numbers on x's device and dtype."""
     sigmas = torch.as_tensor(sigmas)
-    check_finite("sigmas", sigmas)
-    if sigmas.ndim != 1 or sigmas.numel() < 1:
-        raise ValueError(f"sigmas must be a 1-D tensor of noise levels, got shape {tuple(sigmas.shape)}")
-    if bool((sigmas <= 0).any()):
-        raise ValueError(f"sigmas must be > 0, got minimum {float(sigmas.min()):g}")
+    check_all_positive("sigmas", check_nonempty("sigmas", check_shape("sigmas", sigmas, ("L",))))
     return sigmas.to(device=x.device, dtype=x.dtype)
 
 
@@ -375,8 +368,8 @@ def ncsn_loss(score_fn: Callable, x: torch.Tensor, sigmas, *, generator: torch.G
     Raises:
         TypeError / ValueError: for bad ``x`` or ``sigmas``.
     """
-    x = _check_data("x", x)
-    sigmas = _check_sigmas(sigmas, x)
+    x = check_matrix("x", x)
+    sigmas = _noise_levels(sigmas, x)
     n = x.shape[0]
     if generator is None:
         idx = torch.randint(len(sigmas), (n,), device=x.device)
@@ -428,7 +421,7 @@ def langevin_sample(score_fn: Callable, x0: torch.Tensor, step_size: float, n_st
         TypeError / ValueError: for bad ``x0``, ``step_size`` or ``n_steps``, or a non-finite state
             (a diverging chain: lower the step size).
     """
-    x = _check_data("x0", x0).detach().clone()
+    x = check_matrix("x0", x0).detach().clone()
     eps = check_positive_float("step_size", step_size)
     n_steps = check_positive_int("n_steps", n_steps)
     traj = [x.clone()] if return_trajectory else None
@@ -477,8 +470,8 @@ def annealed_langevin_sample(score_fn: Callable, x0: torch.Tensor, sigmas, step_
     Raises:
         TypeError / ValueError: for bad arguments or a diverging chain.
     """
-    x = _check_data("x0", x0).detach().clone()
-    sigmas = _check_sigmas(sigmas, x)
+    x = check_matrix("x0", x0).detach().clone()
+    sigmas = _noise_levels(sigmas, x)
     eps = check_positive_float("step_size", step_size)
     t_each = check_positive_int("n_steps_each", n_steps_each)
     sigma_last = sigmas[-1]
@@ -498,72 +491,6 @@ def annealed_langevin_sample(score_fn: Callable, x0: torch.Tensor, sigmas, step_
     if denoise:
         x = x + float(sigma_last) ** 2 * _call_score(score_fn, x, sigma_last.expand(n)).detach()
     return (x, torch.stack(states)) if return_levels else x
-
-
-# ------------------------------------------------------------------------------------------------
-# a density with a known score: isotropic Gaussian mixtures, optionally convolved with N(0, sigma^2 I)
-# ------------------------------------------------------------------------------------------------
-
-
-def _mixture_args(x, means, stds, weights, sigma):
-    x = _check_data("x", x)
-    means = torch.as_tensor(means, dtype=x.dtype, device=x.device)
-    if means.ndim != 2 or means.shape[1] != x.shape[1]:
-        raise ValueError(f"means must have shape (k, {x.shape[1]}), got {tuple(means.shape)}")
-    k = means.shape[0]
-    stds = torch.as_tensor(stds, dtype=x.dtype, device=x.device).expand(k)
-    weights = torch.as_tensor(weights, dtype=x.dtype, device=x.device) if weights is not None else \
-        torch.full((k,), 1.0 / k, dtype=x.dtype, device=x.device)
-    for name, t in (("means", means), ("stds", stds), ("weights", weights)):
-        check_finite(name, t)
-    if weights.shape != (k,) or bool((weights < 0).any()) or float(weights.sum()) <= 0:
-        raise ValueError(f"weights must be k={k} non-negative numbers with a positive sum")
-    if bool((stds <= 0).any()):
-        raise ValueError("stds must be > 0")
-    sigma = float(sigma)
-    if not (sigma >= 0 and math.isfinite(sigma)):
-        raise ValueError(f"sigma must be a finite number >= 0, got {sigma}")
-    var = stds**2 + sigma**2  # (k,) variance of each component after adding the noise
-    return x, means, var, weights / weights.sum()
-
-
-def _mixture_log_terms(x, means, var, weights):
-    d = x.shape[1]
-    sq = ((x[:, None, :] - means[None]) ** 2).sum(-1)  # (N, k)
-    return torch.log(weights)[None] - 0.5 * sq / var[None] - 0.5 * d * torch.log(2 * math.pi * var)[None]
-
-
-def gaussian_mixture_log_prob(x: torch.Tensor, means, stds, weights=None, sigma: float = 0.0) -> torch.Tensor:
-    r"""Log-density of :math:`q_\sigma = \big(\sum_k w_k \mathcal{N}(\mu_k, s_k^2 I)\big) * \mathcal{N}(0, \sigma^2 I)
-    = \sum_k w_k \mathcal{N}(\mu_k, (s_k^2 + \sigma^2) I)`.
-
-    Args:
-        x: (N, D) points. means: (k, D). stds: scalar or (k,) component standard deviations > 0.
-        weights: (k,) non-negative (normalised here); default uniform. sigma: added noise std >= 0.
-
-    Returns:
-        (N,) log-densities in nats.
-    """
-    x, means, var, w = _mixture_args(x, means, stds, weights, sigma)
-    return torch.logsumexp(_mixture_log_terms(x, means, var, w), dim=1)
-
-
-def gaussian_mixture_score(x: torch.Tensor, means, stds, weights=None, sigma: float = 0.0) -> torch.Tensor:
-    r"""Exact score :math:`\nabla_x \log q_\sigma(x)` of the mixture of :func:`gaussian_mixture_log_prob`:
-
-    .. math::
-
-        \nabla_x \log q_\sigma(x) = \sum_k r_k(x)\, \frac{\mu_k - x}{s_k^2 + \sigma^2}, \qquad
-        r_k(x) = \frac{w_k \mathcal{N}(x; \mu_k, (s_k^2 + \sigma^2) I)}{q_\sigma(x)}
-
-    (the responsibilities :math:`r_k` computed with log-sum-exp, so the score is finite far from every mode).
-
-    Returns:
-        (N, D) tensor, same dtype/device as ``x``.
-    """
-    x, means, var, w = _mixture_args(x, means, stds, weights, sigma)
-    r = torch.softmax(_mixture_log_terms(x, means, var, w), dim=1)  # (N, k)
-    return ((r / var[None])[:, :, None] * (means[None] - x[:, None, :])).sum(1)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -594,8 +521,8 @@ def gaussian_mmd2(x: torch.Tensor, y: torch.Tensor, bandwidths: Sequence[float] 
     Raises:
         TypeError / ValueError: for bad shapes, fewer than 2 samples or bad bandwidths.
     """
-    x = _check_data("x", x).detach().to("cpu", torch.float64)
-    y = _check_data("y", y).detach().to("cpu", torch.float64)
+    x = check_matrix("x", x).detach().to("cpu", torch.float64)
+    y = check_matrix("y", y).detach().to("cpu", torch.float64)
     if x.shape[1] != y.shape[1]:
         raise ValueError(f"x and y must have the same dimension, got {x.shape[1]} and {y.shape[1]}")
     m, n = x.shape[0], y.shape[0]
@@ -649,8 +576,8 @@ def mmd_permutation_test(x: torch.Tensor, y: torch.Tensor, n_permutations: int =
     Raises:
         TypeError / ValueError: as :func:`gaussian_mmd2`, or for a bad ``n_permutations``.
     """
-    x = _check_data("x", x).detach().to("cpu", torch.float64)
-    y = _check_data("y", y).detach().to("cpu", torch.float64)
+    x = check_matrix("x", x).detach().to("cpu", torch.float64)
+    y = check_matrix("y", y).detach().to("cpu", torch.float64)
     n_perm = check_positive_int("n_permutations", n_permutations)
     if x.shape[1] != y.shape[1]:
         raise ValueError(f"x and y must have the same dimension, got {x.shape[1]} and {y.shape[1]}")
@@ -704,9 +631,7 @@ def _sigma_column(sigma, x: torch.Tensor) -> torch.Tensor:
         sigma = sigma.expand(x.shape[0])
     if sigma.shape != (x.shape[0],):
         raise ValueError(f"sigma must be a float or a ({x.shape[0]},) tensor, got shape {tuple(sigma.shape)}")
-    if bool((sigma <= 0).any()):
-        raise ValueError("sigma must be > 0")
-    return sigma
+    return check_all_positive("sigma", sigma)
 
 
 class _SigmaEmbedding(nn.Module):
@@ -752,9 +677,7 @@ class NoiseConditionalMLP(nn.Module):
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor, sigma) -> torch.Tensor:
-        check_tensor("x", x)
-        if x.ndim != 2 or x.shape[1] != self.dim:
-            raise ValueError(f"x must have shape (N, {self.dim}), got {tuple(x.shape)}")
+        check_shape("x", x, ("N", self.dim))
         sigma = _sigma_column(sigma, x)
         h = torch.cat([x, self.embed(torch.log(sigma))], dim=1)
         return self.net(h) / sigma[:, None]
