@@ -227,7 +227,7 @@ def test_frechet_errors():
 # ------------------------------------------------------------------------------------------------
 
 
-def test_mmd2_matches_torchmetrics_kid_on_the_full_sets():
+def test_kid_mmd2_matches_torchmetrics_kid_on_the_full_sets():
     from torchmetrics.image.kid import KernelInceptionDistance, poly_mmd
 
     d, n = 12, 120
@@ -237,17 +237,17 @@ def test_mmd2_matches_torchmetrics_kid_on_the_full_sets():
     kid.update(torch.tensor(f1), real=True)
     kid.update(torch.tensor(f2), real=False)
     ref_mean, ref_std = (float(v) for v in kid.compute())
-    ours = M.mmd2_unbiased(f1, f2)
+    ours = M._kid_mmd2_unbiased(f1, f2)
     assert ours == pytest.approx(ref_mean, rel=RTOL)
     mean, std = M.kernel_distance(f1, f2, subsets=3, subset_size=n)
     assert mean == pytest.approx(ref_mean, rel=RTOL)
     assert std == pytest.approx(0.0, abs=1e-12) and ref_std == pytest.approx(0.0, abs=1e-12)
     # other kernel parameters
     ref = float(poly_mmd(torch.tensor(f1), torch.tensor(f2), degree=2, gamma=0.3, coef=0.5))
-    assert M.mmd2_unbiased(f1, f2, degree=2, gamma=0.3, coef0=0.5) == pytest.approx(ref, rel=RTOL)
+    assert M._kid_mmd2_unbiased(f1, f2, degree=2, gamma=0.3, coef0=0.5) == pytest.approx(ref, rel=RTOL)
 
 
-def test_mmd2_unequal_sizes_matches_naive_double_sum():
+def test_kid_mmd2_unequal_sizes_matches_naive_double_sum():
     f1, f2 = _features(7, 3, seed=6), _features(5, 3, seed=7, shift=1.0)
 
     def k(a, b):
@@ -256,7 +256,7 @@ def test_mmd2_unequal_sizes_matches_naive_double_sum():
     xx = sum(k(f1[i], f1[j]) for i in range(7) for j in range(7) if i != j) / (7 * 6)
     yy = sum(k(f2[i], f2[j]) for i in range(5) for j in range(5) if i != j) / (5 * 4)
     xy = sum(k(f1[i], f2[j]) for i in range(7) for j in range(5)) / (7 * 5)
-    assert M.mmd2_unbiased(f1, f2) == pytest.approx(xx + yy - 2 * xy, rel=1e-10)
+    assert M._kid_mmd2_unbiased(f1, f2) == pytest.approx(xx + yy - 2 * xy, rel=1e-10)
 
 
 def test_kernel_distance_subsets():
@@ -264,7 +264,7 @@ def test_kernel_distance_subsets():
     a = M.kernel_distance(f1, f2, subsets=50, subset_size=50, seed=1)
     assert a == M.kernel_distance(f1, f2, subsets=50, subset_size=50, seed=1)  # deterministic
     assert a != M.kernel_distance(f1, f2, subsets=50, subset_size=50, seed=2)
-    full = M.mmd2_unbiased(f1, f2)
+    full = M._kid_mmd2_unbiased(f1, f2)
     mean, std = a
     assert std > 0 and abs(mean - full) < 4 * std / math.sqrt(50)  # unbiased: subset mean near full value
     # the per-subset values are exactly torchmetrics' poly_mmd on the same subsets
@@ -280,15 +280,26 @@ def test_kernel_distance_subsets():
     assert std == pytest.approx(np.std(vals), rel=RTOL)
 
 
+def test_metrics_mmd2_unbiased_is_the_course_gaussian_mmd():
+    """The public name is the one Gaussian-kernel MMD^2 of chapter 07; KID's polynomial estimator is private."""
+    from coursekit import wasserstein
+    from coursekit.metrics import mmd2_unbiased
+
+    assert M.mmd2_unbiased is mmd2_unbiased is wasserstein.mmd2_unbiased
+    assert "mmd2_unbiased" not in M.__all__
+    with pytest.raises(AttributeError, match="coursekit.metrics"):
+        _ = M.no_such_metric
+
+
 def test_kernel_distance_errors():
     with pytest.raises(ValueError, match="subset_size"):
         M.kernel_distance(_features(50, 4), _features(80, 4), subset_size=60)
     with pytest.raises(ValueError, match="same feature size"):
-        M.mmd2_unbiased(_features(50, 4), _features(50, 3))
+        M._kid_mmd2_unbiased(_features(50, 4), _features(50, 3))
     with pytest.raises(ValueError, match="at least 2"):
-        M.mmd2_unbiased(_features(1, 4), _features(50, 4))
+        M._kid_mmd2_unbiased(_features(1, 4), _features(50, 4))
     with pytest.raises(ValueError, match="gamma"):
-        M.mmd2_unbiased(_features(5, 4), _features(5, 4), gamma=-1.0)
+        M._kid_mmd2_unbiased(_features(5, 4), _features(5, 4), gamma=-1.0)
 
 
 # ------------------------------------------------------------------------------------------------
