@@ -40,7 +40,10 @@ $(TEST_STAMP): pyproject.toml $(BOOK_STAMP)
 venv: $(TEST_STAMP)
 
 # The execution cache is keyed on notebook content, not on the profile, so a profile change
-# invalidates it (otherwise a cpu build could silently reuse smoke results).
+# invalidates it (otherwise a cpu build could silently reuse smoke results). The notebooks missing from
+# the cache are executed one per core before the pages are read (book/_ext/parallel_execution.py, with
+# _config.yml's execute settings); the build log then shows every page "Using cached notebook", and a
+# failing notebook stops the build with its traceback.
 book: $(BOOK_STAMP)
 	@active=$$(COURSEKIT_PROFILE=$(PROFILE) $(PY) -c "import coursekit.runtime as r; print(r.get_profile())"); \
 	  echo "Building the book under profile '$$active'"; \

@@ -7,6 +7,7 @@ session's book build (tests/conftest.py: ``built_book``), which executes every c
 from __future__ import annotations
 
 import ast
+import os
 import re
 from html.parser import HTMLParser
 from pathlib import Path
@@ -249,6 +250,23 @@ def test_book_builds_without_warnings(built_book):
         f"jupyter-book build -W -n --keep-going failed (rc={built_book.returncode}).\n"
         "Warnings/errors:\n" + "\n".join(built_book.warnings()[:40]) + "\n\nLog tail:\n" + built_book.tail(80)
     )
+
+
+@pytest.mark.slow
+def test_build_executes_the_chapters_in_parallel_then_reads_them_from_the_cache(built_book):
+    """The session's build starts with an empty cache: book/_ext/parallel_execution.py executes every chapter,
+    one per core, before the pages are read, and myst-nb then takes every chapter from the cache."""
+    if built_book.returncode is None:
+        pytest.skip("DGM_TEST_BOOK_HTML is set: reusing an existing build, not building")
+    log = built_book.log
+    started = re.search(r"\[parallel_execution\] executing (\d+) notebook\(s\), (\d+) at a time", log)
+    assert started, f"the build did not execute the notebooks in parallel; log tail:\n{built_book.tail()}"
+    assert int(started.group(1)) == len(NOTEBOOKS)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    assert int(started.group(2)) == min(len(NOTEBOOKS), cores)
+    from_cache = {Path(p).name for p in re.findall(r"(\S+\.ipynb): Using cached notebook", log)}
+    assert from_cache == {p.name for p in NOTEBOOKS}
+    assert "Executing notebook using" not in log, "myst-nb executed a notebook itself"
 
 
 @pytest.mark.slow
