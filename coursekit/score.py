@@ -27,9 +27,9 @@ Samplers
 Models and helpers: :class:`NoiseConditionalMLP` (2-D data), :class:`NoiseConditionalConvNet8x8` (8x8 digits),
 :func:`geometric_sigmas`, the exact log-density and score of an isotropic Gaussian mixture convolved with
 Gaussian noise (:func:`gaussian_mixture_log_prob`, :func:`gaussian_mixture_score`, defined in chapter 02's
-:mod:`coursekit.mixtures` and re-exported here), and a Gaussian-kernel
-MMD two-sample statistic and permutation test (:func:`gaussian_mmd2`, :func:`mmd_permutation_test`) to
-compare 2-D samples with data.
+:mod:`coursekit.mixtures` and re-exported here), and a two-sample statistic and permutation test
+(:func:`gaussian_mmd2`, :func:`mmd_permutation_test`) built on chapter 07's Gaussian-kernel MMD^2
+(:func:`coursekit.wasserstein.mmd2_unbiased`) to compare 2-D samples with data.
 
 Conventions: data ``x`` is float (N, D) (images flattened to D = 64); a *score function* maps (N, D) to
 (N, D) and must treat examples independently (no batch normalisation), because the trace estimators
@@ -57,6 +57,7 @@ from ._validate import (
     check_tensor,
 )
 from .mixtures import gaussian_mixture_log_prob, gaussian_mixture_score
+from .wasserstein import gaussian_kernel_matrix, median_bandwidths, mmd2_unbiased
 
 __all__ = [
     "jacobian_trace",
@@ -498,8 +499,20 @@ def annealed_langevin_sample(score_fn: Callable, x0: torch.Tensor, sigmas, step_
 # ------------------------------------------------------------------------------------------------
 
 
+def _mmd_inputs(x, y, bandwidths):
+    """The two samples as float64 CPU matrices (m, D), (n, D) with m, n >= 2, and the kernel bandwidths
+    (default: :func:`coursekit.wasserstein.median_bandwidths` of the pooled sample)."""
+    x = check_matrix("x", x, min_rows=2).detach().to("cpu", torch.float64)
+    y = check_matrix("y", y, x.shape[1], min_rows=2).detach().to("cpu", torch.float64)
+    if bandwidths is None:
+        bandwidths = median_bandwidths(x, y)
+    hs = [check_positive_float("bandwidth", h) for h in bandwidths]
+    check_positive_int("the number of bandwidths", len(hs))
+    return x, y, hs
+
+
 def gaussian_mmd2(x: torch.Tensor, y: torch.Tensor, bandwidths: Sequence[float] | None = None) -> float:
-    r"""Unbiased squared maximum mean discrepancy with a sum of Gaussian kernels.
+    r"""Unbiased squared maximum mean discrepancy with a mixture of Gaussian kernels, as a python float.
 
     .. math::
 
@@ -507,51 +520,26 @@ def gaussian_mmd2(x: torch.Tensor, y: torch.Tensor, bandwidths: Sequence[float] 
             - \frac{2}{mn}\sum_{i, j} k(x_i, y_j), \qquad
         k(a, b) = \frac{1}{|B|}\sum_{h \in B} \exp\Big(-\frac{\lVert a - b \rVert^2}{2 h^2}\Big)
 
-    (Gretton et al. 2012, "A kernel two-sample test", JMLR 13, eq. 3). The Gaussian kernel is
-    characteristic, so the population MMD is zero only for equal distributions. The default bandwidths
-    are the median pairwise distance of the pooled sample times (0.25, 0.5, 1, 2), fixed from the data.
+    (Gretton et al. 2012, "A kernel two-sample test", JMLR 13, eq. 3). The estimator is the course's one
+    Gaussian-kernel MMD^2, :func:`coursekit.wasserstein.mmd2_unbiased` (chapter 07); this wrapper evaluates it
+    as a two-sample statistic: in float64 on the CPU, without gradients, with bandwidths fixed from the data by
+    default (:func:`coursekit.wasserstein.median_bandwidths`: the median pairwise distance of the pooled sample
+    times 0.25, 0.5, 1 and 2). The Gaussian kernel is characteristic, so the population MMD is zero only for
+    equal distributions.
 
     Args:
-        x: (m, D), y: (n, D) samples, m, n >= 2, finite; computed in float64.
+        x: (m, D), y: (n, D) samples, m, n >= 2, finite floating point.
         bandwidths: kernel widths h > 0 in the units of the data (default: see above).
 
     Returns:
         python float (dimensionless; may be slightly negative when the distributions agree).
 
     Raises:
-        TypeError / ValueError: for bad shapes, fewer than 2 samples or bad bandwidths.
+        TypeError / ValueError: for non-float or non-finite input, shapes other than (m, D) / (n, D), fewer than 2
+            samples in a set, or a bandwidth that is not a positive number.
     """
-    x = check_matrix("x", x).detach().to("cpu", torch.float64)
-    y = check_matrix("y", y).detach().to("cpu", torch.float64)
-    if x.shape[1] != y.shape[1]:
-        raise ValueError(f"x and y must have the same dimension, got {x.shape[1]} and {y.shape[1]}")
-    m, n = x.shape[0], y.shape[0]
-    if m < 2 or n < 2:
-        raise ValueError(f"the unbiased MMD needs at least 2 samples per set, got {m} and {n}")
-    if bandwidths is None:
-        bandwidths = _median_bandwidths(x, y)
-    hs = [check_positive_float("bandwidth", h) for h in bandwidths]
-
-    def k(a, b):
-        d2 = torch.cdist(a, b) ** 2
-        return sum(torch.exp(-d2 / (2 * h * h)) for h in hs) / len(hs)
-
-    kxx, kyy, kxy = k(x, x), k(y, y), k(x, y)
-    return _mmd2_from_blocks(kxx, kyy, kxy)
-
-
-def _mmd2_from_blocks(kxx, kyy, kxy) -> float:
-    m, n = kxx.shape[0], kyy.shape[0]
-    sxx = (kxx.sum() - kxx.diagonal().sum()) / (m * (m - 1))
-    syy = (kyy.sum() - kyy.diagonal().sum()) / (n * (n - 1))
-    return float(sxx + syy - 2 * kxy.mean())
-
-
-def _median_bandwidths(x, y):
-    pooled = torch.cat([x, y])
-    sub = pooled[torch.linspace(0, len(pooled) - 1, min(len(pooled), 1000)).long()]
-    med = torch.cdist(sub, sub).median().item()
-    return [med * f for f in (0.25, 0.5, 1.0, 2.0)]
+    x, y, hs = _mmd_inputs(x, y, bandwidths)
+    return float(mmd2_unbiased(x, y, hs))
 
 
 def mmd_permutation_test(x: torch.Tensor, y: torch.Tensor, n_permutations: int = 100,
@@ -560,8 +548,9 @@ def mmd_permutation_test(x: torch.Tensor, y: torch.Tensor, n_permutations: int =
 
     Under the null hypothesis that x and y come from one distribution, the pooled sample is
     exchangeable, so re-splitting it at random gives draws of the statistic's null distribution
-    (Gretton et al. 2012, sec. 5). The kernel matrix of the pooled sample is computed once and each
-    permutation only re-indexes it.
+    (Gretton et al. 2012, sec. 5). The kernel matrix of the pooled sample
+    (:func:`coursekit.wasserstein.gaussian_kernel_matrix`) is computed once and each batch of permutations
+    costs one matrix product with it.
 
     Args:
         x: (m, D), y: (n, D) samples (m, n >= 2). n_permutations: number of random splits, >= 1.
@@ -569,26 +558,18 @@ def mmd_permutation_test(x: torch.Tensor, y: torch.Tensor, n_permutations: int =
             torch.Generator that draws the permutations.
 
     Returns:
-        dict of python floats: ``mmd2`` (the observed statistic, equal to :func:`gaussian_mmd2`),
+        dict of python floats: ``mmd2`` (the observed statistic, equal to :func:`gaussian_mmd2` up to round-off),
         ``p_value`` ((1 + #{null >= observed}) / (1 + n_permutations)), ``null_mean``, ``null_q95``
         (95% quantile of the null draws), and the int ``n_permutations``.
 
     Raises:
         TypeError / ValueError: as :func:`gaussian_mmd2`, or for a bad ``n_permutations``.
     """
-    x = check_matrix("x", x).detach().to("cpu", torch.float64)
-    y = check_matrix("y", y).detach().to("cpu", torch.float64)
     n_perm = check_positive_int("n_permutations", n_permutations)
-    if x.shape[1] != y.shape[1]:
-        raise ValueError(f"x and y must have the same dimension, got {x.shape[1]} and {y.shape[1]}")
+    x, y, hs = _mmd_inputs(x, y, bandwidths)
     m, n = x.shape[0], y.shape[0]
-    if m < 2 or n < 2:
-        raise ValueError(f"the unbiased MMD needs at least 2 samples per set, got {m} and {n}")
-    hs = [check_positive_float("bandwidth", h) for h in (bandwidths or _median_bandwidths(x, y))]
     pooled = torch.cat([x, y])
-    d2 = torch.cdist(pooled, pooled) ** 2
-    kern = sum(torch.exp(-d2 / (2 * h * h)) for h in hs) / len(hs)
-    del d2
+    kern = gaussian_kernel_matrix(pooled, pooled, hs)
 
     # With u the 0/1 indicator of the first set and w = 1 - u: the sums of kernel entries over the blocks are
     # u^T K u, w^T K w = 1^T K 1 - 2 u^T r + u^T K u and u^T K w = u^T r - u^T K u (r = K 1), so a batch

@@ -10,6 +10,7 @@ import torch
 
 from coursekit import mixtures as M
 from coursekit import score as S
+from coursekit import wasserstein as W
 
 
 def small_net(d, seed, hidden=16):
@@ -348,6 +349,18 @@ def test_gaussian_mmd2_against_numpy_and_behaviour():
     want = ((kxx.sum() - np.trace(kxx)) / (60 * 59) + (kyy.sum() - np.trace(kyy)) / (50 * 49)
             - 2 * k(xn, yn).mean())
     assert S.gaussian_mmd2(x, y, bandwidths=hs) == pytest.approx(want, rel=1e-10)
+    # default bandwidths: the median pairwise distance of the pooled sample (all 110 points) times 0.25 ... 2;
+    # of the 110^2 distances (an even count) torch.median takes the lower of the two middle ones
+    pooled = np.concatenate([xn, yn])
+    dists = np.sort(np.sqrt(((pooled[:, None] - pooled[None]) ** 2).sum(-1)).ravel())
+    med = dists[(dists.size - 1) // 2]
+    hs = [med * f for f in (0.25, 0.5, 1.0, 2.0)]
+    kxx, kyy = k(xn, xn), k(yn, yn)
+    want = ((kxx.sum() - np.trace(kxx)) / (60 * 59) + (kyy.sum() - np.trace(kyy)) / (50 * 49)
+            - 2 * k(xn, yn).mean())
+    assert S.gaussian_mmd2(x, y) == pytest.approx(want, rel=1e-10)
+    # the wrapper evaluates the course's one Gaussian-kernel MMD^2 (chapter 07) in float64
+    assert S.gaussian_mmd2(x, y, [0.5, 1.0]) == W.mmd2_unbiased(x.double(), y.double(), [0.5, 1.0]).item()
     same = [S.gaussian_mmd2(torch.randn(300, 2, generator=g), torch.randn(300, 2, generator=g)) for _ in range(20)]
     assert abs(np.mean(same)) < 3 * np.std(same) / math.sqrt(20) + 1e-4
     assert S.gaussian_mmd2(torch.randn(300, 2, generator=g), torch.randn(300, 2, generator=g) + 1) > 10 * np.std(same)
@@ -421,10 +434,14 @@ def test_bad_input_raises():
         S.annealed_langevin_sample(lambda x, s: x, torch.zeros(3, 2), torch.tensor([1.0, -1.0]), 0.1, 2)
     with pytest.raises(ValueError, match="sigmas"):
         S.ncsn_loss(lambda x, s: x, torch.zeros(3, 2), torch.ones(2, 2))
-    with pytest.raises(ValueError, match="at least 2"):
+    with pytest.raises(ValueError, match="N >= 2"):
         S.gaussian_mmd2(torch.zeros(1, 2), torch.zeros(5, 2))
-    with pytest.raises(ValueError, match="dimension"):
+    with pytest.raises(ValueError, match=r"y must have shape \(N, 2\)"):
         S.gaussian_mmd2(torch.zeros(4, 2), torch.zeros(5, 3))
+    with pytest.raises(ValueError, match="bandwidth must be a finite number > 0"):
+        S.gaussian_mmd2(torch.zeros(4, 2), torch.zeros(5, 2), bandwidths=[1.0, -1.0])
+    with pytest.raises(ValueError, match="number of bandwidths"):
+        S.gaussian_mmd2(torch.zeros(4, 2), torch.zeros(5, 2), bandwidths=[])
 
 
 def test_float32_default_and_no_input_mutation():
@@ -463,3 +480,20 @@ def test_mmd_permutation_test():
     assert shifted["p_value"] == pytest.approx(1 / 51) and shifted["mmd2"] > shifted["null_q95"]
     with pytest.raises(ValueError, match="n_permutations"):
         S.mmd_permutation_test(x, y, n_permutations=0)
+
+
+def test_mmd_permutation_null_matches_recomputing_the_statistic_on_each_split():
+    """The one-matrix-product null (block sums from u^T K u and u^T K 1) against gaussian_mmd2 evaluated on each
+    re-split of the pooled sample, with the same generator draws."""
+    g = torch.Generator().manual_seed(3)
+    x, y = torch.randn(40, 2, generator=g, dtype=torch.float64), 1.3 * torch.randn(30, 2, generator=g, dtype=torch.float64)
+    hs = [0.4, 1.1]
+    out = S.mmd_permutation_test(x, y, n_permutations=37, bandwidths=hs, seed=5)
+    pooled, gen, null = torch.cat([x, y]), torch.Generator().manual_seed(5), []
+    for _ in range(37):
+        first = torch.zeros(70, dtype=torch.bool)
+        first[torch.randperm(70, generator=gen)[:40]] = True
+        null.append(S.gaussian_mmd2(pooled[first], pooled[~first], hs))
+    assert out["null_mean"] == pytest.approx(np.mean(null), rel=1e-10)
+    assert out["null_q95"] == pytest.approx(float(torch.quantile(torch.tensor(null, dtype=torch.float64), 0.95)), rel=1e-10)
+    assert out["p_value"] == pytest.approx((1 + sum(v >= out["mmd2"] for v in null)) / 38)
