@@ -39,16 +39,17 @@ $(TEST_STAMP): pyproject.toml $(BOOK_STAMP)
 
 venv: $(TEST_STAMP)
 
-# The execution cache is keyed on notebook content, not on the profile, so a profile change
-# invalidates it (otherwise a cpu build could silently reuse smoke results). The notebooks missing from
-# the cache are executed one per core before the pages are read (book/_ext/parallel_execution.py, with
-# _config.yml's execute settings); the build log then shows every page "Using cached notebook", and a
-# failing notebook stops the build with its traceback.
+# The execution cache is keyed on notebook content, not on the profile, so a profile change invalidates
+# it (otherwise a cpu build could silently reuse smoke results), and Sphinx's saved environment with it
+# (otherwise the unchanged notebooks would not be read again and their pages would keep the old profile's
+# outputs). The notebooks missing from the cache are executed one per core before the pages are read
+# (book/_ext/parallel_execution.py, with _config.yml's execute settings); the build log then shows every
+# chapter "Using cached notebook", and a failing notebook stops the build with its traceback.
 book: $(BOOK_STAMP)
 	@active=$$(COURSEKIT_PROFILE=$(PROFILE) $(PY) -c "import coursekit.runtime as r; print(r.get_profile())"); \
 	  echo "Building the book under profile '$$active'"; \
 	  mkdir -p _build; \
-	  if [ "$$(cat _build/.profile 2>/dev/null)" != "$$active" ]; then rm -rf _build/.jupyter_cache; fi; \
+	  if [ "$$(cat _build/.profile 2>/dev/null)" != "$$active" ]; then rm -rf _build/.jupyter_cache _build/.doctrees; fi; \
 	  echo "$$active" > _build/.profile; \
 	  COURSEKIT_PROFILE=$$active $(VENV)/bin/jupyter-book build . -W -n --keep-going
 	@echo "Book written to _build/html/index.html"
