@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from . import __version__
 from ._validate import check_nonnegative_int
 
 __all__ = [
@@ -181,15 +182,6 @@ class Runtime:
     in_colab: bool
 
 
-def _version() -> str:
-    try:
-        from . import __version__
-
-        return __version__
-    except ImportError:  # pragma: no cover - only if the package layout changes
-        return "unknown"
-
-
 def setup(seed: int = 0, verbose: bool = True) -> Runtime:
     """Seed everything, pick the device and profile, and (if ``verbose``) print one summary line::
 
@@ -211,7 +203,7 @@ def setup(seed: int = 0, verbose: bool = True) -> Runtime:
     if verbose:
         torch_version = torch.__version__.split("+")[0]
         print(
-            f"coursekit {_version()} | profile={rt.profile} | device={rt.device.type} "
+            f"coursekit {__version__} | profile={rt.profile} | device={rt.device.type} "
             f"| torch {torch_version} | seed={rt.seed}"
         )
     return rt
