@@ -1,16 +1,21 @@
 """One small, readable training loop shared by every chapter.
 
-:func:`fit` does what every chapter's training needs and nothing more:
+:func:`fit_players` is the loop; :func:`fit` is its use with one model and one loss, and a GAN
+(:func:`coursekit.gan.fit_gan`) is its use with two :class:`Player` s, the discriminator and the generator,
+each with its network, optimiser, loss and number of updates per step. The loop does what every chapter's
+training needs and nothing more:
 
 * draws minibatches *without replacement* from a fresh random permutation every epoch (the incomplete
   last batch of an epoch is dropped, so every step sees exactly ``batch_size`` examples);
 * shows a ``tqdm`` progress bar with the current loss (works in a terminal, Jupyter and Colab);
 * records a :class:`History` of losses and metrics;
 * stops at ``steps`` or when a wall-clock budget ``max_seconds`` is used up;
-* raises :class:`TrainingDiverged` as soon as the loss or the gradient norm is NaN or Inf, with the
+* raises :class:`TrainingDiverged` as soon as a loss or a gradient norm is NaN or Inf, with the
   step number and hints, instead of silently training on garbage;
+* decays the learning rates linearly to 0 if asked (``lr_schedule="linear"``);
 * saves checkpoints and resumes from them such that an interrupted and resumed run ends
-  *bit-identical* to an uninterrupted one (everything random is in the checkpoint).
+  *bit-identical* to an uninterrupted one (everything random is in the checkpoint, including the
+  run's named random streams, e.g. a GAN's latents).
 
 Example::
 
@@ -31,24 +36,27 @@ import numbers
 import os
 import time
 import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
-from ._validate import check_nonnegative_int, check_positive_float, check_positive_int
+from ._validate import check_choice, check_nonnegative_int, check_positive_float, check_positive_int
 
-__all__ = ["TrainingDiverged", "History", "fit"]
+__all__ = ["TrainingDiverged", "History", "Player", "fit_players", "fit"]
 
-_CHECKPOINT_FORMAT = 1
+_CHECKPOINT_FORMAT = 2
 
 
 class TrainingDiverged(RuntimeError):
-    """Raised by :func:`fit` when the loss or the gradient norm becomes NaN or Inf.
+    """Raised by :func:`fit` / :func:`fit_players` when a loss or a gradient norm becomes NaN or Inf.
 
     Attributes:
         step: the 1-based number of the step that diverged.
-        quantity: ``"loss"`` or ``"gradient norm"``.
+        quantity: ``"loss"`` or ``"gradient norm"``, prefixed with the player's name when there are several
+            (``"discriminator loss"``).
         value: the offending value (a python float: nan, inf or -inf).
     """
 
@@ -74,7 +82,7 @@ class History:
     def __init__(self):
         self._steps: list[int] = []
         self._values: dict[str, list[float]] = {}
-        #: why the last :func:`fit` call stopped: ``"steps"`` or ``"max_seconds"`` (not saved).
+        #: why the last training call stopped: ``"steps"`` or ``"max_seconds"`` (not saved).
         self.stop_reason: str | None = None
 
     # -- recording --------------------------------------------------------------------------------
@@ -223,24 +231,395 @@ def _lr_of(optimizer) -> str:
     return ", ".join(f"{lr:g}" if isinstance(lr, float) else str(lr) for lr in lrs) or "?"
 
 
-def _diverged(quantity: str, value: float, step: int, steps: int, optimizer, loss_value=None):
-    extra = f" (the loss was {loss_value:.6g})" if loss_value is not None else ""
-    msg = (
-        f"Training diverged: the {quantity} is {value} at step {step} of {steps}{extra}. Try: "
-        f"a lower learning rate (currently lr={_lr_of(optimizer)}); gradient clipping "
-        f"(fit(..., grad_clip=1.0)); checking loss_fn for log(0), division by zero or exp overflow "
-        f"(use torch.logsumexp, F.softplus, F.logsigmoid, or clamp variances); and checking the data "
-        f"for NaN/Inf."
-    )
-    return TrainingDiverged(msg, step=step, quantity=quantity, value=value)
-
-
 def _save_checkpoint(path: Path, state: dict) -> None:
     # Write to a temporary file, then rename: an interruption during saving never leaves a broken file.
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     torch.save(state, tmp)
     os.replace(tmp, path)
+
+
+@dataclass(eq=False)
+class Player:
+    """One network of a training run and how :func:`fit_players` updates it.
+
+    Single-objective training (:func:`fit`) has one player; a GAN has two, the discriminator (or critic) and
+    the generator (:func:`coursekit.gan.fit_gan`).
+
+    Attributes:
+        name: the player's name in error messages and checkpoints (``"model"``, ``"discriminator"``, ...),
+            unique within a run.
+        module: its ``nn.Module``: in train mode during the run, its previous mode restored after.
+        optimizer: a torch optimizer over (some of) the module's parameters.
+        loss_fn: ``loss_fn(batch)`` returning a scalar loss tensor, or ``(loss, metrics)`` with ``metrics`` a
+            dict of scalar tensors/floats to record. ``batch`` is a fresh minibatch (a Tensor if the data is a
+            Tensor, else a tuple of Tensors) when ``uses_batch``, else ``None``.
+        updates: optimiser updates per step, >= 1 (``n_critic`` for a WGAN critic).
+        uses_batch: draw a fresh minibatch for each of the player's updates.
+        after_update: optional ``after_update()`` called after each of its optimiser steps (e.g. clipping the
+            critic's weights).
+        loss_key: the :class:`History` key of its loss (the loss of its last update in each step).
+        grad_norm_key: the History key of its gradient norm (before clipping), or ``None`` not to log it.
+        grad_scale: backpropagate ``grad_scale * loss`` while logging ``loss``: an ensemble of E independent
+            members whose loss is the mean over members uses E, so each member gets the gradient of its own loss.
+        grad_clip: if given, clip the player's global gradient norm to this value (``clip_grad_norm_``).
+    """
+
+    name: str
+    module: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    loss_fn: Callable
+    updates: int = 1
+    uses_batch: bool = True
+    after_update: Callable[[], None] | None = None
+    loss_key: str = "loss"
+    grad_norm_key: str | None = None
+    grad_scale: float = 1.0
+    grad_clip: float | None = None
+
+
+def _check_players(players) -> tuple[Player, ...]:
+    if isinstance(players, Player):
+        players = (players,)
+    players = tuple(players)
+    if not players or not all(isinstance(p, Player) for p in players):
+        raise TypeError("players must be a non-empty sequence of coursekit.train.Player")
+    for p in players:
+        if not isinstance(p.module, torch.nn.Module):
+            raise TypeError(f"player {p.name!r}: module must be a torch.nn.Module, got {type(p.module).__name__}")
+        if not callable(p.loss_fn):
+            raise TypeError(f"player {p.name!r}: loss_fn must be callable")
+        check_positive_int(f"{p.name} updates", p.updates)
+        check_positive_float(f"{p.name} grad_scale", p.grad_scale)
+        if p.grad_clip is not None:
+            check_positive_float("grad_clip", p.grad_clip)
+    keys = [p.loss_key for p in players] + [p.grad_norm_key for p in players if p.grad_norm_key]
+    for what, names in (("names", [p.name for p in players]), ("History keys", keys)):
+        if len(set(names)) != len(names):
+            raise ValueError(f"the players' {what} must be unique, got {names}")
+    return players
+
+
+def _default_advice(player: Player) -> str:
+    return (f"a lower learning rate (currently lr={_lr_of(player.optimizer)}); gradient clipping "
+            f"(fit(..., grad_clip=1.0)); checking loss_fn for log(0), division by zero or exp overflow "
+            f"(use torch.logsumexp, F.softplus, F.logsigmoid, or clamp variances); and checking the data "
+            f"for NaN/Inf.")
+
+
+class _Window:
+    """Running sums ``{key: [sum, count]}`` of the current logging window, flushed into a History as means."""
+
+    def __init__(self, history: History):
+        self.history = history
+        self.sums: dict[str, list] = {}
+
+    def add(self, key: str, value: float) -> None:
+        s_c = self.sums.setdefault(key, [0.0, 0])
+        s_c[0] += value
+        s_c[1] += 1
+
+    def flush(self, step: int) -> bool:
+        if not self.sums:
+            return False
+        self.history.log(step, **{k: s / c for k, (s, c) in self.sums.items()})
+        self.sums.clear()
+        return True
+
+
+class _Run:
+    """The state of one :func:`fit_players` call: players, sampler, named RNG streams, history, step."""
+
+    def __init__(self, players, tensors, single, steps, batch_size, seed, generators, title, advice):
+        self.players, self.tensors, self.single = players, tensors, single
+        self.n, self.steps, self.batch_size = tensors[0].shape[0], steps, batch_size
+        self.sampler = _EpochSampler(self.n, batch_size, seed)
+        self.generators = generators
+        self.title, self.advice = title, advice
+        self.history = History()
+        self.window = _Window(self.history)
+        self.step = 0  # number of completed steps
+        self.reserved = {p.loss_key for p in players} | {p.grad_norm_key for p in players if p.grad_norm_key}
+
+    # -- one optimiser update of one player ---------------------------------------------------------
+    def batch(self):
+        idx = self.sampler.next_indices(self.tensors[0].device)
+        batch = tuple(t[idx] if t.device == idx.device else t[idx.to(t.device)] for t in self.tensors)
+        return batch[0] if self.single else batch
+
+    def diverged(self, player: Player, quantity: str, value: float, loss_value=None) -> TrainingDiverged:
+        quantity = quantity if len(self.players) == 1 else f"{player.name} {quantity}"
+        extra = f" (the loss was {loss_value:.6g})" if loss_value is not None else ""
+        msg = (f"{self.title} diverged: the {quantity} is {value} at step {self.step + 1} of {self.steps}{extra}. "
+               f"Try: {self.advice(player)}")
+        return TrainingDiverged(msg, step=self.step + 1, quantity=quantity, value=value)
+
+    def update(self, player: Player) -> tuple[float, float, dict]:
+        """Loss, divergence guard, backward, gradient norm, (clip,) step; returns (loss, grad norm, metrics)."""
+        out = player.loss_fn(self.batch() if player.uses_batch else None)
+        if isinstance(out, tuple) and len(out) != 2:
+            raise ValueError(f"loss_fn must return loss or (loss, metrics), got a tuple of {len(out)} items")
+        loss, metrics = out if isinstance(out, tuple) else (out, {})
+        if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
+            got = tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__
+            raise ValueError(f"loss_fn must return a scalar loss tensor, got {got}; did you forget .mean()?")
+        if not loss.requires_grad:
+            raise ValueError("the loss does not require grad: was it computed under torch.no_grad() "
+                             "or from detached tensors?")
+        if not isinstance(metrics, dict):
+            raise TypeError(f"loss_fn's second output must be a dict of metrics, got {type(metrics).__name__}")
+        if self.reserved & set(metrics):
+            names = " and ".join(repr(k) for k in sorted(self.reserved))
+            raise ValueError(f"the metric names {names} are reserved; rename them")
+        # Read the metrics now, before optimizer.step() can change a metric that views a parameter.
+        metric_values = {key: _to_float(key, v) for key, v in metrics.items()}
+        loss_value = float(loss.detach())  # one device sync per update, needed for the NaN/Inf guard
+        if not math.isfinite(loss_value):
+            raise self.diverged(player, "loss", loss_value)
+
+        optimizer = player.optimizer
+        optimizer.zero_grad(set_to_none=True)
+        (loss if player.grad_scale == 1.0 else player.grad_scale * loss).backward()
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        grads = [p.grad.detach() for p in params if p.grad is not None]
+        if not grads:
+            of = "" if len(self.players) == 1 else f" of the {player.name}"
+            raise ValueError(f"no optimised parameter{of} received a gradient: does the loss depend on the "
+                             f"parameters given to the optimizer?")
+        grad_norm = float(torch.nn.utils.get_total_norm(grads))
+        if not math.isfinite(grad_norm):
+            raise self.diverged(player, "gradient norm", grad_norm, loss_value)
+        if player.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(params, player.grad_clip)
+        optimizer.step()
+        if player.after_update is not None:
+            player.after_update()
+        return loss_value, grad_norm, metric_values
+
+    def run_step(self) -> None:
+        """Every player's updates in order, then the step's losses and metrics into the logging window."""
+        last = []
+        for player in self.players:
+            for _ in range(player.updates):
+                result = self.update(player)
+            last.append(result)
+        self.step += 1
+        for player, (loss_value, grad_norm, _) in zip(self.players, last):
+            self.window.add(player.loss_key, loss_value)
+            if player.grad_norm_key:
+                self.window.add(player.grad_norm_key, grad_norm)
+        for _, _, metric_values in last:
+            for key, value in metric_values.items():
+                self.window.add(key, value)
+
+    # -- checkpoints --------------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {
+            "format": _CHECKPOINT_FORMAT,
+            "step": self.step,
+            "n": self.n,
+            "batch_size": self.batch_size,
+            "players": {p.name: {"module": p.module.state_dict(), "optimizer": p.optimizer.state_dict()}
+                        for p in self.players},
+            "history": self.history.state_dict(),
+            "window": {k: [s, c] for k, (s, c) in self.window.sums.items()},
+            "sampler": self.sampler.state_dict(),
+            "generators": {name: g.get_state() for name, g in self.generators.items()},
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        }
+
+    def load_state_dict(self, ckpt: dict, path: Path) -> None:
+        if ckpt.get("format") != _CHECKPOINT_FORMAT:
+            raise ValueError(f"{path} is not a coursekit.train checkpoint of format {_CHECKPOINT_FORMAT} (format "
+                             f"{ckpt.get('format')!r}); delete the file or pass resume=False")
+        if ckpt["n"] != self.n or ckpt["batch_size"] != self.batch_size:
+            raise ValueError(
+                f"checkpoint {path} was made with {ckpt['n']} examples and batch_size {ckpt['batch_size']}, "
+                f"but this call has {self.n} and {self.batch_size}; delete the file or pass resume=False"
+            )
+        names = sorted(p.name for p in self.players)
+        if sorted(ckpt["players"]) != names or sorted(ckpt["generators"]) != sorted(self.generators):
+            raise ValueError(f"checkpoint {path} holds the players {sorted(ckpt['players'])} and random streams "
+                             f"{sorted(ckpt['generators'])}, but this call has {names} and "
+                             f"{sorted(self.generators)}; delete the file or pass resume=False")
+        for p in self.players:
+            p.module.load_state_dict(ckpt["players"][p.name]["module"])
+            p.optimizer.load_state_dict(ckpt["players"][p.name]["optimizer"])
+        self.history.load_state_dict(ckpt["history"])
+        self.sampler.load_state_dict(ckpt["sampler"])
+        for name, g in self.generators.items():
+            g.set_state(ckpt["generators"][name])
+        self.window.sums = {k: [float(s), int(c)] for k, (s, c) in ckpt["window"].items()}
+        torch.set_rng_state(ckpt["torch_rng"])
+        if torch.cuda.is_available() and ckpt["cuda_rng"]:
+            torch.cuda.set_rng_state_all(ckpt["cuda_rng"])
+        self.step = int(ckpt["step"])
+
+
+def _check_generators(generators) -> dict:
+    generators = dict(generators or {})
+    for name, g in generators.items():
+        if not isinstance(g, torch.Generator):
+            raise TypeError(f"generators[{name!r}] must be a torch.Generator, got {type(g).__name__}")
+    return generators
+
+
+def _train(run: _Run, *, base_lrs, lr_schedule, log_every, max_seconds, path, checkpoint_every, progress, desc,
+           callback) -> History:
+    """The loop of :func:`fit_players` on a prepared (possibly resumed) run: steps, learning-rate schedule, logging
+    window, progress bar, callback, checkpoints, wall-clock budget, summary line."""
+    history, steps = run.history, run.steps
+    keys = [p.loss_key for p in run.players]
+
+    def show() -> None:
+        bar.set_postfix(**{k: f"{history.last(k):.4g}" for k in keys}, refresh=False)
+
+    was_training = [p.module.training for p in run.players]
+    for p in run.players:
+        p.module.train()
+    start_step, saved_step, t0 = run.step, None, time.perf_counter()
+    history.stop_reason = "steps"
+    bar = tqdm(total=steps, initial=min(run.step, steps), desc=desc, disable=not progress, dynamic_ncols=True)
+    try:
+        while run.step < steps:
+            run.run_step()
+            step = run.step
+            if lr_schedule == "linear":
+                for p, lrs in zip(run.players, base_lrs):
+                    for group, lr0 in zip(p.optimizer.param_groups, lrs):
+                        group["lr"] = lr0 * (1.0 - step / steps)
+            if step % log_every == 0:
+                run.window.flush(step)
+                show()
+            bar.update(1)
+            if callback is not None:
+                callback(step, history)
+            if checkpoint_every is not None and step % checkpoint_every == 0:
+                _save_checkpoint(path, run.state_dict())
+                saved_step = step
+            if max_seconds is not None and time.perf_counter() - t0 >= max_seconds and step < steps:
+                history.stop_reason = "max_seconds"
+                if progress:
+                    tqdm.write(f"{desc}: stopped at step {step} of {steps}, "
+                               f"the wall-clock budget of {max_seconds:g} s is used up")
+                break
+        if path is not None and run.step > start_step and saved_step != run.step:
+            _save_checkpoint(path, run.state_dict())
+        # Log the last, partial window only now, after the checkpoint: the checkpoint keeps the running
+        # sums instead, so a run continued from it logs exactly the rows an uninterrupted run logs.
+        if run.window.flush(run.step):
+            show()
+    finally:
+        bar.close()
+        for p, mode in zip(run.players, was_training):
+            p.module.train(mode)
+    done = run.step - start_step
+    if progress and done > 0:
+        # A plain line as well as the bar: the rendered book shows printed text but not the widget bar.
+        elapsed = time.perf_counter() - t0
+        final = ", ".join(f"{k} {history.last(k):.4g}" for k in keys)
+        print(f"{desc}: {done} steps in {elapsed:.1f} s ({done / elapsed:.0f} steps/s), final {final}")
+    return history
+
+
+def fit_players(
+    players,
+    data,
+    *,
+    steps: int,
+    batch_size: int,
+    seed: int = 0,
+    generators=None,
+    lr_schedule: str = "constant",
+    max_seconds: float | None = None,
+    log_every: int = 10,
+    progress: bool = True,
+    desc: str = "training",
+    callback=None,
+    checkpoint_path=None,
+    checkpoint_every: int | None = None,
+    resume: bool = True,
+    title: str = "Training",
+    advice=None,
+) -> History:
+    """The training loop of the course: train one or more :class:`Player` s in turn and return the History.
+
+    One *step* runs every player in the given order, each ``player.updates`` times; one update draws a
+    minibatch (if the player ``uses_batch``), calls its ``loss_fn``, checks the loss is finite, backpropagates,
+    checks the gradient norm is finite, (clips,) steps its optimizer and calls ``after_update``. :func:`fit` is
+    the one-player case; a GAN is two players (Goodfellow et al. 2014, Algorithm 1: k discriminator updates,
+    then one generator update).
+
+    Args:
+        players: a :class:`Player` or a sequence of them (unique names and History keys).
+        data: a Tensor (N, ...) or a tuple of Tensors sharing N, on the training device; minibatches of
+            ``batch_size`` rows without replacement from a fresh permutation every epoch (drawn from a CPU
+            ``torch.Generator`` seeded with ``seed``; the N mod batch_size left-over rows of an epoch are skipped).
+        steps: total number of steps (counting steps done before a resume). batch_size: 1 <= batch_size <= N.
+        seed: seed of the minibatch order.
+        generators: ``{name: torch.Generator}``, the run's other named random streams (e.g. a GAN's latents),
+            saved in and restored from checkpoints with the minibatch sampler and torch's global RNG.
+        lr_schedule: ``"constant"`` or ``"linear"``: every optimiser's learning rates decay linearly from their
+            initial values to 0 at step ``steps`` (``lr_t = lr_0 (1 - t / steps)`` after step t).
+        max_seconds: wall-clock budget of this call in seconds; training stops after the first step that ends
+            past it (``history.stop_reason == "max_seconds"``). ``None``: no limit.
+        log_every: record the mean over the last ``log_every`` steps of every player's loss (and gradient norm,
+            if it has a ``grad_norm_key``) and metrics, at every multiple of ``log_every``; the steps since the
+            last multiple are logged at the end of the call.
+        progress: a ``tqdm.auto`` progress bar, notices about resuming/stopping and a summary line at the end.
+        desc: label of the progress bar. callback: optional ``callback(step, history)`` after every step.
+        checkpoint_path: file for checkpoints (``None``: none); one is also written at the end of the call.
+        checkpoint_every: also save every this many steps (requires ``checkpoint_path``).
+        resume: if ``checkpoint_path`` exists, load it (``torch.load(..., weights_only=True)``) and continue from
+            its step; ``False`` starts afresh and overwrites it.
+        title: first words of the :class:`TrainingDiverged` message (``"Training"``, ``"GAN training"``).
+        advice: optional ``advice(player) -> str``, the hints after "Try:" in that message.
+
+    Returns:
+        The :class:`History` (restored and extended when resuming), ``stop_reason`` ``"steps"`` or
+        ``"max_seconds"``.
+
+    Raises:
+        TrainingDiverged: a loss or gradient norm is NaN/Inf (message: which player, step, value and hints).
+        ValueError / TypeError: bad arguments, a non-scalar loss or one that does not require grad, no gradient
+            for a player's parameters, a checkpoint made with other data, batch size, players or streams.
+
+    Checkpoints hold every player's module and optimizer ``state_dict``, the step, the history and the running
+    sums of its logging window, the minibatch sampler, the named ``generators`` and torch's global RNG state
+    (CPU and CUDA), so an interrupted and resumed run is bit-identical to an uninterrupted one on the same machine.
+    """
+    players = _check_players(players)
+    tensors, single = _as_tensors(data)
+    n = tensors[0].shape[0]
+    steps = check_positive_int("steps", steps)
+    batch_size = check_positive_int("batch_size", batch_size)
+    if batch_size > n:
+        raise ValueError(f"batch_size ({batch_size}) must be <= the number of examples ({n})")
+    seed = check_nonnegative_int("seed", seed)
+    check_choice("lr_schedule", lr_schedule, ("constant", "linear"))
+    log_every = check_positive_int("log_every", log_every)
+    if max_seconds is not None:
+        max_seconds = check_positive_float("max_seconds", max_seconds)
+    if checkpoint_every is not None:
+        checkpoint_every = check_positive_int("checkpoint_every", checkpoint_every)
+        if checkpoint_path is None:
+            raise ValueError("checkpoint_every needs a checkpoint_path to save to")
+    if callback is not None and not callable(callback):
+        raise TypeError("callback must be callable as callback(step, history)")
+    run = _Run(players, tensors, single, steps, batch_size, seed, _check_generators(generators), title,
+               advice or _default_advice)
+    # Initial learning rates, read before a checkpoint overwrites them with decayed ones.
+    base_lrs = [[group["lr"] for group in p.optimizer.param_groups] for p in players]
+    path = Path(checkpoint_path) if checkpoint_path is not None else None
+    if path is not None and resume and path.exists():
+        run.load_state_dict(torch.load(path, map_location="cpu", weights_only=True), path)
+        if progress:
+            tqdm.write(f"{desc}: resumed from {path} at step {run.step}")
+        if run.step > steps:
+            warnings.warn(f"checkpoint {path} is at step {run.step}, beyond steps={steps}; nothing to do")
+    return _train(run, base_lrs=base_lrs, lr_schedule=lr_schedule, log_every=log_every, max_seconds=max_seconds,
+                  path=path, checkpoint_every=checkpoint_every, progress=progress, desc=desc, callback=callback)
 
 
 def fit(
@@ -261,11 +640,13 @@ def fit(
     desc: str = "training",
     callback=None,
     grad_clip: float | None = None,
+    lr_schedule: str = "constant",
 ) -> History:
     """Train ``model`` by minibatch gradient descent and return the loss :class:`History`.
 
     One step: draw a minibatch, ``loss_fn(model, batch)``, check the loss is finite, backpropagate,
-    check the gradient norm is finite, (optionally clip,) ``optimizer.step()``.
+    check the gradient norm is finite, (optionally clip,) ``optimizer.step()``. This is :func:`fit_players`
+    with one :class:`Player`.
 
     Args:
         model: the ``nn.Module`` (put in train mode during the call, its previous mode restored after).
@@ -296,6 +677,7 @@ def fit(
         callback: optional ``callback(step, model, history)`` called after every step (``step`` counts
             completed steps, starting at 1).
         grad_clip: if given, clip the global gradient norm to this value (``clip_grad_norm_``).
+        lr_schedule: ``"constant"`` (default) or ``"linear"`` (decay to 0 at ``steps``, see :func:`fit_players`).
 
     Returns:
         The :class:`History` (restored and extended when resuming).
@@ -308,162 +690,17 @@ def fit(
     Checkpoints hold the model and optimizer ``state_dict``s, the step, the history and its running
     sums, the minibatch sampler (generator state, permutation, position) and torch's global RNG state
     (CPU and CUDA), so an interrupted and resumed run is bit-identical to an uninterrupted one on the
-    same machine. Learning-rate schedulers are not checkpointed.
+    same machine.
     """
-    tensors, single = _as_tensors(data)
-    n = tensors[0].shape[0]
-    steps = check_positive_int("steps", steps)
-    batch_size = check_positive_int("batch_size", batch_size)
-    if batch_size > n:
-        raise ValueError(f"batch_size ({batch_size}) must be <= the number of examples ({n})")
-    seed = check_nonnegative_int("seed", seed)
-    log_every = check_positive_int("log_every", log_every)
-    if max_seconds is not None:
-        max_seconds = check_positive_float("max_seconds", max_seconds)
     if grad_clip is not None:
         grad_clip = check_positive_float("grad_clip", grad_clip)
-    if checkpoint_every is not None:
-        checkpoint_every = check_positive_int("checkpoint_every", checkpoint_every)
-        if checkpoint_path is None:
-            raise ValueError("checkpoint_every needs a checkpoint_path to save to")
     if callback is not None and not callable(callback):
         raise TypeError("callback must be callable as callback(step, model, history)")
-    params = [p for group in optimizer.param_groups for p in group["params"]]
-
-    history = History()
-    sampler = _EpochSampler(n, batch_size, seed)
-    # Running sums over the current logging window: {key: [sum, count]}.
-    window: dict[str, list] = {}
-    step = 0  # number of completed steps
-
-    path = Path(checkpoint_path) if checkpoint_path is not None else None
-    if path is not None and resume and path.exists():
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        if ckpt.get("format") != _CHECKPOINT_FORMAT:
-            raise ValueError(f"{path} is not a coursekit.train checkpoint (format {ckpt.get('format')!r})")
-        if ckpt["n"] != n or ckpt["batch_size"] != batch_size:
-            raise ValueError(
-                f"checkpoint {path} was made with {ckpt['n']} examples and batch_size {ckpt['batch_size']}, "
-                f"but this call has {n} and {batch_size}; delete the file or pass resume=False"
-            )
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        history.load_state_dict(ckpt["history"])
-        sampler.load_state_dict(ckpt["sampler"])
-        window = {k: [float(s), int(c)] for k, (s, c) in ckpt["window"].items()}
-        torch.set_rng_state(ckpt["torch_rng"])
-        if torch.cuda.is_available() and ckpt["cuda_rng"]:
-            torch.cuda.set_rng_state_all(ckpt["cuda_rng"])
-        step = int(ckpt["step"])
-        if progress:
-            tqdm.write(f"{desc}: resumed from {path} at step {step}")
-        if step > steps:
-            warnings.warn(f"checkpoint {path} is at step {step}, beyond steps={steps}; nothing to do")
-
-    def checkpoint_state() -> dict:
-        return {
-            "format": _CHECKPOINT_FORMAT,
-            "step": step,
-            "n": n,
-            "batch_size": batch_size,
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "history": history.state_dict(),
-            "window": {k: [s, c] for k, (s, c) in window.items()},
-            "sampler": sampler.state_dict(),
-            "torch_rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        }
-
-    def flush_window() -> None:
-        if window:
-            history.log(step, **{k: s / c for k, (s, c) in window.items()})
-            window.clear()
-
-    def accumulate(key: str, value: float) -> None:
-        s_c = window.setdefault(key, [0.0, 0])
-        s_c[0] += value
-        s_c[1] += 1
-
-    was_training = model.training
-    model.train()
-    start_step, saved_step, t0 = step, None, time.perf_counter()
-    history.stop_reason = "steps"
-    bar = tqdm(total=steps, initial=min(step, steps), desc=desc, disable=not progress, dynamic_ncols=True)
-    try:
-        while step < steps:
-            idx = sampler.next_indices(tensors[0].device)
-            batch_tensors = tuple(t[idx] if t.device == idx.device else t[idx.to(t.device)] for t in tensors)
-            batch = batch_tensors[0] if single else batch_tensors
-
-            out = loss_fn(model, batch)
-            if isinstance(out, tuple) and len(out) != 2:
-                raise ValueError(f"loss_fn must return loss or (loss, metrics), got a tuple of {len(out)} items")
-            loss, metrics = out if isinstance(out, tuple) else (out, {})
-            if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
-                got = tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__
-                raise ValueError(f"loss_fn must return a scalar loss tensor, got {got}; did you forget .mean()?")
-            if not loss.requires_grad:
-                raise ValueError("the loss does not require grad: was it computed under torch.no_grad() "
-                                 "or from detached tensors?")
-            if not isinstance(metrics, dict):
-                raise TypeError(f"loss_fn's second output must be a dict of metrics, got {type(metrics).__name__}")
-            if "loss" in metrics or "grad_norm" in metrics:
-                raise ValueError("the metric names 'loss' and 'grad_norm' are reserved; rename them")
-            # Read the metrics now, before optimizer.step() can change a metric that views a parameter.
-            metric_values = {key: _to_float(key, v) for key, v in metrics.items()}
-            loss_value = float(loss.detach())  # one device sync per step, needed for the NaN/Inf guard
-            if not math.isfinite(loss_value):
-                raise _diverged("loss", loss_value, step + 1, steps, optimizer)
-
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            grads = [p.grad.detach() for p in params if p.grad is not None]
-            if not grads:
-                raise ValueError("no optimised parameter received a gradient: does the loss depend on the "
-                                 "parameters given to the optimizer?")
-            grad_norm = float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])))
-            if not math.isfinite(grad_norm):
-                raise _diverged("gradient norm", grad_norm, step + 1, steps, optimizer, loss_value)
-            if grad_clip is not None:
-                torch.nn.utils.clip_grad_norm_(params, grad_clip)
-            optimizer.step()
-            step += 1
-
-            accumulate("loss", loss_value)
-            accumulate("grad_norm", grad_norm)
-            for key, value in metric_values.items():
-                accumulate(key, value)
-
-            if step % log_every == 0:
-                flush_window()
-                bar.set_postfix(loss=f"{history.last('loss'):.4g}", refresh=False)
-            bar.update(1)
-            if callback is not None:
-                callback(step, model, history)
-            if checkpoint_every is not None and step % checkpoint_every == 0:
-                _save_checkpoint(path, checkpoint_state())
-                saved_step = step
-            out_of_time = max_seconds is not None and time.perf_counter() - t0 >= max_seconds
-            if out_of_time and step < steps:
-                history.stop_reason = "max_seconds"
-                if progress:
-                    tqdm.write(f"{desc}: stopped at step {step} of {steps}, "
-                               f"the wall-clock budget of {max_seconds:g} s is used up")
-                break
-        if path is not None and step > start_step and saved_step != step:
-            _save_checkpoint(path, checkpoint_state())
-        # Log the last, partial window only now, after the checkpoint: the checkpoint keeps the running
-        # sums instead, so a run continued from it logs exactly the rows an uninterrupted run logs.
-        if window:
-            flush_window()
-            bar.set_postfix(loss=f"{history.last('loss'):.4g}", refresh=False)
-    finally:
-        bar.close()
-        model.train(was_training)
-    if progress and step > start_step:
-        # A plain line as well as the bar: the rendered book shows printed text but not the widget bar.
-        elapsed = time.perf_counter() - t0
-        print(f"{desc}: {step - start_step} steps in {elapsed:.1f} s ({(step - start_step) / elapsed:.0f} steps/s), "
-              f"final loss {history.last('loss'):.4g}")
-    return history
+    player = Player("model", model, optimizer, lambda batch: loss_fn(model, batch), loss_key="loss",
+                    grad_norm_key="grad_norm", grad_clip=grad_clip)
+    return fit_players(
+        [player], data, steps=steps, batch_size=batch_size, seed=seed, lr_schedule=lr_schedule,
+        max_seconds=max_seconds, log_every=log_every, checkpoint_path=checkpoint_path,
+        checkpoint_every=checkpoint_every, resume=resume, progress=progress, desc=desc,
+        callback=None if callback is None else (lambda step, history: callback(step, model, history)),
+    )

@@ -1,4 +1,5 @@
-"""Tests for coursekit.train: History, fit's sampling/logging/guards/budget, bit-identical resume."""
+"""Tests for coursekit.train: History, fit's sampling/logging/guards/budget, bit-identical resume, and the same loop
+with several players (fit_players): order of updates, named random streams in checkpoints, learning-rate schedule."""
 
 import math
 import time
@@ -7,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from coursekit.train import History, TrainingDiverged, fit
+from coursekit.train import History, Player, TrainingDiverged, fit, fit_players
 
 # ----------------------------------------------------------------------------------------------------
 # History
@@ -126,7 +127,7 @@ def test_fit_minibatches_are_per_epoch_permutations():
     model = M()
     fit(model, torch.optim.SGD([w], lr=0.0), loss_fn, data, steps=9, batch_size=bs, progress=False)
     per_epoch = n // bs  # the incomplete last batch of each epoch is dropped
-    epochs = [sum(seen[i:i + per_epoch], []) for i in range(0, len(seen), per_epoch)]
+    epochs = [[k for batch in seen[i:i + per_epoch] for k in batch] for i in range(0, len(seen), per_epoch)]
     assert len(epochs) == 3
     for ep in epochs:
         assert len(ep) == len(set(ep)) == 9  # without replacement within an epoch
@@ -226,7 +227,7 @@ def test_fit_grad_clip_limits_the_update():
     w = nn.Parameter(torch.zeros(1))
     model = nn.Module()
     model.w = w
-    loss_fn = lambda m, batch: (1000.0 * m.w).sum()  # noqa: E731 - gradient 1000
+    loss_fn = lambda m, batch: (1000.0 * m.w).sum()
     fit(model, torch.optim.SGD([w], lr=1.0), loss_fn, torch.zeros(2, 1), steps=1, batch_size=1,
         grad_clip=1.0, progress=False)
     assert torch.allclose(w.detach(), torch.tensor([-1.0]))
@@ -245,13 +246,13 @@ def test_fit_shows_progress_bar(capsys):
 @pytest.mark.parametrize(
     "kwargs, exc, match",
     [
-        (dict(steps=0, batch_size=8), ValueError, "steps"),
-        (dict(steps=-3, batch_size=8), ValueError, "steps"),
-        (dict(steps=5, batch_size=100), ValueError, "batch_size"),
-        (dict(steps=5, batch_size=8, log_every=0), ValueError, "log_every"),
-        (dict(steps=5, batch_size=8, checkpoint_every=2), ValueError, "checkpoint_path"),
-        (dict(steps=5, batch_size=8, max_seconds=-1.0), ValueError, "max_seconds"),
-        (dict(steps=2.5, batch_size=8), TypeError, "steps"),
+        ({"steps": 0, "batch_size": 8}, ValueError, "steps"),
+        ({"steps": -3, "batch_size": 8}, ValueError, "steps"),
+        ({"steps": 5, "batch_size": 100}, ValueError, "batch_size"),
+        ({"steps": 5, "batch_size": 8, "log_every": 0}, ValueError, "log_every"),
+        ({"steps": 5, "batch_size": 8, "checkpoint_every": 2}, ValueError, "checkpoint_path"),
+        ({"steps": 5, "batch_size": 8, "max_seconds": -1.0}, ValueError, "max_seconds"),
+        ({"steps": 2.5, "batch_size": 8}, TypeError, "steps"),
     ],
 )
 def test_fit_bad_arguments(kwargs, exc, match):
@@ -310,7 +311,7 @@ class _Interrupt(Exception):
     pass
 
 
-FIT_KW = dict(steps=40, batch_size=8, seed=3, log_every=3, progress=False)
+FIT_KW = {"steps": 40, "batch_size": 8, "seed": 3, "log_every": 3, "progress": False}
 
 
 def _uninterrupted():
@@ -327,7 +328,7 @@ def _assert_identical(model_a, hist_a, model_b, hist_b):
     for k in sa:
         assert torch.equal(sa[k], sb[k]), f"parameter {k} differs after resuming"
     assert hist_a.steps == hist_b.steps
-    for key in hist_a.keys():
+    for key in hist_a.keys():  # noqa: SIM118 (a History, not a dict: it has no __iter__)
         assert hist_a[key] == hist_b[key], key
 
 
@@ -363,7 +364,7 @@ def test_resume_is_bit_identical(tmp_path, how):
 
 def test_resume_without_checkpoint_would_differ(tmp_path):
     """The check above can fail: continuing from step 20 without the saved RNG state gives other numbers."""
-    model_a, hist_a = _uninterrupted()
+    model_a, _ = _uninterrupted()
     x, y = _regression(n=50)
     path = tmp_path / "ckpt.pt"
     model_b, opt_b = _fresh(0)
@@ -385,13 +386,14 @@ def test_checkpoint_contents_are_weights_only_safe(tmp_path):
     assert h.steps == [3, 6, 7]
     ckpt = torch.load(path, weights_only=True)
     assert ckpt["step"] == 7
-    assert set(ckpt) >= {"model", "optimizer", "history", "sampler", "torch_rng", "step"}
+    assert set(ckpt) >= {"players", "history", "sampler", "generators", "torch_rng", "step"}
+    assert set(ckpt["players"]) == {"model"} and set(ckpt["players"]["model"]) == {"module", "optimizer"}
     # The partial window (step 7) is kept as running sums, so that a resumed run logs what an
     # uninterrupted one would; the returned history shows it.
     assert ckpt["history"]["steps"] == [3, 6] and ckpt["window"]["loss"][1] == 1
     assert not (tmp_path / "sub" / "ckpt.pt.tmp").exists()
     fresh = _Noisy()
-    fresh.load_state_dict(ckpt["model"])
+    fresh.load_state_dict(ckpt["players"]["model"]["module"])
     assert torch.equal(fresh.net[0].weight, model.net[0].weight)
 
 
@@ -427,3 +429,101 @@ def test_metrics_are_read_before_the_optimizer_step():
     h = fit(model, torch.optim.SGD([w], lr=1.0), lambda m, b: (m.w * 1.0, {"w": m.w}), torch.zeros(3, 1),
             steps=2, batch_size=1, log_every=1, progress=False)
     assert h["w"] == [0.0, -1.0] and float(w.detach()) == -2.0
+
+
+# ----------------------------------------------------------------------------------------------------
+# fit_players: several players, named random streams, learning-rate schedule
+# ----------------------------------------------------------------------------------------------------
+def _two_players(seed=0):
+    """A player that fits y from x and one that, without a batch, pulls its weight towards a random target drawn
+    from a named stream (so the stream's state matters)."""
+    torch.manual_seed(seed)
+    reg, pull = nn.Linear(3, 1), nn.Linear(1, 1, bias=False)
+    stream = torch.Generator().manual_seed(42)
+    calls = []
+
+    def reg_loss(batch):
+        calls.append("reg")
+        return _mse(reg, batch), {"w0": reg.weight[0, 0]}
+
+    def pull_loss(batch):
+        assert batch is None
+        calls.append("pull")
+        return ((pull.weight - torch.randn(1, generator=stream)) ** 2).sum()
+
+    players = [Player("reg", reg, torch.optim.SGD(reg.parameters(), lr=0.05), reg_loss, updates=2,
+                      loss_key="loss_reg", grad_norm_key="gn_reg"),
+               Player("pull", pull, torch.optim.SGD(pull.parameters(), lr=0.1), pull_loss, uses_batch=False,
+                      loss_key="loss_pull", after_update=lambda: calls.append("after"))]
+    return players, {"stream": stream}, calls
+
+
+def test_fit_players_runs_each_player_in_turn_and_logs_each_loss():
+    players, gens, calls = _two_players()
+    h = fit_players(players, _regression(), steps=3, batch_size=8, generators=gens, log_every=1, progress=False)
+    assert calls == ["reg", "reg", "pull", "after"] * 3
+    assert h.keys() == ["loss_reg", "gn_reg", "loss_pull", "w0"] and h.steps == [1, 2, 3]
+    with pytest.raises(ValueError, match="unique"):
+        fit_players([players[0], players[0]], _regression(), steps=1, batch_size=8, progress=False)
+    with pytest.raises(TypeError, match="Player"):
+        fit_players([lambda b: 0.0], _regression(), steps=1, batch_size=8, progress=False)
+    with pytest.raises(TypeError, match="torch.Generator"):
+        fit_players(players, _regression(), steps=1, batch_size=8, generators={"s": 3}, progress=False)
+
+
+def test_fit_players_diverged_names_the_player():
+    players, _, _ = _two_players()
+    bad = Player("pull", players[1].module, players[1].optimizer, lambda b: players[1].module.weight.sum() * math.inf,
+                 uses_batch=False, loss_key="loss_pull")
+    with pytest.raises(TrainingDiverged, match="the pull loss is") as err:
+        fit_players([players[0], bad], _regression(), steps=2, batch_size=8, progress=False, title="Toy training")
+    assert err.value.quantity == "pull loss" and err.value.step == 1 and str(err.value).startswith("Toy training")
+
+
+def test_fit_players_resume_restores_the_named_streams(tmp_path):
+    def run(path, steps, **kw):
+        players, gens, _ = _two_players()
+        h = fit_players(players, _regression(), steps=steps, batch_size=8, generators=gens, log_every=2,
+                        progress=False, checkpoint_path=path, **kw)
+        return [p.module for p in players], h
+
+    mods_a, hist_a = run(None, 9)
+    path = tmp_path / "two.pt"
+    run(path, 4)
+    ckpt = torch.load(path, weights_only=True)
+    assert set(ckpt["players"]) == {"reg", "pull"} and set(ckpt["generators"]) == {"stream"}
+    mods_c, hist_c = run(path, 9)
+    for a, c in zip(mods_a, mods_c):
+        assert all(torch.equal(p, q) for p, q in zip(a.parameters(), c.parameters()))
+    assert hist_a.steps == hist_c.steps and hist_a["loss_pull"] == hist_c["loss_pull"]
+    with pytest.raises(ValueError, match="players"):
+        fit_players([_two_players()[0][0]], _regression(), steps=9, batch_size=8, checkpoint_path=path,
+                    progress=False)
+
+
+def test_fit_linear_lr_schedule_and_its_resume(tmp_path):
+    x, y = _regression()
+    model, opt = _linear()
+    seen = []
+    fit(model, opt, _mse, (x, y), steps=4, batch_size=8, lr_schedule="linear", progress=False,
+        callback=lambda step, m, h: seen.append(opt.param_groups[0]["lr"]))
+    assert seen == pytest.approx([0.1 * (1 - t / 4) for t in range(1, 5)])
+    with pytest.raises(ValueError, match="lr_schedule"):
+        fit(model, opt, _mse, (x, y), steps=4, batch_size=8, lr_schedule="cosine", progress=False)
+    # a resumed linear schedule continues from the initial learning rate, not from the decayed one it saved
+    model_a, opt_a = _linear()
+    fit(model_a, opt_a, _mse, (x, y), steps=10, batch_size=8, lr_schedule="linear", progress=False)
+
+    def crash(step, m, h):
+        if step == 6:
+            raise _Interrupt
+
+    path = tmp_path / "lin.pt"
+    model_b, opt_b = _linear()
+    with pytest.raises(_Interrupt):
+        fit(model_b, opt_b, _mse, (x, y), steps=10, batch_size=8, lr_schedule="linear", progress=False,
+            checkpoint_path=path, checkpoint_every=4, callback=crash)
+    model_c, opt_c = _linear(seed=5)
+    fit(model_c, opt_c, _mse, (x, y), steps=10, batch_size=8, lr_schedule="linear", progress=False,
+        checkpoint_path=path)
+    assert torch.equal(model_a.weight, model_c.weight) and opt_c.param_groups[0]["lr"] == 0.0
