@@ -41,7 +41,7 @@ import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from . import __version__, data, flows, gan, metrics, nets, runtime, score, train, vae
+from . import __version__, data, flows, gan, metrics, nets, runtime, score, train, vae, wasserstein
 from . import diffusion as dm
 
 __all__ = [
@@ -472,8 +472,6 @@ def _gan_recipe(ctx: BenchContext, conditional: bool) -> TrainedModel:
     notebooks/06_gan.ipynb trains them (:data:`DCGAN_RECIPE`, :data:`CGAN_RECIPE`); then ``n`` samples (for the
     conditional GAN: n / 10 per requested class, and the share the digit classifier assigns to that class). No
     likelihood (a GAN has none)."""
-    from . import gan
-
     spec = CGAN_RECIPE if conditional else DCGAN_RECIPE
     r = ctx.resolve(spec)
     steps = r["CGAN_STEPS"] if conditional else r["GAN_STEPS"]
@@ -531,25 +529,20 @@ WGAN_GP_RECIPE = {
 
 def _wgan_gp_recipe(ctx: BenchContext) -> TrainedModel:
     """Chapter 07: WGAN-GP (Gulrajani et al. 2017) on grey-scale digits exactly as notebooks/07_wasserstein.ipynb
-    trains it (:data:`WGAN_GP_RECIPE`): MLP generator with a sigmoid output (``gan.MLPGenerator``), MLP critic
-    with LeakyReLU(0.2) and no normalisation, n_critic critic steps with the per-sample gradient penalty per
-    generator step; then ``n`` samples. No likelihood."""
-    from torch import nn
-
-    from . import gan, nets
-
+    trains it (:data:`WGAN_GP_RECIPE`): MLP generator with a sigmoid output (``wasserstein.MLPGenerator``), MLP
+    critic with LeakyReLU(0.2) and no normalisation, n_critic critic steps with the per-sample gradient penalty
+    per generator step (``wasserstein.wgan_gp_loss``); then ``n`` samples. No likelihood."""
     r = ctx.resolve(WGAN_GP_RECIPE)
     dev = ctx.device
     x_train, _ = data.load_digits("train", device=dev)
     torch.manual_seed(ctx.seed)
-    generator = gan.MLPGenerator(r["WGAN_LATENT"], 64, r["WGAN_HIDDEN"]).to(dev)
+    generator = wasserstein.MLPGenerator(r["WGAN_LATENT"], 64, r["WGAN_HIDDEN"]).to(dev)
     critic = nets.MLP(64, 1, r["WGAN_HIDDEN"], activation=lambda: nn.LeakyReLU(0.2)).to(dev)
     t0 = time.perf_counter()
-    history = gan.fit_gan(generator, critic, x_train, loss="wgan_gp", steps=r["WGAN_STEPS"],
-                          batch_size=r["WGAN_BATCH"], latent_dim=r["WGAN_LATENT"], n_critic=r["WGAN_N_CRITIC"],
-                          lr_g=r["WGAN_LR"], lr_d=r["WGAN_LR"], betas=r["WGAN_BETAS"],
-                          gp_weight=r["WGAN_GP_WEIGHT"], seed=ctx.seed, progress=ctx.progress,
-                          desc="bench: WGAN-GP (ch. 07)")
+    history = gan.fit_gan(generator, critic, x_train, loss=wasserstein.wgan_gp_loss(r["WGAN_GP_WEIGHT"]),
+                          steps=r["WGAN_STEPS"], batch_size=r["WGAN_BATCH"], latent_dim=r["WGAN_LATENT"],
+                          n_critic=r["WGAN_N_CRITIC"], lr_g=r["WGAN_LR"], lr_d=r["WGAN_LR"], betas=r["WGAN_BETAS"],
+                          seed=ctx.seed, progress=ctx.progress, desc="bench: WGAN-GP (ch. 07)")
     train_seconds = time.perf_counter() - t0
     samples = gan.generate(generator, ctx.n_samples, r["WGAN_LATENT"], seed=ctx.seed)
     steps_done = _steps_done(history, r["WGAN_STEPS"])

@@ -1,37 +1,38 @@
-r"""Generative adversarial networks (chapters 06 and 07).
+r"""Generative adversarial networks (chapter 06).
 
-The file has three sections, each owned by one author:
+The GAN value function and its losses on raw discriminator outputs (logits), the optimal discriminator and
+the Jensen-Shannon identity, the mode-coverage metric for the 2-D benchmarks, batched ensembles of small MLPs,
+the objectives of the two-player game (:class:`GANLoss`) and :func:`fit_gan`, which trains the two players with
+the course's one training loop (:func:`coursekit.train.fit_players`), and the small convolutional GANs
+(unconditional and class-conditional) for the 8x8 digits.
 
-* **core** (this top part): the GAN value function and losses on raw
-  discriminator outputs (logits / critic scores), the optimal discriminator,
-  the WGAN losses, the gradient penalty, weight clipping, the mode-coverage
-  metric for the 2-D benchmarks, the GAN training loop and the tuned 2-D
-  recipes for chapter 06's mode-coverage table.
-* ``# ---- chapter 06: image GANs ----``: conv nets for the 8x8 digits and the
-  conditional GAN.
-* ``# ---- chapter 07: density ratios, f-GAN, WGAN, MMD, semi-supervised ----``.
+Chapter 07 (:mod:`coursekit.wasserstein`) replaces the Jensen-Shannon objective with f-divergences, the
+Wasserstein distance and the MMD, adds the WGAN objectives (``wgan_gp_loss``, ``wgan_clip_loss``) and holds the
+tuned 2-D recipes and the mode-coverage table, which compare this chapter's losses with WGAN-GP. Names that
+moved there stay importable from here.
 
-Conventions: all losses take raw logits / scores of shape ``(N,)`` or ``(N, 1)``
-and return 0-dim tensors in nats; ``log D = -softplus(-l)`` and
-``log(1 - D) = -softplus(l)`` keep them finite for any logit.
+Conventions: all losses take raw logits of shape ``(N,)`` or ``(N, 1)`` and return 0-dim tensors in nats;
+``log D = -softplus(-l)`` and ``log(1 - D) = -softplus(l)`` keep them finite for any logit.
 """
 
 from __future__ import annotations
 
 import functools
+import itertools
 import math
-import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.nn import functional as F
-from tqdm.auto import tqdm
 
 from . import data as data_mod
-from . import runtime as runtime_mod
+from . import metrics
+from ._compat import moved_names
 from ._validate import (
     check_choice,
+    check_class_labels,
     check_finite,
     check_nonnegative_int,
     check_positive_float,
@@ -39,8 +40,7 @@ from ._validate import (
     check_scores,
     check_tensor,
 )
-from ._compat import moved_names
-from .train import History, TrainingDiverged, _as_tensors, _EpochSampler
+from .train import History, Player, fit_players
 
 __all__ = [
     "optimal_discriminator",
@@ -49,45 +49,28 @@ __all__ = [
     "generator_loss",
     "mode_coverage",
     "EnsembleMLP",
+    "GANLoss",
+    "GAN_LOSSES",
     "GAN_LOSS_DEFAULTS",
     "fit_gan",
     "generate",
     "COURSE_SEEDS",
     "BENCHMARKS_2D",
-    "Recipe2D",
-    "RECIPES_2D",
-    "BEST_RECIPE_2D",
-    "train_2d_gans",
-    "evaluate_2d_gans",
-    "ModeCoverageTable",
-    "reference_rows",
-    "mode_coverage_table",
     "DigitsGenerator",
     "DigitsDiscriminator",
     "class_agreement",
 ]
 
-# Chapter 07 material that used to live here; `coursekit.gan.<name>` still finds it in its new module.
-__getattr__ = moved_names(__name__, {
-    "wasserstein_critic_loss": "coursekit.wasserstein",
-    "wasserstein_generator_loss": "coursekit.wasserstein",
-    "gradient_penalty": "coursekit.wasserstein",
-    "clip_weights": "coursekit.wasserstein",
-    "density_ratio_from_logits": "coursekit.wasserstein",
-    "f_gan_value": "coursekit.wasserstein",
-    "f_gan_discriminator_loss": "coursekit.wasserstein",
-    "f_gan_generator_loss": "coursekit.wasserstein",
-    "gaussian_kernel_matrix": "coursekit.wasserstein",
-    "mmd2_unbiased": "coursekit.wasserstein",
-    "mmd2_biased": "coursekit.wasserstein",
-    "ssgan_real_logit": "coursekit.wasserstein",
-    "ssgan_discriminator_loss": "coursekit.wasserstein",
-    "feature_matching_loss": "coursekit.wasserstein",
-    "MLPGenerator": "coursekit.wasserstein",
-})
+# Chapter 07 material that used to live here: `coursekit.gan.<name>` still finds it in its new module.
+__getattr__ = moved_names(__name__, {name: "coursekit.wasserstein" for name in (
+    "wasserstein_critic_loss", "wasserstein_generator_loss", "gradient_penalty", "clip_weights",
+    "density_ratio_from_logits", "f_gan_value", "f_gan_discriminator_loss", "f_gan_generator_loss",
+    "gaussian_kernel_matrix", "mmd2_unbiased", "mmd2_biased", "ssgan_real_logit", "ssgan_discriminator_loss",
+    "feature_matching_loss", "MLPGenerator",
+    "Recipe2D", "RECIPES_2D", "BEST_RECIPE_2D", "train_2d_gans", "evaluate_2d_gans", "ModeCoverageTable",
+    "reference_rows", "mode_coverage_table",
+)})
 
-# ---- core (owned by CORE; the API of /work/spec/GAN_API.md) ----
-#
 # Derivations (each step names its rule; chapter 06 walks through the same steps).
 #
 # Value function (Goodfellow et al. 2014, eq. 1), D = sigmoid(l) for a logit l:
@@ -113,9 +96,6 @@ __getattr__ = moved_names(__name__, {
 #     d/dl log(1 - sigmoid(l)) = -sigmoid(l)        -> ~0 when D(G(z)) ~ 0 (early training: saturates),
 #     d/dl (-log sigmoid(l))   = -(1 - sigmoid(l))  -> ~-1 when D(G(z)) ~ 0 (strong gradient).
 # Both have the same fixed point; the second is what "non_saturating" minimises.
-
-_GAN_LOSSES = ("minimax", "non_saturating", "wgan_gp", "wgan_clip")
-
 
 def optimal_discriminator(p_data: torch.Tensor, p_model: torch.Tensor) -> torch.Tensor:
     r"""The optimal discriminator :math:`D^*(x) = p_\text{data}(x) / (p_\text{data}(x) + p_\text{model}(x))`.
@@ -267,7 +247,7 @@ def mode_coverage(samples: torch.Tensor, modes: torch.Tensor, std: float, *, n_s
     }
 
 
-# -------------------------------------------------------------------------- core: networks for 2-D ensembles
+# --------------------------------------------------------------------------------- networks for 2-D ensembles
 class EnsembleMLP(nn.Module):
     """E independent MLPs evaluated in one batched call (stacked weights, ``torch.baddbmm``).
 
@@ -310,7 +290,7 @@ class EnsembleMLP(nn.Module):
         gens = [torch.Generator().manual_seed(s) for s in seeds]
         self.weights = nn.ParameterList()
         self.biases = nn.ParameterList()
-        for fan_in, fan_out in zip(widths[:-1], widths[1:]):
+        for fan_in, fan_out in itertools.pairwise(widths):
             bound = 1.0 / fan_in ** 0.5
             w = torch.stack([(torch.rand(fan_in, fan_out, generator=g) * 2 - 1) * bound for g in gens])
             b = torch.stack([(torch.rand(1, fan_out, generator=g) * 2 - 1) * bound for g in gens])
@@ -348,18 +328,75 @@ class EnsembleMLP(nn.Module):
         return nn.Sequential(*layers).to(self.weights[0].device)
 
 
-# ---------------------------------------------------------------------------------- core: the training loop
-#: Defaults per loss, from the papers: DCGAN (Radford et al. 2016, Sec. 4: Adam lr 2e-4, beta1 0.5);
-#: WGAN-GP (Gulrajani et al. 2017, Algorithm 1: lambda 10, n_critic 5, Adam lr 1e-4, betas (0, 0.9));
-#: WGAN (Arjovsky et al. 2017, Algorithm 1: RMSProp lr 5e-5, c 0.01, n_critic 5).
-GAN_LOSS_DEFAULTS = {
-    "minimax": {"lr_g": 2e-4, "lr_d": 2e-4, "betas": (0.5, 0.999), "n_critic": 1, "optimizer": "adam"},
-    "non_saturating": {"lr_g": 2e-4, "lr_d": 2e-4, "betas": (0.5, 0.999), "n_critic": 1, "optimizer": "adam"},
-    "wgan_gp": {"lr_g": 1e-4, "lr_d": 1e-4, "betas": (0.0, 0.9), "n_critic": 5, "optimizer": "adam"},
-    "wgan_clip": {"lr_g": 5e-5, "lr_d": 5e-5, "betas": None, "n_critic": 5, "optimizer": "rmsprop"},
+# ------------------------------------------------------------------------------------------- the objective
+@dataclass(frozen=True)
+class GANLoss:
+    r"""A GAN objective for :func:`fit_gan`: the two players' losses and the training defaults that go with them.
+
+    Attributes:
+        name: a short name (the default progress-bar label is ``"GAN (<name>)"``).
+        discriminator_loss: ``discriminator_loss(real_scores, fake_scores)``, the discriminator's (critic's)
+            loss on its raw outputs of shape ``(N,)`` for real and generated examples; a 0-dim tensor to minimise.
+        generator_loss: ``generator_loss(fake_scores)``, the generator's loss, a 0-dim tensor to minimise.
+        penalty: optional ``penalty(critic, real, fake, *, generator)`` added to the discriminator's loss as
+            ``penalty_weight * penalty`` (``critic`` maps a batch to scores; ``generator`` is the run's
+            ``torch.Generator`` for the penalty's randomness), e.g. the gradient penalty of WGAN-GP.
+        penalty_weight: its weight (lambda). penalty_key: the History key of the (unweighted) penalty.
+        after_discriminator_update: optional ``f(discriminator)`` after every discriminator optimiser step
+            (weight clipping).
+        wasserstein: ``True`` for a critic whose negative loss estimates a distance (logged as ``w_estimate``);
+            ``False`` for a classifier on logits (the mean probabilities ``d_real``, ``d_fake`` are logged).
+        n_critic, lr_g, lr_d, betas, optimizer: the defaults of :func:`fit_gan` for this objective: discriminator
+            updates per generator update, learning rates, Adam's betas and ``"adam"`` or ``"rmsprop"``.
+
+    The chapter's two objectives are :data:`GAN_LOSSES` ``["minimax"]`` and ``["non_saturating"]``;
+    :mod:`coursekit.wasserstein` builds the WGAN objectives (``wgan_gp_loss``, ``wgan_clip_loss``).
+    """
+
+    name: str
+    discriminator_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    generator_loss: Callable[[torch.Tensor], torch.Tensor]
+    penalty: Callable | None = None
+    penalty_weight: float = 0.0
+    penalty_key: str = "gp"
+    after_discriminator_update: Callable[[nn.Module], None] | None = None
+    wasserstein: bool = False
+    n_critic: int = 1
+    lr_g: float = 2e-4
+    lr_d: float = 2e-4
+    betas: tuple | None = (0.5, 0.999)
+    optimizer: str = "adam"
+
+
+#: The chapter's objectives, with the defaults of DCGAN (Radford et al. 2016, Sec. 4: Adam lr 2e-4, beta1 0.5):
+#: the minimax game of Goodfellow et al. (2014), eq. (1), and its non-saturating generator loss (Sec. 3).
+GAN_LOSSES = {
+    "minimax": GANLoss("minimax", discriminator_loss, functools.partial(generator_loss, kind="minimax")),
+    "non_saturating": GANLoss("non_saturating", discriminator_loss,
+                              functools.partial(generator_loss, kind="non_saturating")),
 }
 
+#: The training defaults of each objective in :data:`GAN_LOSSES` (the WGAN objectives carry their own).
+GAN_LOSS_DEFAULTS = {
+    name: {"lr_g": o.lr_g, "lr_d": o.lr_d, "betas": o.betas, "n_critic": o.n_critic, "optimizer": o.optimizer}
+    for name, o in GAN_LOSSES.items()
+}
 
+_WASSERSTEIN_LOSSES = {"wgan_gp": "wgan_gp_loss(gp_weight=10.0)", "wgan_clip": "wgan_clip_loss(clip=0.01)"}
+
+
+def _objective(loss) -> GANLoss:
+    if isinstance(loss, GANLoss):
+        return loss
+    if loss in _WASSERSTEIN_LOSSES:
+        raise ValueError(f"loss={loss!r} is a Wasserstein objective (chapter 07): pass "
+                         f"loss=coursekit.wasserstein.{_WASSERSTEIN_LOSSES[loss]} instead (its argument replaces "
+                         f"fit_gan's former gp_weight / clip)")
+    check_choice("loss", loss, tuple(GAN_LOSSES))
+    return GAN_LOSSES[loss]
+
+
+# ----------------------------------------------------------------------------------------- the training loop
 def _latent(batch: int, latent_dim, ensemble, gen: torch.Generator, device) -> torch.Tensor:
     shape = (batch,) + ((ensemble,) if ensemble else ()) + tuple(latent_dim)
     return torch.randn(shape, generator=gen).to(device)
@@ -374,104 +411,113 @@ def _latent_shape(latent_dim) -> tuple:
     return (check_positive_int("latent_dim", latent_dim),)
 
 
-def _gan_diverged(which: str, quantity: str, value: float, step: int, steps: int, loss: str, lrs) -> TrainingDiverged:
-    msg = (f"GAN training diverged: the {which} {quantity} is {value} at step {step} of {steps} (loss={loss!r}, "
-           f"lr_g={lrs[0]:g}, lr_d={lrs[1]:g}). Try: lower learning rates; check that the discriminator returns "
-           f"raw logits (no sigmoid: the losses apply it stably); for 'wgan_clip' a smaller clip value; for "
-           f"'wgan_gp' no batch norm in the critic; check the data for NaN/Inf.")
-    return TrainingDiverged(msg, step=step, quantity=f"{which} {quantity}", value=value)
+def _loss_or_nonfinite(loss_fn, *scores: torch.Tensor) -> torch.Tensor:
+    """``loss_fn(*scores)``; if a score is NaN/Inf, a non-finite loss instead, which the training loop reports
+    as :class:`~coursekit.train.TrainingDiverged` (a NaN score is a diverged run, not a bad argument)."""
+    try:
+        return loss_fn(*scores)
+    except ValueError:
+        if all(bool(torch.isfinite(s).all()) for s in scores):
+            raise
+        return sum(s.sum() for s in scores)  # NaN or +-Inf, and it depends on the parameters
 
 
-def fit_gan(
-    generator: nn.Module,
-    discriminator: nn.Module,
-    data,
-    *,
-    loss: str = "non_saturating",
-    steps: int,
-    batch_size: int,
-    latent_dim,
-    n_critic: int | None = None,
-    lr_g: float | None = None,
-    lr_d: float | None = None,
-    betas=None,
-    gp_weight: float = 10.0,
-    clip: float = 0.01,
-    labels: torch.Tensor | None = None,
-    ensemble: int | None = None,
-    optimizer_g: torch.optim.Optimizer | None = None,
-    optimizer_d: torch.optim.Optimizer | None = None,
-    lr_schedule: str = "constant",
-    seed: int = 0,
-    max_seconds: float | None = None,
-    progress: bool = True,
-    log_every: int = 10,
-    desc: str | None = None,
-    callback=None,
-) -> History:
-    r"""Train a GAN (2-D MLPs, conv nets on images, conditional, or a batched ensemble) and return its History.
+class _GANPlayers:
+    """The two players' losses of :func:`fit_gan`, sharing the latent stream and the real batch's labels.
 
-    One *step* is one generator update, preceded by ``n_critic`` discriminator (critic) updates, each on a
-    fresh real minibatch and fresh latents (Goodfellow et al. 2014, Algorithm 1 with k = n_critic;
-    Arjovsky et al. 2017 / Gulrajani et al. 2017, Algorithm 1):
-
-    * discriminator step: ``x`` real batch, ``z ~ N(0, I)``, ``x_fake = G(z)`` (no gradient into G), loss
-
-      - ``"minimax"`` / ``"non_saturating"``: :func:`discriminator_loss` (BCE, real = 1, fake = 0);
-      - ``"wgan_gp"``: :func:`wasserstein_critic_loss` + ``gp_weight`` * :func:`gradient_penalty`;
-      - ``"wgan_clip"``: :func:`wasserstein_critic_loss`, then :func:`clip_weights` (``clip``);
-
-    * generator step: new ``z``, loss :func:`generator_loss` (``kind=loss``) or
-      :func:`wasserstein_generator_loss`; the discriminator's parameters are frozen during this step.
-
-    Args:
-        generator: module ``z -> x`` (or ``(z, y) -> x`` with ``labels``); its output has the shape of a data
-            batch. discriminator: module ``x -> logits/scores`` of shape (B,) or (B, 1) (``(x, y) -> ...``
-            with labels). Both already on the device of ``data``, float32, without a final sigmoid.
-        data: float tensor (N, ...) on the training device (e.g. (N, 2) points or (N, 1, 8, 8) images); with
-            ``ensemble=E``, shape (N, E, ...): column e is member e's data.
-        loss: ``"non_saturating"`` (default), ``"minimax"``, ``"wgan_gp"`` or ``"wgan_clip"``.
-        steps: number of generator steps (>= 1). batch_size: examples per minibatch (<= N).
-        latent_dim: int d (z has shape (B, d)) or a tuple (z has shape (B, *latent_dim), e.g. (16, 1, 1) for a
-            transposed-conv generator); with ``ensemble=E``, z is (B, E, *latent_dim).
-        n_critic, lr_g, lr_d, betas: ``None`` takes the per-loss defaults of :data:`GAN_LOSS_DEFAULTS`
-            (from the papers). ``betas`` is Adam's (beta1, beta2); ignored for ``"wgan_clip"`` (RMSProp).
-        gp_weight: lambda of WGAN-GP (> 0; used by ``"wgan_gp"``). clip: c of WGAN (> 0; ``"wgan_clip"``).
-        labels: int64 tensor (N,) of class labels for a conditional GAN: the real batch's labels ``y`` are
-            passed to the discriminator, and the same ``y`` to the generator and to the discriminator for the
-            fake batch (so fake classes follow the data's class frequencies). ``None``: unconditional.
-        ensemble: ``None`` or E >= 1 for a batched ensemble (:class:`EnsembleMLP`): the discriminator's output
-            is (B, E) or (B, E, 1) and each loss is the *sum* over members of the member's loss (the mean over
-            its batch), so every member is trained as by a separate run (shared minibatch indices and latent
-            stream). The logged losses are per-member means (sum / E).
-        optimizer_g, optimizer_d: optional optimisers to use instead of the defaults (then lr/betas are
-            ignored for that network). Default: Adam(lr, betas), RMSprop(lr) for ``"wgan_clip"``.
-        lr_schedule: ``"constant"`` (default) or ``"linear"``: every optimiser's learning rates decay linearly
-            from their initial values to 0 at step ``steps`` (lr_t = lr_0 (1 - t / steps) after generator step
-            t, for both networks), as in the CIFAR-10 experiments of Gulrajani et al. (2017). A small final
-            learning rate lets the generator settle on sharp modes instead of jittering around them.
-        seed: seeds the minibatch order, the latents and the gradient-penalty epsilons (network
-            initialisation is the caller's: create the networks after :func:`coursekit.runtime.setup`).
-            Same seed, same initial weights, same device -> the same run, bit for bit, on the CPU.
-        max_seconds: wall-clock budget in seconds (``history.stop_reason == "max_seconds"``); None: no limit.
-        progress: show a ``tqdm.auto`` bar and print a one-line summary at the end.
-        log_every: log the window means of ``loss_d``, ``loss_g`` and the diagnostics every this many steps:
-            ``d_real``/``d_fake`` (mean sigmoid outputs, for the BCE losses), ``w_estimate`` (mean critic
-            score on real minus on fake, an estimate of W1 up to the Lipschitz constant; WGAN losses) and
-            ``gp`` (``"wgan_gp"``). Values are for the last discriminator step of each generator step.
-        desc: label of the progress bar (default ``"GAN (<loss>)"``).
-        callback: optional ``callback(step, generator, discriminator, history)`` after every step.
-
-    Returns:
-        :class:`coursekit.train.History` with ``stop_reason`` ``"steps"`` or ``"max_seconds"``.
-
-    Raises:
-        TrainingDiverged: a loss or gradient norm of either network is NaN/Inf (message: which, step, hints).
-        ValueError / TypeError: unknown loss, bad sizes, data/labels/ensemble shapes that do not match,
-            NaN/Inf in the data, discriminator outputs of the wrong shape.
+    Per discriminator update: the loop's minibatch, a latent draw, (the penalty's draws); per generator update: a
+    latent draw, with the labels of the last discriminator batch.
     """
-    check_choice("loss", loss, _GAN_LOSSES)
-    check_choice("lr_schedule", lr_schedule, ("constant", "linear"))
+
+    def __init__(self, generator, discriminator, objective: GANLoss, *, batch_size, latent_shape, ensemble, device,
+                 seed: int):
+        self.generator, self.discriminator, self.objective, self.device = generator, discriminator, objective, device
+        self.batch_size, self.latent_shape, self.ensemble = batch_size, latent_shape, ensemble
+        self.latents = torch.Generator(device="cpu").manual_seed(seed + 1)  # CPU: the same latents on any device
+        self.penalty_rng = torch.Generator(device=device).manual_seed(seed + 2)
+        self.d_trainable = [p for p in discriminator.parameters() if p.requires_grad]
+        self.y = None  # labels of the last real batch (conditional GAN)
+
+    def call(self, net, x):
+        return net(x) if self.y is None else net(x, self.y)
+
+    def fake_batch(self) -> torch.Tensor:
+        z = _latent(self.batch_size, self.latent_shape, self.ensemble, self.latents, self.device)
+        return self.call(self.generator, z)
+
+    def flat(self, scores, name: str) -> torch.Tensor:
+        """Discriminator output -> (B * E,) (ensemble) or (B,)."""
+        e = self.ensemble
+        if e:
+            if scores.ndim == 3 and scores.shape[2] == 1:
+                scores = scores[..., 0]
+            if scores.ndim != 2 or scores.shape[1] != e:
+                raise ValueError(f"with ensemble={e} the discriminator must return (B, {e}) or (B, {e}, 1) scores, "
+                                 f"got {tuple(scores.shape)} for {name}")
+            return scores.reshape(-1)
+        if not isinstance(scores, torch.Tensor) or not scores.is_floating_point():
+            got = scores.dtype if isinstance(scores, torch.Tensor) else type(scores).__name__
+            raise TypeError(f"the discriminator must return floating-point scores, got {got} for {name}")
+        if not (scores.ndim == 1 or (scores.ndim == 2 and scores.shape[1] == 1)):
+            raise ValueError(f"the discriminator must return scores of shape (N,) or (N, 1) (one score per "
+                             f"example), got shape {tuple(scores.shape)} for {name}")
+        return scores.reshape(-1)
+
+    def penalty(self, x: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+        penalty, rng = self.objective.penalty, self.penalty_rng
+        if not self.ensemble:
+            return penalty(lambda t: self.call(self.discriminator, t), x, fake, generator=rng)
+        rest, shape = x.shape[2:], (self.batch_size, self.ensemble) + x.shape[2:]
+        critic = lambda t: self.flat(self.call(self.discriminator, t.reshape(shape)), "interpolates")
+        return penalty(critic, x.reshape((-1,) + rest), fake.reshape((-1,) + rest), generator=rng)
+
+    def discriminator_loss(self, batch) -> tuple[torch.Tensor, dict]:
+        x = batch[0]
+        self.y = batch[1] if len(batch) > 1 else None
+        with torch.no_grad():
+            fake = self.fake_batch()
+        if fake.shape != x.shape:
+            raise ValueError(f"the generator returned a batch of shape {tuple(fake.shape)}, but data batches have "
+                             f"shape {tuple(x.shape)}")
+        real_out = self.flat(self.call(self.discriminator, x), "real data")
+        fake_out = self.flat(self.call(self.discriminator, fake), "generated data")
+        objective = self.objective
+        loss = _loss_or_nonfinite(objective.discriminator_loss, real_out, fake_out)
+        if objective.wasserstein or objective.penalty is not None:
+            value = float(loss.detach())
+            if not math.isfinite(value):  # reported by the loop, before the penalty rejects NaN scores
+                return loss, {}
+        if objective.wasserstein:
+            metrics = {"w_estimate": -value}
+        else:
+            metrics = {"d_real": float(torch.sigmoid(real_out.detach()).mean()),
+                       "d_fake": float(torch.sigmoid(fake_out.detach()).mean())}
+        if objective.penalty is not None:
+            gp = self.penalty(x, fake)
+            metrics[objective.penalty_key] = float(gp.detach())
+            loss = loss + objective.penalty_weight * gp
+        return loss, metrics
+
+    def generator_loss(self, batch) -> torch.Tensor:
+        for p in self.d_trainable:  # the discriminator is frozen during the generator's update
+            p.requires_grad_(False)
+        try:
+            fake_out = self.flat(self.call(self.discriminator, self.fake_batch()), "generated data")
+            return _loss_or_nonfinite(self.objective.generator_loss, fake_out)
+        finally:
+            for p in self.d_trainable:
+                p.requires_grad_(True)
+
+
+def _advice(objective: GANLoss, lr_g: float, lr_d: float) -> str:
+    """The hints of fit_gan's TrainingDiverged message."""
+    return (f"lower learning rates (loss={objective.name!r}, lr_g={lr_g:g}, lr_d={lr_d:g}); check that the "
+            f"discriminator returns raw logits (no sigmoid: the losses apply it stably); for a clipped critic a "
+            f"smaller clip value; for a gradient penalty no batch norm in the critic; check the data for NaN/Inf.")
+
+
+def _check_gan_data(generator, discriminator, data, labels, ensemble):
+    """fit_gan's checks of the networks, data, labels and ensemble size (``ensemble`` validated and returned)."""
     for name, net in (("generator", generator), ("discriminator", discriminator)):
         if not isinstance(net, nn.Module):
             raise TypeError(f"{name} must be a torch.nn.Module, got {type(net).__name__}")
@@ -486,211 +532,154 @@ def fit_gan(
     elif data.ndim < 2:
         raise ValueError(f"data must have shape (N, ...) with at least one feature dim, got {tuple(data.shape)}")
     check_finite("data", data)
-    tensors = (data,) if labels is None else (data, labels)
     if labels is not None:
         check_tensor("labels", labels)
         if labels.dtype != torch.int64 or labels.ndim != 1:
             raise ValueError(f"labels must be an int64 tensor of shape (N,), got dtype {labels.dtype} "
                              f"shape {tuple(labels.shape)}")
-    tensors, _ = _as_tensors(tensors)
-    n = data.shape[0]
-    steps = check_positive_int("steps", steps)
-    batch_size = check_positive_int("batch_size", batch_size)
-    if batch_size > n:
-        raise ValueError(f"batch_size ({batch_size}) must be <= the number of examples ({n})")
-    latent_shape = _latent_shape(latent_dim)
-    defaults = GAN_LOSS_DEFAULTS[loss]
-    n_critic = check_positive_int("n_critic", defaults["n_critic"] if n_critic is None else n_critic)
-    lr_g = check_positive_float("lr_g", defaults["lr_g"] if lr_g is None else lr_g)
-    lr_d = check_positive_float("lr_d", defaults["lr_d"] if lr_d is None else lr_d)
-    betas = defaults["betas"] if betas is None else tuple(betas)
-    if defaults["optimizer"] == "adam" and (len(betas) != 2 or not all(0.0 <= b < 1.0 for b in betas)):
+        if labels.shape[0] != data.shape[0]:
+            raise ValueError(f"data and labels must have the same number of examples (first dim), got "
+                             f"{[data.shape[0], labels.shape[0]]}")
+    return ensemble
+
+
+def _optimizers(objective: GANLoss, generator, discriminator, lr_g, lr_d, betas, optimizer_g, optimizer_d):
+    """The two optimisers: the given ones, else the objective's default (Adam(lr, betas) or RMSprop(lr))."""
+    lr_g = check_positive_float("lr_g", objective.lr_g if lr_g is None else lr_g)
+    lr_d = check_positive_float("lr_d", objective.lr_d if lr_d is None else lr_d)
+    betas = objective.betas if betas is None else tuple(betas)
+    if objective.optimizer == "adam" and (len(betas) != 2 or not all(0.0 <= b < 1.0 for b in betas)):
         raise ValueError(f"betas must be two numbers in [0, 1), got {betas}")
-    gp_weight = check_positive_float("gp_weight", gp_weight)
-    clip = check_positive_float("clip", clip)
+
+    def make(net, lr, given):
+        if given is not None:
+            return given
+        if objective.optimizer == "rmsprop":
+            return torch.optim.RMSprop(net.parameters(), lr=lr)
+        return torch.optim.Adam(net.parameters(), lr=lr, betas=betas)
+
+    return make(generator, lr_g, optimizer_g), make(discriminator, lr_d, optimizer_d), (lr_g, lr_d)
+
+
+def fit_gan(
+    generator: nn.Module,
+    discriminator: nn.Module,
+    data,
+    *,
+    loss="non_saturating",
+    steps: int,
+    batch_size: int,
+    latent_dim,
+    n_critic: int | None = None,
+    lr_g: float | None = None,
+    lr_d: float | None = None,
+    betas=None,
+    labels: torch.Tensor | None = None,
+    ensemble: int | None = None,
+    optimizer_g: torch.optim.Optimizer | None = None,
+    optimizer_d: torch.optim.Optimizer | None = None,
+    lr_schedule: str = "constant",
+    seed: int = 0,
+    max_seconds: float | None = None,
+    progress: bool = True,
+    log_every: int = 10,
+    desc: str | None = None,
+    callback=None,
+    checkpoint_path=None,
+    checkpoint_every: int | None = None,
+    resume: bool = True,
+) -> History:
+    r"""Train a GAN (2-D MLPs, conv nets on images, conditional, or a batched ensemble) and return its History.
+
+    Two :class:`coursekit.train.Player` s run by :func:`coursekit.train.fit_players`. One *step* is
+    ``n_critic`` discriminator (critic) updates, each on a fresh real minibatch and fresh latents, then one
+    generator update (Goodfellow et al. 2014, Algorithm 1 with k = n_critic):
+
+    * discriminator: ``x`` real batch, ``z ~ N(0, I)``, ``x_fake = G(z)`` (no gradient into G), the objective's
+      ``discriminator_loss`` on the two batches of scores (for the chapter's losses :func:`discriminator_loss`,
+      BCE with real = 1, fake = 0), plus its weighted penalty if it has one;
+    * generator: new ``z``, the objective's ``generator_loss`` (:func:`generator_loss` with ``kind=loss``); the
+      discriminator's parameters are frozen during this update.
+
+    Args:
+        generator: module ``z -> x`` (or ``(z, y) -> x`` with ``labels``); its output has the shape of a data
+            batch. discriminator: module ``x -> logits/scores`` of shape (B,) or (B, 1) (``(x, y) -> ...``
+            with labels). Both already on the device of ``data``, float32, without a final sigmoid.
+        data: float tensor (N, ...) on the training device (e.g. (N, 2) points or (N, 1, 8, 8) images); with
+            ``ensemble=E``, shape (N, E, ...): column e is member e's data.
+        loss: ``"non_saturating"`` (default), ``"minimax"`` or a :class:`GANLoss` (the WGAN objectives of
+            chapter 07: ``coursekit.wasserstein.wgan_gp_loss(gp_weight)``, ``wgan_clip_loss(clip)``).
+        steps: number of generator steps (>= 1). batch_size: examples per minibatch (<= N).
+        latent_dim: int d (z has shape (B, d)) or a tuple (z has shape (B, *latent_dim), e.g. (16, 1, 1) for a
+            transposed-conv generator); with ``ensemble=E``, z is (B, E, *latent_dim).
+        n_critic, lr_g, lr_d, betas: ``None`` takes the objective's defaults (:data:`GAN_LOSS_DEFAULTS`, from the
+            papers). ``betas`` is Adam's (beta1, beta2); ignored by an RMSProp objective.
+        labels: int64 tensor (N,) of class labels for a conditional GAN: the real batch's labels ``y`` are
+            passed to the discriminator, and the same ``y`` to the generator and to the discriminator for the
+            fake batch (so fake classes follow the data's class frequencies). ``None``: unconditional.
+        ensemble: ``None`` or E >= 1 for a batched ensemble (:class:`EnsembleMLP`): the discriminator's output
+            is (B, E) or (B, E, 1) and each loss is the *sum* over members of the member's loss (the mean over
+            its batch), so every member is trained as by a separate run (shared minibatch indices and latent
+            stream). The logged losses are per-member means (sum / E).
+        optimizer_g, optimizer_d: optional optimisers to use instead of the defaults (then lr/betas are
+            ignored for that network).
+        lr_schedule: ``"constant"`` (default) or ``"linear"``: both optimisers' learning rates decay linearly to
+            0 at step ``steps`` (lr_t = lr_0 (1 - t / steps)), as in the CIFAR-10 experiments of Gulrajani et al.
+            (2017); a small final learning rate lets the generator settle on sharp modes.
+        seed: seeds the minibatch order (``seed``), the latents (a CPU generator seeded ``seed + 1``: the same
+            latents on any device) and the penalty's draws (``seed + 2``, on the data's device). Network
+            initialisation is the caller's. Same seed, initial weights and device -> the same run, bit for bit.
+        max_seconds: wall-clock budget in seconds (``history.stop_reason == "max_seconds"``); None: no limit.
+        progress: show a ``tqdm.auto`` bar and print a one-line summary at the end.
+        log_every: log the window means of ``loss_d``, ``loss_g`` and the diagnostics every this many steps:
+            ``d_real``/``d_fake`` (mean sigmoid outputs, classifier objectives), ``w_estimate`` (the negative
+            critic loss, an estimate of W1 up to the Lipschitz constant; Wasserstein objectives) and the penalty
+            (``gp``). Values are for the last discriminator update of each step.
+        desc: label of the progress bar (default ``"GAN (<loss name>)"``).
+        callback: optional ``callback(step, generator, discriminator, history)`` after every step.
+        checkpoint_path, checkpoint_every, resume: checkpoints as in :func:`coursekit.train.fit`, holding both
+            networks and optimisers and the latent and penalty streams: a resumed run ends bit-identical.
+
+    Returns:
+        :class:`coursekit.train.History` with ``stop_reason`` ``"steps"`` or ``"max_seconds"``.
+
+    Raises:
+        TrainingDiverged: a loss or gradient norm of either network is NaN/Inf (message: which, step, hints).
+        ValueError / TypeError: unknown loss (for ``"wgan_gp"``/``"wgan_clip"`` the message says what to pass),
+            bad sizes, data/labels/ensemble shapes that do not match, NaN/Inf in the data, discriminator outputs
+            of the wrong shape.
+    """
+    objective = _objective(loss)
+    check_choice("lr_schedule", lr_schedule, ("constant", "linear"))
+    ensemble = _check_gan_data(generator, discriminator, data, labels, ensemble)
+    batch_size = check_positive_int("batch_size", batch_size)
+    if batch_size > data.shape[0]:
+        raise ValueError(f"batch_size ({batch_size}) must be <= the number of examples ({data.shape[0]})")
+    n_critic = check_positive_int("n_critic", objective.n_critic if n_critic is None else n_critic)
+    opt_g, opt_d, lrs = _optimizers(objective, generator, discriminator, lr_g, lr_d, betas, optimizer_g, optimizer_d)
     seed = check_nonnegative_int("seed", seed)
-    log_every = check_positive_int("log_every", log_every)
-    if max_seconds is not None:
-        max_seconds = check_positive_float("max_seconds", max_seconds)
     if callback is not None and not callable(callback):
         raise TypeError("callback must be callable as callback(step, generator, discriminator, history)")
-    desc = desc or f"GAN ({loss})"
-    from .wasserstein import clip_weights, gradient_penalty  # chapter 07 (until the objective is pluggable)
-
-    def make_opt(params, lr):
-        if defaults["optimizer"] == "rmsprop":
-            return torch.optim.RMSprop(params, lr=lr)
-        return torch.optim.Adam(params, lr=lr, betas=betas)
-
-    opt_g = optimizer_g if optimizer_g is not None else make_opt(generator.parameters(), lr_g)
-    opt_d = optimizer_d if optimizer_d is not None else make_opt(discriminator.parameters(), lr_d)
-    base_lrs = [[grp["lr"] for grp in opt.param_groups] for opt in (opt_g, opt_d)]
-    g_params = [p for grp in opt_g.param_groups for p in grp["params"]]
-    d_params = [p for grp in opt_d.param_groups for p in grp["params"]]
-    d_trainable = [p for p in discriminator.parameters() if p.requires_grad]
-
-    device = data.device
-    sampler = _EpochSampler(n, batch_size, seed)
-    z_gen = torch.Generator(device="cpu").manual_seed(seed + 1)  # CPU: the same latents on any device
-    eps_gen = torch.Generator(device=device).manual_seed(seed + 2)
+    losses = _GANPlayers(generator, discriminator, objective, batch_size=batch_size, ensemble=ensemble,
+                         latent_shape=_latent_shape(latent_dim), device=data.device, seed=seed)
     scale = float(ensemble) if ensemble else 1.0
-    wasserstein = loss in ("wgan_gp", "wgan_clip")
-
-    def call(net, x, y):
-        return net(x) if y is None else net(x, y)
-
-    def flat(scores: torch.Tensor, name: str) -> torch.Tensor:
-        """Discriminator output -> (B * E,) (ensemble) or validated (B,)."""
-        if ensemble:
-            if scores.ndim == 3 and scores.shape[2] == 1:
-                scores = scores[..., 0]
-            if scores.ndim != 2 or scores.shape[1] != ensemble:
-                raise ValueError(f"with ensemble={ensemble} the discriminator must return (B, {ensemble}) or "
-                                 f"(B, {ensemble}, 1) scores, got {tuple(scores.shape)} for {name}")
-            return scores.reshape(-1)
-        if not isinstance(scores, torch.Tensor) or not scores.is_floating_point():
-            raise TypeError(f"the discriminator must return floating-point scores, got "
-                            f"{scores.dtype if isinstance(scores, torch.Tensor) else type(scores).__name__} for {name}")
-        if not (scores.ndim == 1 or (scores.ndim == 2 and scores.shape[1] == 1)):
-            raise ValueError(f"the discriminator must return scores of shape (N,) or (N, 1) (one score per "
-                             f"example), got shape {tuple(scores.shape)} for {name}")
-        return scores.reshape(-1)
-
-    # The losses below are those of discriminator_loss, generator_loss and the Wasserstein losses, computed on the
-    # validated (flat) scores without re-checking every score for NaN/Inf at each step: a NaN/Inf score makes the
-    # loss NaN/Inf, which the step checks (one scalar) and reports as TrainingDiverged. (Measured: the per-tensor
-    # checks and per-parameter gradient norms were ~10 % of a step of the 2-D ensembles at batch 32.)
-    def d_loss_of(real_out, fake_out):
-        if wasserstein:
-            return fake_out.mean() - real_out.mean()
-        return F.softplus(-real_out).mean() + F.softplus(fake_out).mean()
-
-    def g_loss_of(fake_out):
-        if wasserstein:
-            return -fake_out.mean()
-        return -F.softplus(fake_out).mean() if loss == "minimax" else F.softplus(-fake_out).mean()
-
-    def grad_norm(params) -> float:
-        grads = [p.grad.detach() for p in params if p.grad is not None]
-        if not grads:
-            raise ValueError("a network received no gradient: do its outputs depend on its parameters?")
-        return float(torch.nn.utils.get_total_norm(grads))
-
-    def update(who: str, opt, objective: torch.Tensor, params, step: int) -> float:
-        # One optimiser step for one player; a non-finite loss or gradient stops training with a clear error.
-        value = float(objective.detach())
-        if not math.isfinite(value):
-            raise _gan_diverged(who, "loss", value, step + 1, steps, loss, (lr_g, lr_d))
-        opt.zero_grad(set_to_none=True)
-        (scale * objective).backward()
-        gn = grad_norm(params)
-        if not math.isfinite(gn):
-            raise _gan_diverged(who, "gradient norm", gn, step + 1, steps, loss, (lr_g, lr_d))
-        opt.step()
-        return value
-
-    history = History()
-    window: dict[str, list] = {}
-
-    def accumulate(key, value):
-        s_c = window.setdefault(key, [0.0, 0])
-        s_c[0] += value
-        s_c[1] += 1
-
-    def flush(step):
-        if window:
-            history.log(step, **{k: s / c for k, (s, c) in window.items()})
-            window.clear()
-
-    was_training = (generator.training, discriminator.training)
-    generator.train()
-    discriminator.train()
-    step, t0 = 0, time.perf_counter()
-    history.stop_reason = "steps"
-    bar = tqdm(total=steps, desc=desc, disable=not progress, dynamic_ncols=True)
-    try:
-        while step < steps:
-            # ---- discriminator / critic: n_critic updates
-            for _ in range(n_critic):
-                idx = sampler.next_indices(device)
-                x = data[idx]
-                y = labels[idx] if labels is not None else None
-                with torch.no_grad():
-                    fake = call(generator, _latent(batch_size, latent_shape, ensemble, z_gen, device), y)
-                if fake.shape != x.shape:
-                    raise ValueError(f"the generator returned a batch of shape {tuple(fake.shape)}, but data "
-                                     f"batches have shape {tuple(x.shape)}")
-                real_out = flat(call(discriminator, x, y), "real data")
-                fake_out = flat(call(discriminator, fake, y), "generated data")
-                metrics = {}
-                d_loss = d_loss_of(real_out, fake_out)
-                if wasserstein:
-                    w_estimate = -float(d_loss.detach())
-                    if not math.isfinite(w_estimate):  # before the penalty, which would reject NaN scores
-                        raise _gan_diverged("discriminator", "loss", -w_estimate, step + 1, steps, loss, (lr_g, lr_d))
-                    metrics["w_estimate"] = w_estimate
-                    if loss == "wgan_gp":
-                        if ensemble:
-                            rest = x.shape[2:]
-                            gp = gradient_penalty(
-                                lambda t: flat(call(discriminator, t.reshape((batch_size, ensemble) + rest), y),
-                                               "interpolates"),
-                                x.reshape((-1,) + rest), fake.reshape((-1,) + rest), generator=eps_gen)
-                        else:
-                            gp = gradient_penalty(lambda t: call(discriminator, t, y), x, fake, generator=eps_gen)
-                        metrics["gp"] = float(gp.detach())
-                        d_loss = d_loss + gp_weight * gp
-                else:
-                    metrics["d_real"] = float(torch.sigmoid(real_out.detach()).mean())
-                    metrics["d_fake"] = float(torch.sigmoid(fake_out.detach()).mean())
-                loss_d = update("discriminator", opt_d, d_loss, d_params, step)
-                if loss == "wgan_clip":
-                    clip_weights(discriminator, clip)
-
-            # ---- generator: one update, discriminator frozen
-            for p in d_trainable:
-                p.requires_grad_(False)
-            try:
-                fake = call(generator, _latent(batch_size, latent_shape, ensemble, z_gen, device), y)
-                fake_out = flat(call(discriminator, fake, y), "generated data")
-                g_loss = g_loss_of(fake_out)
-            finally:
-                for p in d_trainable:
-                    p.requires_grad_(True)
-            loss_g = update("generator", opt_g, g_loss, g_params, step)
-            step += 1
-            if lr_schedule == "linear":
-                for opt, lrs in zip((opt_g, opt_d), base_lrs):
-                    for grp, lr0 in zip(opt.param_groups, lrs):
-                        grp["lr"] = lr0 * (1.0 - step / steps)
-
-            accumulate("loss_d", loss_d)
-            accumulate("loss_g", loss_g)
-            for key, value in metrics.items():
-                accumulate(key, value)
-            if step % log_every == 0:
-                flush(step)
-                bar.set_postfix(loss_d=f"{history.last('loss_d'):.4g}", loss_g=f"{history.last('loss_g'):.4g}",
-                                refresh=False)
-            bar.update(1)
-            if callback is not None:
-                callback(step, generator, discriminator, history)
-            if max_seconds is not None and time.perf_counter() - t0 >= max_seconds and step < steps:
-                history.stop_reason = "max_seconds"
-                if progress:
-                    tqdm.write(f"{desc}: stopped at step {step} of {steps}, the wall-clock budget of "
-                               f"{max_seconds:g} s is used up")
-                break
-        flush(step)
-    finally:
-        bar.close()
-        generator.train(was_training[0])
-        discriminator.train(was_training[1])
-    if progress and step > 0:
-        elapsed = time.perf_counter() - t0
-        print(f"{desc}: {step} steps in {elapsed:.1f} s ({step / elapsed:.0f} steps/s), final loss_d "
-              f"{history.last('loss_d'):.4g}, loss_g {history.last('loss_g'):.4g}")
-    return history
+    clip = objective.after_discriminator_update
+    players = [
+        Player("discriminator", discriminator, opt_d, losses.discriminator_loss, updates=n_critic,
+               after_update=None if clip is None else (lambda: clip(discriminator)), loss_key="loss_d",
+               grad_scale=scale),
+        Player("generator", generator, opt_g, losses.generator_loss, uses_batch=False, loss_key="loss_g",
+               grad_scale=scale),
+    ]
+    return fit_players(
+        players, (data,) if labels is None else (data, labels), steps=steps, batch_size=batch_size, seed=seed,
+        generators={"latents": losses.latents, "penalty": losses.penalty_rng}, lr_schedule=lr_schedule,
+        max_seconds=max_seconds, log_every=log_every, checkpoint_path=checkpoint_path,
+        checkpoint_every=checkpoint_every, resume=resume,
+        progress=progress, desc=desc or f"GAN ({objective.name})", title="GAN training",
+        callback=None if callback is None else (lambda step, h: callback(step, generator, discriminator, h)),
+        advice=lambda player: _advice(objective, *lrs),
+    )
 
 
 @torch.no_grad()
@@ -732,7 +721,7 @@ def generate(generator: nn.Module, n: int, latent_dim, *, labels: torch.Tensor |
         generator.train(was)
 
 
-# ------------------------------------------------------------------- core: 2-D recipes and the mode-coverage table
+# ------------------------------------------------------------------------------------- the 2-D benchmarks
 #: The course's seeds for the multi-seed 2-D experiments (chapter 06's table, the best-recipe test).
 COURSE_SEEDS = (0, 1, 2)
 
@@ -749,319 +738,7 @@ BENCHMARKS_2D = {
 }
 
 
-class _LeakyReLU02(nn.LeakyReLU):
-    """LeakyReLU with negative slope 0.2 (the DCGAN discriminator's, Radford et al. 2016)."""
-
-    def __init__(self):
-        super().__init__(0.2)
-
-
-_ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "leaky_relu": _LeakyReLU02}
-
-
-@dataclass(frozen=True)
-class Recipe2D:
-    """A 2-D GAN recipe: architecture, optimiser and step budgets (see :data:`RECIPES_2D`).
-
-    Generator ``MLP(latent_dim -> hidden -> 2)`` and discriminator ``MLP(2 -> hidden -> 1)`` with the same
-    hidden widths and activation; ``steps`` maps each run profile (``"smoke"``, ``"cpu"``, ``"gpu"``) to the
-    number of generator steps. The other fields are passed to :func:`fit_gan`. ``source`` says where the settings
-    come from and how they were scaled down.
-    """
-
-    name: str
-    loss: str
-    steps: dict
-    latent_dim: int = 16
-    hidden: tuple = (64, 64)
-    activation: str = "tanh"
-    batch_size: int = 128
-    lr_g: float = 1e-3
-    lr_d: float = 1e-3
-    betas: tuple = (0.5, 0.999)
-    n_critic: int = 1
-    gp_weight: float = 10.0
-    lr_schedule: str = "constant"
-    source: str = ""
-
-
-_SCALED = ("architecture family of the ring experiment of Metz et al. (2017), 'Unrolled Generative Adversarial "
-           "Networks' (MLP generator and discriminator with two hidden layers, Adam with beta1 = 0.5; a widely used "
-           "public re-implementation: tanh layers of 128, z in R^256, batch 512, lr 1e-4 for D and 1e-3 for G, about "
-           "25,000 steps), scaled to a CPU budget: two hidden ReLU layers of 64, z in R^16, batch 32, lr 2e-3 for "
-           "both networks decayed linearly to 0 (the decay of Gulrajani et al. 2017's CIFAR-10 runs), and the "
-           "profile's step count. Measured on the course's 2-core CPU (one thread, a second job on the other core), "
-           "ring and grid trained together (6 members): tanh cost 20 times ReLU per element in this torch build "
-           "(half of a step's time); batch 32 costs 6 ms a step against 8 ms at 64 and 10 ms at 128, and at equal "
-           "wall-clock more small steps learnt both benchmarks better (10,000 steps at batch 32: ring 8, 8, 7 modes "
-           "with 90-92 % high quality, grid 18-21 modes with 32-43 %; 3,000 steps at batch 128: ring 49-83 %, grid "
-           "2-10 %); the linear decay to 0 sharpened the ring from 45-49 % to 70-83 % high quality at 3,000 steps")
-
-#: The tuned 2-D recipes of chapter 06's table (name -> :class:`Recipe2D`). vanilla and non_saturating share every
-#: setting but the generator loss (a fair comparison); WGAN-GP uses the same networks and batch with its own critic
-#: schedule. Budgets measured on the course's shared 2-core CPU with one torch thread (see
-#: /work/spec/GAN_API.md "CHANGES by CORE" for the table and its times).
-RECIPES_2D = {
-    "vanilla": Recipe2D(
-        name="vanilla", loss="minimax", steps={"smoke": 20, "cpu": 5000, "gpu": 20_000},
-        hidden=(64, 64), activation="relu", batch_size=32, lr_g=2e-3, lr_d=2e-3, lr_schedule="linear",
-        source="minimax loss of Goodfellow et al. (2014), eq. (1); " + _SCALED + "."),
-    "non_saturating": Recipe2D(
-        name="non_saturating", loss="non_saturating", steps={"smoke": 20, "cpu": 5000, "gpu": 20_000},
-        hidden=(64, 64), activation="relu", batch_size=32, lr_g=2e-3, lr_d=2e-3, lr_schedule="linear",
-        source="non-saturating generator loss of Goodfellow et al. (2014), Sec. 3; " + _SCALED + "."),
-    "wgan_gp": Recipe2D(
-        name="wgan_gp", loss="wgan_gp", steps={"smoke": 10, "cpu": 700, "gpu": 5_000},
-        hidden=(64, 64), activation="relu", batch_size=32, lr_g=2e-3, lr_d=2e-3, lr_schedule="linear",
-        betas=(0.5, 0.9), n_critic=5, gp_weight=1.0,
-        source="WGAN-GP, Gulrajani et al. (2017), Algorithm 1 with n_critic = 5 and the Adam betas (0.5, 0.9) of the "
-               "authors' toy-data code (ReLU MLPs with three hidden layers of 512, lr 1e-4, 100,000 steps), on the "
-               "same networks, batch and learning-rate schedule as the other two recipes and about the same "
-               "wall-clock (one WGAN-GP step = 5 critic updates with a double backward pass, about 7 times a BCE "
-               "step); penalty weight lambda = 1 (the paper uses 10, the toy code 0.1: measured earlier on the ring "
-               "with tanh networks, lambda = 10 left most modes uncovered while lambda = 1 covered all 8; lambda = "
-               "0.1 with lr 1e-3 did no better than lambda = 1 here). At this budget its samples stay blurred."),
-}
-
-#: The chapter's best 2-D recipe: its ring-of-8 runs cover all 8 modes on :data:`COURSE_SEEDS` with a majority of
-#: high-quality samples, and its grid runs beat the chance row's high-quality share, under the cpu budget
-#: (tests/test_gan.py trains it as the table does and checks). Measured: vanilla and non-saturating are close (same
-#: networks and budget); vanilla has the higher grid share (7 % vs 6 %) and the higher worst ring seed (66 % vs 63 %).
-BEST_RECIPE_2D = "vanilla"
-
-
-def _recipe(recipe) -> Recipe2D:
-    if isinstance(recipe, Recipe2D):
-        return recipe
-    if recipe not in RECIPES_2D:
-        raise ValueError(f"unknown 2-D recipe {recipe!r}; valid names are {', '.join(RECIPES_2D)}")
-    return RECIPES_2D[recipe]
-
-
-def train_2d_gans(recipe, benchmarks=("ring",), seeds=COURSE_SEEDS, *, profile: str | None = None,
-                  steps: int | None = None, n_data: int = 10_000, progress: bool = True, device=None) -> dict:
-    """Train one 2-D GAN per (benchmark, seed) with ``recipe``, all at once as a batched ensemble.
-
-    Member (benchmark b, seed s) trains on ``n_data`` points drawn from the benchmark with ``seed=s``; its
-    generator and discriminator are initialised from their own seeds (``10_000 k + 100 b + s``, k = 0 for G,
-    1 for D), so a member's initial weights do not depend on the other members. All members share the
-    minibatch order and latent stream of :func:`fit_gan` (seeded with ``seeds[0]``); by
-    :class:`EnsembleMLP`'s argument each member is trained exactly as a separate run fed those batches.
-
-    Args:
-        recipe: a name in :data:`RECIPES_2D` or a :class:`Recipe2D`.
-        benchmarks: names in :data:`BENCHMARKS_2D` (``"ring"``, ``"grid"``). seeds: integer seeds (>= 0).
-        profile: run profile for the step budget (default: :func:`coursekit.runtime.get_profile`).
-        steps: override the profile's step budget. n_data: training points per member.
-        progress: progress bar and summary line. device: default CPU.
-
-    Returns:
-        dict with ``"generator"`` and ``"discriminator"`` (:class:`EnsembleMLP`, member order = benchmarks x
-        seeds, benchmark-major), ``"members"`` (list of (benchmark, seed)), ``"history"``, ``"recipe"``,
-        ``"steps"``, ``"seconds"`` (wall-clock of the training).
-
-    Raises:
-        ValueError: unknown recipe/benchmark/profile, empty or negative seeds.
-    """
-    recipe = _recipe(recipe)
-    benchmarks = tuple(benchmarks)
-    for b in benchmarks:
-        check_choice("benchmark", b, tuple(BENCHMARKS_2D))
-    seeds = tuple(check_nonnegative_int("seed", s) for s in seeds)
-    if not seeds or not benchmarks:
-        raise ValueError("need at least one benchmark and one seed")
-    profile = profile or runtime_mod.get_profile()
-    n_steps = steps if steps is not None else runtime_mod.budget(**recipe.steps, profile=profile)
-    n_steps = check_positive_int("steps", n_steps)
-    device = torch.device(device) if device is not None else torch.device("cpu")
-    members = [(b, s) for b in benchmarks for s in seeds]
-    bidx = {b: list(BENCHMARKS_2D).index(b) for b in benchmarks}
-    x = torch.stack([BENCHMARKS_2D[b]["sample"](n_data, seed=s) for b, s in members], dim=1).to(device)
-    act = _ACTIVATIONS[recipe.activation]
-    gen = EnsembleMLP([100 * bidx[b] + s for b, s in members], recipe.latent_dim, 2, recipe.hidden, act).to(device)
-    dis = EnsembleMLP([10_000 + 100 * bidx[b] + s for b, s in members], 2, 1, recipe.hidden, act).to(device)
-    # Adam with fused=True: the same update as fit_gan's default Adam (elementwise, up to float rounding), one kernel
-    # per step instead of several small ops per parameter; measured 20 % faster per step for these tiny MLPs.
-    # (wgan_clip keeps fit_gan's RMSprop.)
-    opt_g = opt_d = None
-    if GAN_LOSS_DEFAULTS[recipe.loss]["optimizer"] == "adam":
-        fused = {"fused": True} if device.type in ("cpu", "cuda") else {}
-        opt_g = torch.optim.Adam(gen.parameters(), lr=recipe.lr_g, betas=recipe.betas, **fused)
-        opt_d = torch.optim.Adam(dis.parameters(), lr=recipe.lr_d, betas=recipe.betas, **fused)
-    t0 = time.perf_counter()
-    history = fit_gan(gen, dis, x, loss=recipe.loss, steps=n_steps, batch_size=recipe.batch_size,
-                      latent_dim=recipe.latent_dim, n_critic=recipe.n_critic, lr_g=recipe.lr_g, lr_d=recipe.lr_d,
-                      betas=recipe.betas, optimizer_g=opt_g, optimizer_d=opt_d, gp_weight=recipe.gp_weight,
-                      lr_schedule=recipe.lr_schedule,
-                      ensemble=len(members), seed=seeds[0],
-                      progress=progress, log_every=max(1, n_steps // 100), desc=f"{recipe.name} x{len(members)}")
-    return {"generator": gen, "discriminator": dis, "members": members, "history": history, "recipe": recipe,
-            "steps": n_steps, "seconds": time.perf_counter() - t0}
-
-
-def evaluate_2d_gans(run: dict, *, n_samples: int = 2500, seed: int = 12345) -> list[dict]:
-    """Mode coverage of every member of a :func:`train_2d_gans` run on ``n_samples`` fresh samples.
-
-    2,500 samples as in VEEGAN (Srivastava et al. 2017) and PacGAN (Lin et al. 2018); the rule is that of
-    :func:`mode_coverage` (3 standard deviations, a mode counts once it has a high-quality sample).
-
-    Args:
-        run: the dict returned by :func:`train_2d_gans`. n_samples: samples per member (>= 1).
-        seed: seed of the evaluation latents (fixed, so the table does not depend on training randomness twice).
-
-    Returns:
-        One dict per member: ``recipe``, ``loss``, ``benchmark``, ``seed``, ``modes_covered``, ``n_modes``,
-        ``high_quality`` (share in [0, 1]), ``counts`` (list of ints), and ``samples`` ((n_samples, 2) tensor).
-
-    Raises:
-        TypeError / ValueError: bad ``n_samples`` or ``seed``.
-    """
-    n_samples = check_positive_int("n_samples", n_samples)
-    recipe = run["recipe"]
-    members = run["members"]
-    samples = generate(run["generator"], n_samples, recipe.latent_dim, ensemble=len(members), seed=seed).cpu()
-    rows = []
-    for e, (b, s) in enumerate(members):
-        spec = BENCHMARKS_2D[b]
-        cov = mode_coverage(samples[:, e], spec["modes"](), spec["std"])
-        rows.append({"recipe": recipe.name, "loss": recipe.loss, "benchmark": b, "seed": s,
-                     "modes_covered": cov["modes_covered"], "n_modes": cov["n_modes"],
-                     "high_quality": cov["high_quality"], "counts": cov["counts"].tolist(),
-                     "samples": samples[:, e].clone()})
-    return rows
-
-
-@dataclass
-class ModeCoverageTable:
-    """Result of :func:`mode_coverage_table`: one row per (recipe, benchmark, seed), plus timings.
-
-    ``rows``: list of dicts (see :func:`evaluate_2d_gans`). ``seconds``: training+evaluation wall-clock per
-    recipe. ``steps``: generator steps per recipe. ``profile``: the run profile used.
-    """
-
-    rows: list
-    seconds: dict
-    steps: dict
-    profile: str
-
-    def summary(self) -> list[dict]:
-        """Per (recipe, benchmark): mean/min/max modes covered, mean high-quality share, number of seeds."""
-        out = []
-        keys = list(dict.fromkeys((r["recipe"], r["benchmark"]) for r in self.rows))
-        for rec, b in keys:
-            rs = [r for r in self.rows if r["recipe"] == rec and r["benchmark"] == b]
-            modes = [r["modes_covered"] for r in rs]
-            out.append({"recipe": rec, "benchmark": b, "n_modes": rs[0]["n_modes"], "seeds": len(rs),
-                        "modes_mean": sum(modes) / len(modes), "modes_min": min(modes), "modes_max": max(modes),
-                        "high_quality_mean": sum(r["high_quality"] for r in rs) / len(rs)})
-        return out
-
-    def format(self) -> str:
-        """A plain-text table: per recipe and benchmark, modes covered and high-quality share for each seed."""
-        lines = [f"{'recipe':<18}{'benchmark':<10}{'seed':>5}{'modes covered':>16}{'high-quality %':>16}"]
-        for r in self.rows:
-            lines.append(f"{r['recipe']:<18}{r['benchmark']:<10}{r['seed']:>5}"
-                         f"{r['modes_covered']:>10d} / {r['n_modes']:<3d}{100 * r['high_quality']:>16.1f}")
-        tot = ", ".join(f"{k} {v:.1f} s ({self.steps[k]} steps)" for k, v in self.seconds.items()) or "none"
-        lines.append(f"profile {self.profile}; training + evaluation time: {tot}")
-        return "\n".join(lines)
-
-    def format_summary(self) -> str:
-        """A compact plain-text table over seeds: modes covered (mean, min-max) and mean high-quality share."""
-        lines = [f"{'recipe':<18}{'benchmark':<10}{'seeds':>6}{'modes covered (min-max)':>28}{'high-quality %':>16}"]
-        for r in self.summary():
-            modes = f"{r['modes_mean']:.1f} / {r['n_modes']} ({r['modes_min']}-{r['modes_max']})"
-            lines.append(f"{r['recipe']:<18}{r['benchmark']:<10}{r['seeds']:>6}{modes:>28}"
-                         f"{100 * r['high_quality_mean']:>16.1f}")
-        return "\n".join(lines)
-
-    def __str__(self) -> str:
-        return self.format()
-
-
-def reference_rows(benchmarks=("ring", "grid"), seeds=COURSE_SEEDS, *, n_samples: int = 2500) -> list[dict]:
-    """Two reference rows per benchmark and seed, scored like the GANs (:func:`mode_coverage`):
-
-    * ``"real data"``: ``n_samples`` fresh points of the benchmark itself (the best any model can do: all modes,
-      high-quality share ~ 1 - exp(-9/2) = 0.989);
-    * ``"uniform (chance)"``: ``n_samples`` points uniform on the square one unit beyond the outermost mode
-      centres ([-3, 3]^2 for the ring, [-5, 5]^2 for the grid). A generator that has learnt nothing but the
-      data's extent scores about this. For the grid (std 0.05), 2,500 uniform points already "cover" about 21 of
-      the 25 modes by chance (each mode's 3-std disc holds pi 0.15^2 / 100 = 0.07 % of the square, 1.8 points
-      expected per mode, 1.8 % high quality in all): on the grid only the high-quality share separates a learnt
-      generator from a spread-out one.
-
-    Returns:
-        list of dicts with the keys of :func:`evaluate_2d_gans` (``loss`` is ``"-"``).
-    """
-    n_samples = check_positive_int("n_samples", n_samples)
-    rows = []
-    for bench in benchmarks:
-        check_choice("benchmark", bench, tuple(BENCHMARKS_2D))
-        spec = BENCHMARKS_2D[bench]
-        modes = spec["modes"]()
-        lo, hi = float(modes.min()) - 1.0, float(modes.max()) + 1.0
-        for name in ("real data", "uniform (chance)"):
-            for s in seeds:
-                s = check_nonnegative_int("seed", s)
-                if name == "real data":
-                    x = spec["sample"](n_samples, seed=10_000 + s)
-                else:
-                    x = lo + (hi - lo) * torch.rand(n_samples, 2, generator=torch.Generator().manual_seed(s))
-                cov = mode_coverage(x, modes, spec["std"])
-                rows.append({"recipe": name, "loss": "-", "benchmark": bench, "seed": s,
-                             "modes_covered": cov["modes_covered"], "n_modes": cov["n_modes"],
-                             "high_quality": cov["high_quality"], "counts": cov["counts"].tolist(), "samples": x})
-    return rows
-
-
-def mode_coverage_table(recipes=("vanilla", "non_saturating", "wgan_gp"), benchmarks=("ring", "grid"),
-                        seeds=COURSE_SEEDS, *, profile: str | None = None, n_samples: int = 2500,
-                        references: bool = True, progress: bool = True, device=None) -> ModeCoverageTable:
-    """Chapter 06's table: modes covered and high-quality share per recipe, benchmark and seed.
-
-    For each recipe, all benchmarks and seeds are trained as one batched ensemble (:func:`train_2d_gans`: one
-    member per (benchmark, seed), each an independent GAN with its own data and initial weights) under the
-    profile's step budget, then :func:`evaluate_2d_gans` scores ``n_samples`` samples per member. One ensemble of
-    6 members costs about 1.3 times one of 3 on the course's CPU (measured), hence one ensemble per recipe. (The
-    members share the minibatch order and draw their latents from one stream of shape (B, E, d), so a member's
-    latents depend on E: the ring runs here are not bit-identical to ``train_2d_gans(recipe, ("ring",), seeds)``,
-    the call the best-recipe test makes, but are runs of the same recipe.)
-
-    Args:
-        recipes: names in :data:`RECIPES_2D` (or :class:`Recipe2D` objects). benchmarks: ``"ring"``, ``"grid"``.
-        seeds: the seeds (default :data:`COURSE_SEEDS`). profile: default :func:`coursekit.runtime.get_profile`.
-        n_samples: samples per member for the evaluation (2,500 as in VEEGAN/PacGAN).
-        references: append the rows of :func:`reference_rows` ("real data" and "uniform (chance)").
-        progress: progress bars and summary lines. device: default CPU.
-
-    Measured under the cpu profile on this course's 2-core machine (one thread; 5,000 steps for the BCE recipes,
-    700 for WGAN-GP; 74 s for the whole table in a script, slower inside a notebook kernel; per-seed numbers in
-    /work/spec/GAN_API.md): on the ring both BCE recipes cover all 8 modes on every seed with 63-85 % of their
-    samples within 3 std of a mode (chance: 0.2 %). On the grid (std 0.05) vanilla reaches 3.5-14 % high quality
-    (mean 7 %) and non-saturating 2-11 % (mean 6 %); chance: 2 %, and chance alone "covers" ~22 of the 25 modes.
-    WGAN-GP's 700 steps leave blurred samples (0.6-1.5 % high quality). No run collapses at this budget; at 6,000
-    steps non-saturating dropped one ring mode on seed 1 (78 % high quality), at 7,000 on all three seeds. The
-    numbers printed by the notebook are the ones to quote.
-
-    Returns:
-        :class:`ModeCoverageTable` (``print(table)`` shows it; ``table.rows`` has the numbers and samples).
-    """
-    profile = profile or runtime_mod.get_profile()
-    rows, seconds, steps = [], {}, {}
-    for rec in recipes:
-        rec = _recipe(rec)
-        t0 = time.perf_counter()
-        run = train_2d_gans(rec, benchmarks, seeds, profile=profile, progress=progress, device=device)
-        rows += evaluate_2d_gans(run, n_samples=n_samples)
-        seconds[rec.name] = time.perf_counter() - t0
-        steps[rec.name] = run["steps"]
-    if references:
-        rows += reference_rows(benchmarks, seeds, n_samples=n_samples)
-    return ModeCoverageTable(rows=rows, seconds=seconds, steps=steps, profile=profile)
-
-
-# ---- chapter 06: image GANs ----
+# ------------------------------------------------------------------------------------ image GANs (digits)
 
 # Small convolutional GANs for the 8x8 digits: a DCGAN in miniature (Radford et al. 2016) and its
 # class-conditional version (Mirza & Osindero 2014; projection discriminator of Miyato & Koyama 2018).
@@ -1071,21 +748,15 @@ def mode_coverage_table(recipes=("vanilla", "non_saturating", "wgan_gp"), benchm
 # statistics it was trained with. These nets are small enough to train stably without it.
 
 
-def _check_labels(y, n: int, n_classes: int | None, device) -> torch.Tensor | None:
-    """Validate class labels for a (conditional) net: None for an unconditional one, else int64 (n,)."""
+def _labels_for(y, n: int, n_classes: int | None, device) -> torch.Tensor | None:
+    """The labels a (conditional) net is called with: None for an unconditional one, else int64 (n,)."""
     if n_classes is None:
         if y is not None:
             raise ValueError("this network is unconditional (n_classes=None): call it without labels")
         return None
     if y is None:
         raise ValueError(f"this network is conditional on {n_classes} classes: pass labels y of shape ({n},)")
-    if not isinstance(y, torch.Tensor) or y.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
-        raise TypeError(f"labels y must be an integer tensor, got {getattr(y, 'dtype', type(y).__name__)}")
-    if y.shape != (n,):
-        raise ValueError(f"labels y must have shape ({n},), got {tuple(y.shape)}")
-    if n > 0 and (int(y.min()) < 0 or int(y.max()) >= n_classes):
-        raise ValueError(f"labels must lie in 0..{n_classes - 1}, got values in {int(y.min())}..{int(y.max())}")
-    return y.to(device=device, dtype=torch.int64)
+    return check_class_labels("labels y", y, n, n_classes).to(device)
 
 
 class DigitsGenerator(nn.Module):
@@ -1114,8 +785,6 @@ class DigitsGenerator(nn.Module):
 
     def __init__(self, latent_dim: int = 16, channels: int = 32, n_classes: int | None = None):
         super().__init__()
-        from ._validate import check_positive_int
-
         self.latent_dim = check_positive_int("latent_dim", latent_dim)
         c = check_positive_int("channels", channels)
         self.n_classes = None if n_classes is None else check_positive_int("n_classes", n_classes)
@@ -1128,18 +797,17 @@ class DigitsGenerator(nn.Module):
         )
 
     def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        from ._validate import check_finite
-
         if not isinstance(z, torch.Tensor) or z.ndim != 2 or z.shape[1] != self.latent_dim:
             raise ValueError(f"z must have shape (N, {self.latent_dim}), got {tuple(getattr(z, 'shape', ()))}")
         check_finite("z", z)
-        y = _check_labels(y, z.shape[0], self.n_classes, z.device)
+        y = _labels_for(y, z.shape[0], self.n_classes, z.device)
         if y is not None:
             z = torch.cat([z, F.one_hot(y, self.n_classes).to(z.dtype)], dim=1)
         return torch.sigmoid(self.net(z))
 
     @torch.no_grad()
-    def sample(self, n: int, y: torch.Tensor | None = None, *, generator: torch.Generator | None = None) -> torch.Tensor:
+    def sample(self, n: int, y: torch.Tensor | None = None, *,
+               generator: torch.Generator | None = None) -> torch.Tensor:
         """``n`` images (n, 1, 8, 8) in (0, 1) from z ~ N(0, I) (drawn with ``generator`` if given), on the
         parameters' device; ``y`` (n,) int64 labels for a conditional generator."""
         dev = next(self.parameters()).device
@@ -1173,8 +841,6 @@ class DigitsDiscriminator(nn.Module):
 
     def __init__(self, channels: int = 32, n_classes: int | None = None):
         super().__init__()
-        from ._validate import check_positive_int
-
         c = check_positive_int("channels", channels)
         self.n_classes = None if n_classes is None else check_positive_int("n_classes", n_classes)
         self.features = nn.Sequential(
@@ -1188,14 +854,12 @@ class DigitsDiscriminator(nn.Module):
             nn.init.normal_(self.embed.weight, std=0.02)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        from ._validate import check_finite
-
         if isinstance(x, torch.Tensor) and x.ndim == 2 and x.shape[1] == 64:
             x = x.reshape(-1, 1, 8, 8)
         if not isinstance(x, torch.Tensor) or x.ndim != 4 or tuple(x.shape[1:]) != (1, 8, 8):
             raise ValueError(f"x must have shape (N, 1, 8, 8) or (N, 64), got {tuple(getattr(x, 'shape', ()))}")
         check_finite("x", x)
-        y = _check_labels(y, x.shape[0], self.n_classes, x.device)
+        y = _labels_for(y, x.shape[0], self.n_classes, x.device)
         phi = self.features(2 * x - 1)
         out = self.head(phi).squeeze(1)
         if y is not None:
@@ -1218,16 +882,9 @@ def class_agreement(images: torch.Tensor, labels: torch.Tensor, classifier=None)
         probability of the requested class), ``predicted`` (int64 (N,) arg-max classes).
 
     Raises:
-        ValueError: if the numbers of images and labels differ, or labels are outside 0..9.
+        TypeError: labels not an integer tensor. ValueError: not one label per image, or labels outside 0..9.
     """
-    from . import metrics
-
-    if not isinstance(labels, torch.Tensor) or labels.ndim != 1 or labels.shape[0] != images.shape[0]:
-        raise ValueError(f"labels must be a 1-D tensor with one entry per image ({images.shape[0]}), "
-                         f"got {tuple(getattr(labels, 'shape', ()))}")
-    labels = labels.to("cpu", torch.int64)
-    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) > 9):
-        raise ValueError("labels must be digit classes 0..9")
+    labels = check_class_labels("labels", labels, images.shape[0], 10).cpu()
     probs = metrics.probabilities(images.detach().cpu(), classifier)
     pred = probs.argmax(1).cpu()
     hit = (pred == labels).float()

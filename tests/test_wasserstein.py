@@ -1,8 +1,10 @@
-"""Chapter 07 (coursekit.gan section 07 and the f-divergence section of coursekit.divergences): the density-ratio
-trick against the analytic ratio of two Gaussians; convex conjugates against a numerical supremum; the
+"""Tests for coursekit.wasserstein (chapter 07): the density-ratio trick against the analytic ratio of two
+Gaussians; convex conjugates against a numerical supremum; the
 variational f-divergence bound (tight at f'(p/q), below it elsewhere); the f-GAN "gan" value is Goodfellow's
 value; the unbiased and biased MMD^2 against an explicit feature map and against coursekit.score; the
-semi-supervised (C+1)-way loss against an explicit softmax; W1 in 1-D against scipy."""
+semi-supervised (C+1)-way loss against an explicit softmax; W1 in 1-D against scipy; the WGAN losses, the gradient
+penalty against hand computations, weight clipping and the WGAN objectives; the 2-D recipes and the mode-coverage
+table (the best recipe learns both benchmarks under the cpu budget); the moved names stay importable."""
 
 import math
 
@@ -42,7 +44,7 @@ def test_f_divergence_closed_forms():
     g = torch.Generator().manual_seed(0)
     p, q = _probs(g, 6, 7), _probs(g, 6, 7)
     m = (p + q) / 2
-    kl = lambda a, b: (a * (a / b).log()).sum(-1)  # noqa: E731
+    kl = lambda a, b: (a * (a / b).log()).sum(-1)
     js = 0.5 * kl(p, m) + 0.5 * kl(q, m)
     want = {
         "kl": kl(p, q), "reverse_kl": kl(q, p), "pearson": ((p - q) ** 2 / q).sum(-1),
@@ -105,7 +107,7 @@ def test_density_ratio_trick_on_gaussians():
         w = torch.zeros(3, dtype=torch.float64, requires_grad=True)
         opt = torch.optim.LBFGS([w], max_iter=200, line_search_fn="strong_wolfe")
 
-        def closure():
+        def closure(opt=opt, feats=feats, w=w, y=y):
             opt.zero_grad()
             loss = torch.nn.functional.binary_cross_entropy_with_logits(feats @ w, y)
             loss.backward()
@@ -172,8 +174,8 @@ def test_ssgan_losses_against_explicit_softmax():
     c = 10
     lab, unl, fake = (torch.randn(k, c, generator=g, dtype=torch.float64) * 2 for k in (7, 9, 11))
     labels = torch.randint(0, c, (7,), generator=g)
-    pad = lambda t: torch.cat([t, torch.zeros(len(t), 1, dtype=t.dtype)], 1)  # noqa: E731  fake logit 0
-    logp = lambda t: torch.log_softmax(pad(t), -1)  # noqa: E731
+    pad = lambda t: torch.cat([t, torch.zeros(len(t), 1, dtype=t.dtype)], 1)
+    logp = lambda t: torch.log_softmax(pad(t), -1)
     sup = -(torch.log_softmax(lab, -1)[torch.arange(7), labels]).mean()
     unsup = -torch.log(1 - logp(unl)[:, c].exp()).mean() - logp(fake)[:, c].mean()
     got = W.ssgan_discriminator_loss(lab, labels, unl, fake)
@@ -246,3 +248,238 @@ def test_median_bandwidths_are_multiples_of_the_median_pairwise_distance():
     a, b = torch.randn(700, 3, generator=g), torch.randn(600, 3, generator=g)
     hs = W.median_bandwidths(a, b)  # 1,300 points: an evenly spaced subsample of 1,000
     assert len(hs) == 4 and hs[2] == pytest.approx(2.0 * hs[1]) and hs[2] > 0
+
+
+# ------------------------------------------------------------------------------------------- WGAN losses
+def test_wasserstein_losses():
+    real, fake = torch.tensor([1.0, 2.0, 3.0]), torch.tensor([[0.5], [-0.5]])
+    assert W.wasserstein_critic_loss(real, fake).item() == pytest.approx(0.0 - 2.0)
+    assert W.wasserstein_generator_loss(fake).item() == pytest.approx(0.0)
+    assert W.wasserstein_generator_loss(torch.tensor([1.0, 3.0])).item() == pytest.approx(-2.0)
+
+
+# ------------------------------------------------------------------------------------------- gradient penalty
+
+
+def test_gradient_penalty_linear_critic_is_norm_of_w_minus_one_squared():
+    """f(x) = w . x has gradient w everywhere, so the penalty is (||w|| - 1)^2 for every interpolation; a batch-level
+    norm would give (sqrt(N) ||w|| - 1)^2 instead."""
+    w = torch.tensor([3.0, -4.0], dtype=torch.float64, requires_grad=True)  # ||w|| = 5
+    real, fake = torch.randn(16, 2, dtype=torch.float64), torch.randn(16, 2, dtype=torch.float64)
+    gp = W.gradient_penalty(lambda x: x @ w, real, fake)
+    assert gp.item() == pytest.approx(16.0, abs=1e-10)
+    # create_graph=True: differentiable in the critic's parameters, d/dw (||w|| - 1)^2 = 2 (||w|| - 1) w / ||w||
+    (grad_w,) = torch.autograd.grad(gp, w)
+    assert torch.allclose(grad_w, 2 * (5 - 1) * w.detach() / 5)
+    assert W.gradient_penalty(lambda x: x @ w, real, fake, target=5.0).item() == pytest.approx(0.0, abs=1e-12)
+
+
+def test_gradient_penalty_on_images_uses_all_non_batch_dims():
+    w = torch.randn(1, 3, 4, dtype=torch.float64)
+    real, fake = torch.rand(5, 1, 3, 4, dtype=torch.float64), torch.rand(5, 1, 3, 4, dtype=torch.float64)
+    gp = W.gradient_penalty(lambda x: (x * w).sum(dim=(1, 2, 3))[:, None], real, fake)
+    assert gp.item() == pytest.approx((w.norm().item() - 1) ** 2, abs=1e-10)
+
+
+def test_gradient_penalty_quadratic_critic_with_known_per_sample_interpolation():
+    """f(x) = |x|^2 / 2 has gradient x, so the per-sample norm is |x_hat_i| with
+    x_hat_i = eps_i real_i + (1 - eps_i) fake_i; eps drawn from the given generator, one per example."""
+    real, fake = torch.randn(9, 3, dtype=torch.float64), torch.randn(9, 3, dtype=torch.float64)
+    gp = W.gradient_penalty(lambda x: 0.5 * (x ** 2).sum(1), real, fake,
+                            generator=torch.Generator().manual_seed(7))
+    eps = torch.rand(9, 1, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+    x_hat = eps * real + (1 - eps) * fake
+    assert gp.item() == pytest.approx(((x_hat.norm(dim=1) - 1) ** 2).mean().item(), abs=1e-12)
+
+
+def test_gradient_penalty_interpolates_per_sample():
+    seen = []
+
+    def critic(x):
+        seen.append(x.detach())
+        return x.sum(1)
+
+    real, fake = torch.randn(64, 2, dtype=torch.float64), torch.randn(64, 2, dtype=torch.float64)
+    W.gradient_penalty(critic, real, fake)
+    t = (seen[0] - fake) / (real - fake)  # eps_i, the same in both coordinates of a row
+    assert torch.allclose(t[:, 0], t[:, 1], atol=1e-8)
+    assert (t >= 0).all() and (t <= 1).all()
+    assert t[:, 0].std() > 0.1  # different eps for different examples (not one eps for the batch)
+
+
+def test_gradient_penalty_does_not_train_the_generator_and_rejects_bad_input():
+    fake = torch.randn(4, 2, requires_grad=True)
+    gp = W.gradient_penalty(lambda x: (x ** 2).sum(1), torch.randn(4, 2), fake)
+    assert torch.autograd.grad(gp, fake, allow_unused=True)[0] is None  # fake is detached inside
+    with pytest.raises(ValueError, match="same shape"):
+        W.gradient_penalty(lambda x: x.sum(1), torch.randn(4, 2), torch.randn(5, 2))
+    with pytest.raises(TypeError, match="callable"):
+        W.gradient_penalty(None, torch.randn(4, 2), torch.randn(4, 2))
+    with pytest.raises(ValueError, match="NaN"):
+        W.gradient_penalty(lambda x: x.sum(1), torch.full((4, 2), float("nan")), torch.randn(4, 2))
+    with pytest.raises(ValueError, match=r"\(N,\) or \(N, 1\)"):
+        W.gradient_penalty(lambda x: x, torch.randn(4, 2), torch.randn(4, 2))
+    with pytest.raises(ValueError, match="target"):
+        W.gradient_penalty(lambda x: x.sum(1), torch.randn(4, 2), torch.randn(4, 2), target=0.0)
+
+
+# ---------------------------------------------------------------------------------------------- weight clipping
+
+
+def test_clip_weights_holds_after_an_optimiser_step():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(2, 16), torch.nn.ReLU(), torch.nn.Linear(16, 1))
+    opt = torch.optim.SGD(net.parameters(), lr=10.0)
+    c = 0.01
+    W.clip_weights(net, c)
+    before = [p.detach().clone() for p in net.parameters()]
+    assert all(p.abs().max() <= c for p in before)
+    loss = net(torch.randn(32, 2)).pow(2).mean() * 100
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    assert max(p.abs().max().item() for p in net.parameters()) > c  # the step leaves the box ...
+    W.clip_weights(net, c)
+    assert max(p.abs().max().item() for p in net.parameters()) <= c  # ... clipping brings it back
+    inside = torch.tensor([0.005, -0.002])
+    lin = torch.nn.Linear(2, 1, bias=False)
+    with torch.no_grad():
+        lin.weight.copy_(torch.tensor([[0.005, -0.5]]))
+    W.clip_weights(lin, c)
+    assert torch.equal(lin.weight, torch.tensor([[0.005, -0.01]]))  # in-range values untouched
+    with pytest.raises(ValueError):
+        W.clip_weights(net, 0.0)
+    with pytest.raises(TypeError):
+        W.clip_weights(inside, 0.1)
+
+
+# ------------------------------------------------------------------------------ 2-D recipes and the table
+
+
+def test_recipes_cover_the_table_and_are_well_formed():
+    assert {"vanilla", "non_saturating", "wgan_gp"} <= set(W.RECIPES_2D)
+    assert W.RECIPES_2D["vanilla"].loss == "minimax" and W.RECIPES_2D["wgan_gp"].loss == "wgan_gp"
+    assert W.BEST_RECIPE_2D in W.RECIPES_2D
+    for rec in W.RECIPES_2D.values():
+        assert set(rec.steps) == {"smoke", "cpu", "gpu"}
+        assert rec.steps["smoke"] <= 20 < rec.steps["cpu"] <= rec.steps["gpu"]
+        assert rec.source
+
+
+def test_mode_coverage_table_under_smoke():
+    tab = W.mode_coverage_table(("vanilla", "wgan_gp"), ("ring", "grid"), seeds=(0, 1), profile="smoke",
+                                n_samples=500, progress=False)
+    assert [(r["recipe"], r["benchmark"], r["seed"]) for r in tab.rows] == [
+        (rec, b, s) for rec in ("vanilla", "wgan_gp") for b in ("ring", "grid") for s in (0, 1)] + [
+        (rec, b, s) for b in ("ring", "grid") for rec in ("real data", "uniform (chance)") for s in (0, 1)]
+    for r in tab.rows:
+        assert r["n_modes"] == (8 if r["benchmark"] == "ring" else 25)
+        assert 0 <= r["modes_covered"] <= r["n_modes"] and 0.0 <= r["high_quality"] <= 1.0
+        assert r["samples"].shape == (500, 2) and sum(r["counts"]) == round(r["high_quality"] * 500)
+    assert tab.steps == {"vanilla": 20, "wgan_gp": 10} and tab.profile == "smoke"
+    text = tab.format()
+    assert "modes covered" in text and "wgan_gp" in text and "/ 25" in text
+    summary = tab.summary()
+    assert len(summary) == 8 and summary[0]["seeds"] == 2
+    modes = [r["modes_covered"] for r in tab.rows if r["recipe"] == "vanilla" and r["benchmark"] == "ring"]
+    assert summary[0]["modes_mean"] == sum(modes) / 2 and summary[0]["modes_min"] == min(modes)
+    compact = tab.format_summary().splitlines()
+    assert len(compact) == 9 and compact[1].split()[:3] == ["vanilla", "ring", "2"]
+    assert len(W.mode_coverage_table(("vanilla",), ("ring",), seeds=(0,), profile="smoke", n_samples=100,
+                                     references=False, progress=False).rows) == 1
+    with pytest.raises(ValueError, match="unknown 2-D recipe"):
+        W.mode_coverage_table(("hinge",), profile="smoke")
+    with pytest.raises(ValueError, match="benchmark"):
+        W.train_2d_gans("vanilla", ("spiral",), profile="smoke")
+
+
+def test_train_2d_gans_is_deterministic_under_smoke():
+    a = W.evaluate_2d_gans(W.train_2d_gans("non_saturating", ("ring",), (0, 1), profile="smoke", progress=False))
+    b = W.evaluate_2d_gans(W.train_2d_gans("non_saturating", ("ring",), (0, 1), profile="smoke", progress=False))
+    assert all(torch.equal(x["samples"], y["samples"]) for x, y in zip(a, b))
+
+
+@pytest.fixture(scope="module")
+def best_recipe_rows():
+    """The chapter's best recipe on both benchmarks and the course's seeds, trained exactly as chapter 06's table
+    trains it under the cpu profile (one 6-member ensemble: about 25-35 s on the course's loaded 2-core CPU, shared
+    by the two tests below)."""
+    run = W.train_2d_gans(W.BEST_RECIPE_2D, ("ring", "grid"), gan.COURSE_SEEDS, profile="cpu", progress=False)
+    return W.evaluate_2d_gans(run)
+
+
+def test_best_recipe_covers_all_ring_modes_on_the_course_seeds(best_recipe_rows):
+    rows = [r for r in best_recipe_rows if r["benchmark"] == "ring"]
+    assert [r["modes_covered"] for r in rows] == [8] * len(gan.COURSE_SEEDS), [r["counts"] for r in rows]
+    assert all(r["high_quality"] > 0.5 for r in rows), [r["high_quality"] for r in rows]
+
+
+def test_best_recipe_learns_the_grid_above_chance(best_recipe_rows):
+    """Uniform points put ~1.8 % of their mass within 3 std of a grid mode (the chance row); the best recipe's mean
+    high-quality share must be a clear multiple of that (chapter 06 asserts the same under cpu)."""
+    rows = [r for r in best_recipe_rows if r["benchmark"] == "grid"]
+    chance = [r for r in W.reference_rows(("grid",), gan.COURSE_SEEDS) if r["recipe"] == "uniform (chance)"]
+    hq = sum(r["high_quality"] for r in rows) / len(rows)
+    hq_chance = sum(r["high_quality"] for r in chance) / len(chance)
+    assert hq > 2 * hq_chance, (hq, hq_chance, [r["high_quality"] for r in rows])
+    assert all(r["modes_covered"] >= 13 for r in rows), [r["modes_covered"] for r in rows]
+
+
+def test_reference_rows_real_data_and_chance_level():
+    rows = W.reference_rows(("ring", "grid"), (0, 1, 2), n_samples=2500)
+    real = [r for r in rows if r["recipe"] == "real data"]
+    chance = [r for r in rows if r["recipe"] == "uniform (chance)"]
+    assert len(real) == len(chance) == 6
+    assert all(r["modes_covered"] == r["n_modes"] and r["high_quality"] > 0.97 for r in real)
+    # uniform points: the grid's 3-std discs (std 0.05, PacGAN's) hold 25 pi 0.15^2 / 100 = 1.77 % of its square, so
+    # each mode expects 2,500 * 1.77 % / 25 = 1.77 points and ~1 - exp(-1.77) = 83 % of the 25 modes (about 21) get at
+    # least one: "modes covered" alone says little on the grid. The ring's discs hold 8 pi 0.06^2 / 36 = 0.25 %.
+    grid = [r for r in chance if r["benchmark"] == "grid"]
+    ring = [r for r in chance if r["benchmark"] == "ring"]
+    assert all(r["high_quality"] < 0.03 for r in grid) and all(r["high_quality"] < 0.01 for r in ring)
+    assert all(15 <= r["modes_covered"] <= 25 for r in grid)
+    assert gan.BENCHMARKS_2D["grid"]["std"] == 0.05 and gan.BENCHMARKS_2D["ring"]["std"] == 0.02
+    for bench, spec in gan.BENCHMARKS_2D.items():  # the data are drawn with the std the metric scores with
+        x = spec["sample"](20_000, seed=0)
+        nearest = torch.cdist(x, spec["modes"]()).min(1).values
+        assert abs(nearest.pow(2).mean().div(2).sqrt().item() - spec["std"]) < 0.03 * spec["std"], bench
+    assert all(r["samples"].shape == (2500, 2) for r in rows)
+
+
+@pytest.mark.parametrize("call", [
+    lambda x: W.wasserstein_critic_loss(x, torch.zeros(3)),
+    lambda x: W.wasserstein_generator_loss(x),
+])
+def test_wasserstein_losses_reject_bad_input(call):
+    with pytest.raises(ValueError, match="NaN"):
+        call(torch.tensor([0.0, float("nan")]))
+    with pytest.raises(ValueError, match=r"\(N,\) or \(N, 1\)"):
+        call(torch.zeros(4, 2))
+    with pytest.raises(ValueError, match="empty"):
+        call(torch.zeros(0))
+    with pytest.raises(TypeError, match="torch.Tensor"):
+        call([0.0, 1.0])
+    with pytest.raises(TypeError, match="floating"):
+        call(torch.tensor([0, 1]))
+
+
+def test_wgan_objectives_carry_the_papers_defaults():
+    gp, clip = W.wgan_gp_loss(), W.wgan_clip_loss()
+    assert isinstance(gp, gan.GANLoss) and gp.name == "wgan_gp" and gp.penalty is W.gradient_penalty
+    assert (gp.penalty_weight, gp.n_critic, gp.lr_g, gp.lr_d, gp.betas, gp.optimizer) == (
+        10.0, 5, 1e-4, 1e-4, (0.0, 0.9), "adam")
+    assert (clip.n_critic, clip.lr_g, clip.betas, clip.optimizer) == (5, 5e-5, None, "rmsprop")
+    assert gp.wasserstein and clip.wasserstein and clip.penalty is None
+    net = torch.nn.Linear(2, 2)
+    with torch.no_grad():
+        net.weight.fill_(1.0)
+    W.wgan_clip_loss(0.3).after_discriminator_update(net)
+    assert float(net.weight.detach().max()) == pytest.approx(0.3)
+    assert W.wgan_gp_loss(1.0).penalty_weight == 1.0
+    for bad in (0.0, -1.0, float("nan")):
+        with pytest.raises(ValueError):
+            W.wgan_gp_loss(bad)
+        with pytest.raises(ValueError):
+            W.wgan_clip_loss(bad)
+    assert W.recipe_objective("wgan_gp").penalty_weight == W.RECIPES_2D["wgan_gp"].gp_weight
+    assert W.recipe_objective("vanilla") is gan.GAN_LOSSES["minimax"]
