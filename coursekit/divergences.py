@@ -1,7 +1,9 @@
-r"""Divergences between distributions, in closed form.
+r"""Divergences between distributions, in closed form (chapter 01).
 
-Chapter 04 uses the KL divergence between two diagonal Gaussians, which is the
-regulariser of the VAE objective.
+The KL divergence between two diagonal Gaussians (the regulariser of chapter 04's VAE objective) and the KL,
+Jensen-Shannon and total-variation divergences of discrete distributions (chapter 06's GAN identity). The
+f-divergences, their variational bounds and the Wasserstein-1 distance are chapter 07's
+(:mod:`coursekit.wasserstein`); their old names here still work.
 
 Derivation (one coordinate; the diagonal case sums over coordinates because both
 densities factorise). With :math:`q = \mathcal N(\mu_q, v_q)`, :math:`p = \mathcal N(\mu_p, v_p)`
