@@ -225,7 +225,9 @@ def alphas_cumprod_from_betas(betas: torch.Tensor) -> torch.Tensor:
     """
     _check_schedule("betas", betas)
     if bool((betas < 0).any()) or bool((betas >= 1).any()):
-        raise ValueError(f"betas must lie in [0, 1), got values in [{float(betas.min()):.3g}, {float(betas.max()):.3g}]")
+        raise ValueError(
+            f"betas must lie in [0, 1), got values in [{float(betas.min()):.3g}, {float(betas.max()):.3g}]"
+        )
     return torch.cumprod(1.0 - betas.to(torch.float64), dim=0)
 
 
@@ -320,8 +322,8 @@ def simulate_forward_chain(x0: torch.Tensor, betas: torch.Tensor, keep, *, gener
 
 
 def q_posterior_mean_variance(x0: torch.Tensor, xt: torch.Tensor, t, alphas_cumprod: torch.Tensor):
-    r"""The forward-process posterior :math:`q(x_{t-1} \mid x_t, x_0) = \mathcal{N}(\tilde\mu_t, \tilde\beta_t\mathbf{I})`
-    (Ho eqs. 6-7):
+    r"""The forward-process posterior
+    :math:`q(x_{t-1} \mid x_t, x_0) = \mathcal{N}(\tilde\mu_t, \tilde\beta_t\mathbf{I})` (Ho eqs. 6-7):
 
     .. math::
 
@@ -375,8 +377,8 @@ def predict_eps_from_x0(xt: torch.Tensor, t, x0: torch.Tensor, alphas_cumprod: t
 
 def p_mean_variance(eps: torch.Tensor, xt: torch.Tensor, t, alphas_cumprod: torch.Tensor, *, clip: bool = True,
                     variance: str = "small"):
-    r"""Mean and variance of the reverse step :math:`p_\theta(x_{t-1} \mid x_t) = \mathcal{N}(\mu_\theta, \sigma_t^2\mathbf{I})`
-    from a noise prediction.
+    r"""Mean and variance of the reverse step
+    :math:`p_\theta(x_{t-1} \mid x_t) = \mathcal{N}(\mu_\theta, \sigma_t^2\mathbf{I})` from a noise prediction.
 
     The epsilon parameterisation (Ho eq. 11) plugs :math:`\hat x_0` of :func:`predict_x0_from_eps` into the
     posterior mean; without clipping this equals
@@ -445,7 +447,8 @@ def ddim_step(eps: torch.Tensor, xt: torch.Tensor, t, t_prev, alphas_cumprod: to
     .. math::
 
         x_{t'} = \sqrt{\bar\alpha_{t'}}\,\hat x_0 + \sqrt{1 - \bar\alpha_{t'} - \sigma^2}\,\hat\varepsilon + \sigma z,
-        \qquad \sigma = \eta\,\sqrt{\frac{1 - \bar\alpha_{t'}}{1 - \bar\alpha_t}}\sqrt{1 - \frac{\bar\alpha_t}{\bar\alpha_{t'}}},
+        \qquad \sigma = \eta\,\sqrt{\frac{1 - \bar\alpha_{t'}}{1 - \bar\alpha_t}}
+            \sqrt{1 - \frac{\bar\alpha_t}{\bar\alpha_{t'}}},
 
     with :math:`\hat x_0` from :func:`predict_x0_from_eps`. ``eta = 0`` is the deterministic DDIM sampler;
     ``eta = 1`` with ``t_prev = t - 1`` is DDPM with :math:`\sigma_t^2 = \tilde\beta_t`. ``t_prev = -1`` means
@@ -477,7 +480,10 @@ def ddim_step(eps: torch.Tensor, xt: torch.Tensor, t, t_prev, alphas_cumprod: to
     a_ext = torch.cat([a.new_ones(1), a])  # index tp + 1, so that tp = -1 gives abar = 1
     ab_prev = _gather(a_ext, tp + 1, xt)
     sigma = eta * ((1 - ab_prev) / (1 - ab) * (1 - ab / ab_prev)).clamp_min(0).sqrt()
-    out = ab_prev.sqrt() * x0_hat.to(torch.float64) + (1 - ab_prev - sigma**2).clamp_min(0).sqrt() * eps.to(torch.float64)
+    out = (
+        ab_prev.sqrt() * x0_hat.to(torch.float64)
+        + (1 - ab_prev - sigma**2).clamp_min(0).sqrt() * eps.to(torch.float64)
+    )
     if eta > 0:
         out = out + sigma * _noise_like(xt, noise, generator).to(torch.float64)
     return out.to(xt.dtype)
@@ -639,8 +645,9 @@ def vlb_weights(alphas_cumprod: torch.Tensor) -> torch.Tensor:
 
 
 def normal_kl(mean1, var1, mean2, var2) -> torch.Tensor:
-    r"""Elementwise :math:`\mathrm{KL}(\mathcal{N}(m_1, v_1) \,\|\, \mathcal{N}(m_2, v_2)) = \frac12\big(\log\frac{v_2}{v_1}
-    + \frac{v_1 + (m_1 - m_2)^2}{v_2} - 1\big)` in nats (broadcasting; variances > 0)."""
+    r"""Elementwise :math:`\mathrm{KL}(\mathcal{N}(m_1, v_1) \,\|\, \mathcal{N}(m_2, v_2))
+    = \frac12\big(\log\frac{v_2}{v_1} + \frac{v_1 + (m_1 - m_2)^2}{v_2} - 1\big)`
+    in nats (broadcasting; variances > 0)."""
     for name, v in (("mean1", mean1), ("var1", var1), ("mean2", mean2), ("var2", var2)):
         check_tensor(name, v)
     return 0.5 * (torch.log(var2) - torch.log(var1) + (var1 + (mean1 - mean2) ** 2) / var2 - 1.0)
@@ -694,7 +701,8 @@ def vlb_terms(model, x0: torch.Tensor, alphas_cumprod: torch.Tensor, *, levels: 
     .. math::
 
         -\log p_\theta(x_0) \le \underbrace{\mathrm{KL}(q(x_T \mid x_0) \,\|\, p(x_T))}_{L_T}
-        + \sum_{t=2}^{T} \underbrace{\mathbb{E}_q\,\mathrm{KL}(q(x_{t-1} \mid x_t, x_0) \,\|\, p_\theta(x_{t-1} \mid x_t))}_{L_{t-1}}
+        + \sum_{t=2}^{T} \underbrace{\mathbb{E}_q\,\mathrm{KL}(q(x_{t-1} \mid x_t, x_0)
+            \,\|\, p_\theta(x_{t-1} \mid x_t))}_{L_{t-1}}
         \underbrace{- \mathbb{E}_q \log p_\theta(x_0 \mid x_1)}_{L_0}.
 
     :math:`p_\theta(x_{t-1} \mid x_t)` uses the epsilon parameterisation *without clipping* and variance

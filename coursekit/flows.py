@@ -698,7 +698,8 @@ def digits_bits_per_dim(nll_nats, dim: int = 64):
 
 
 @torch.no_grad()
-def dequantized_nll(flow: Flow, x: torch.Tensor, draws: int = 10, generator: torch.Generator | None = None) -> torch.Tensor:
+def dequantized_nll(flow: Flow, x: torch.Tensor, draws: int = 10,
+                    generator: torch.Generator | None = None) -> torch.Tensor:
     r"""Held-out NLL of digits under a flow on dequantised data, averaged over ``draws`` noise draws.
 
     Estimates :math:`\mathbb{E}_u[-\log p(y)]`, :math:`y = (16x + u)/17`, per image: in expectation an

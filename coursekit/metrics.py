@@ -446,7 +446,10 @@ def kernel_distance(f1, f2, *, subsets=KID_SUBSETS, subset_size=KID_SUBSET_SIZE,
     subset_size = check_positive_int("subset_size", subset_size)
     if subset_size < 2:
         raise ValueError(f"subset_size must be >= 2 for the unbiased MMD, got {subset_size}")
-    why = f"KID draws subsets of subset_size={subset_size} without replacement: pass more samples or a smaller subset_size"
+    why = (
+        f"KID draws subsets of subset_size={subset_size} without replacement: "
+        "pass more samples or a smaller subset_size"
+    )
     f1 = _features_2d("f1", f1, subset_size, why)
     f2 = _features_2d("f2", f2, subset_size, why)
     _same_dim("f1", f1, "f2", f2)
@@ -930,9 +933,9 @@ def fid_vs_sample_size(ns=(50, 100, 250, 500), *, repeats: int = 5, seed: int = 
 
     For each n and each of ``repeats`` rounds, draw n training images and n held-out images (the
     500 images of the val and test splits pooled), compute FID and the full-set unbiased MMD^2
-    (KID's polynomial-kernel estimate on the whole sets, i.e. KID without subsets). Both sets come from the same distribution (up to
-    the classifier's train/test gap), yet FID shrinks steadily with n, roughly like a + b/n, while KID
-    fluctuates around a constant: compare FIDs only at equal n (Binkowski et al. 2018, app. D;
+    (KID's polynomial-kernel estimate on the whole sets, i.e. KID without subsets). Both sets come from the
+    same distribution (up to the classifier's train/test gap), yet FID shrinks steadily with n, roughly like
+    a + b/n, while KID fluctuates around a constant: compare FIDs only at equal n (Binkowski et al. 2018, app. D;
     Chong & Forsyth 2020, "Effectively unbiased FID and Inception Score and where to find them").
 
     Args:

@@ -23,6 +23,7 @@ ask :func:`budget` for a number (steps, dataset size, ...) and the same code run
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import random
 import sys
@@ -158,8 +159,6 @@ def in_colab() -> bool:
     if "google.colab" in sys.modules or "COLAB_RELEASE_TAG" in os.environ:
         return True
     try:
-        import importlib.util
-
         return importlib.util.find_spec("google.colab") is not None
     except (ImportError, ValueError):  # no "google" package at all
         return False

@@ -20,7 +20,8 @@ Objectives (each returns the mean over the batch, a 0-d tensor, differentiable i
 Samplers
 
 * :func:`langevin_sample` - unadjusted Langevin dynamics (Roberts & Tweedie 1996; Welling & Teh 2011,
-  SGLD without the minibatch noise), :math:`x \leftarrow x + \tfrac{\varepsilon}{2} \nabla_x \log p(x) + \sqrt{\varepsilon}\, z`.
+  SGLD without the minibatch noise),
+  :math:`x \leftarrow x + \tfrac{\varepsilon}{2} \nabla_x \log p(x) + \sqrt{\varepsilon}\, z`.
 * :func:`annealed_langevin_sample` - Song & Ermon (2019), algorithm 1, step
   :math:`\alpha_i = \varepsilon\, \sigma_i^2 / \sigma_L^2` at noise level :math:`\sigma_i`.
 
@@ -348,7 +349,8 @@ def ncsn_loss(score_fn: Callable, x: torch.Tensor, sigmas, *, generator: torch.G
     .. math::
 
         \mathcal{L}(\theta) = \frac{1}{L} \sum_{i=1}^{L} \lambda(\sigma_i)\,
-            \mathbb{E}_{p(x)} \mathbb{E}_{\varepsilon}\Big[\tfrac12 \Big\lVert s_\theta(x + \sigma_i \varepsilon, \sigma_i)
+            \mathbb{E}_{p(x)} \mathbb{E}_{\varepsilon}
+            \Big[\tfrac12 \Big\lVert s_\theta(x + \sigma_i \varepsilon, \sigma_i)
             + \frac{\varepsilon}{\sigma_i} \Big\rVert^2\Big], \qquad \lambda(\sigma) = \sigma^2,
 
     estimated with one level drawn uniformly per example. With :math:`\lambda = \sigma^2` each term is
@@ -447,13 +449,14 @@ def annealed_langevin_sample(score_fn: Callable, x0: torch.Tensor, sigmas, step_
 
     .. math::
 
-        x \leftarrow x + \frac{\alpha_i}{2}\, s_\theta(x, \sigma_i) + \sqrt{\alpha_i}\, z, \qquad z \sim \mathcal{N}(0, I),
+        x \leftarrow x + \frac{\alpha_i}{2}\, s_\theta(x, \sigma_i) + \sqrt{\alpha_i}\, z,
+        \qquad z \sim \mathcal{N}(0, I),
 
     i.e. :func:`langevin_sample` on :math:`q_{\sigma_i}` started from the previous level's output. The
     scaling :math:`\alpha_i \propto \sigma_i^2` keeps the signal-to-noise ratio of the update the same at every
-    level (Song & Ermon 2019, sec. 4.3). ``denoise=True`` adds one final step :math:`x + \sigma_L^2 s_\theta(x, \sigma_L)`,
-    the posterior mean :math:`\mathbb{E}[x_0 \mid x]` of Tweedie's formula, which removes the noise of level
-    :math:`\sigma_L` (Jolicoeur-Martineau et al. 2021; Song & Ermon 2020).
+    level (Song & Ermon 2019, sec. 4.3). ``denoise=True`` adds one final step
+    :math:`x + \sigma_L^2 s_\theta(x, \sigma_L)`, the posterior mean :math:`\mathbb{E}[x_0 \mid x]` of Tweedie's
+    formula, which removes the noise of level :math:`\sigma_L` (Jolicoeur-Martineau et al. 2021; Song & Ermon 2020).
 
     Args:
         score_fn: noise-conditional score ``score_fn(x, sigma)`` with x (N, D) and sigma (N,).
@@ -516,7 +519,8 @@ def gaussian_mmd2(x: torch.Tensor, y: torch.Tensor, bandwidths: Sequence[float] 
 
     .. math::
 
-        \widehat{\mathrm{MMD}}^2_u = \frac{1}{m(m-1)}\sum_{i \ne j} k(x_i, x_j) + \frac{1}{n(n-1)}\sum_{i \ne j} k(y_i, y_j)
+        \widehat{\mathrm{MMD}}^2_u = \frac{1}{m(m-1)}\sum_{i \ne j} k(x_i, x_j)
+            + \frac{1}{n(n-1)}\sum_{i \ne j} k(y_i, y_j)
             - \frac{2}{mn}\sum_{i, j} k(x_i, y_j), \qquad
         k(a, b) = \frac{1}{|B|}\sum_{h \in B} \exp\Big(-\frac{\lVert a - b \rVert^2}{2 h^2}\Big)
 
@@ -629,7 +633,8 @@ class _SigmaEmbedding(nn.Module):
 
 
 class NoiseConditionalMLP(nn.Module):
-    r"""A noise-conditional score network for low-dimensional data: :math:`s_\theta(x, \sigma) = f_\theta(x, \sigma) / \sigma`.
+    r"""A noise-conditional score network for low-dimensional data:
+    :math:`s_\theta(x, \sigma) = f_\theta(x, \sigma) / \sigma`.
 
     :math:`f_\theta` is an MLP on the concatenation of :math:`x` and an embedding of :math:`\log \sigma`. Dividing by
     :math:`\sigma` (Song & Ermon 2020, "Improved techniques for training score-based generative models",
@@ -665,7 +670,8 @@ class NoiseConditionalMLP(nn.Module):
 
 
 class NoiseConditionalConvNet8x8(nn.Module):
-    r"""A small noise-conditional convolutional score network for 8x8 images, :math:`s_\theta(x, \sigma) = f_\theta(x, \sigma) / \sigma`.
+    r"""A small noise-conditional convolutional score network for 8x8 images,
+    :math:`s_\theta(x, \sigma) = f_\theta(x, \sigma) / \sigma`.
 
     ``depth`` 3x3 convolutions with ``channels`` channels at full 8x8 resolution (the receptive field,
     2 * depth + 1 pixels, covers the image for depth >= 4), each followed by adding a per-channel shift

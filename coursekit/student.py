@@ -274,7 +274,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="Write the student edition of the course notebooks: solution cells and gated "
         "solutions removed, outputs cleared, exercise stubs visible.",
     )
-    parser.add_argument("--src", default="notebooks", help="directory of notebooks or one .ipynb (default: %(default)s)")
+    parser.add_argument(
+        "--src", default="notebooks", help="directory of notebooks or one .ipynb (default: %(default)s)"
+    )
     parser.add_argument("--dst", default="_build/student", help="output directory (default: %(default)s)")
     parser.add_argument("-q", "--quiet", action="store_true", help="print only errors")
     args = parser.parse_args(argv)

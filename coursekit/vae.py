@@ -345,7 +345,8 @@ def iwae_bound(
     *,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    r"""Importance-weighted bound :math:`\mathcal L_k(x) = \log\frac1k\sum_{i=1}^k \frac{p(x|z_i)p(z_i)}{q(z_i|x)}`, :math:`z_i\sim q(z|x)`.
+    r"""Importance-weighted bound :math:`\mathcal L_k(x) = \log\frac1k\sum_{i=1}^k \frac{p(x|z_i)p(z_i)}{q(z_i|x)}`,
+    :math:`z_i\sim q(z|x)`.
 
     Burda, Grosse & Salakhutdinov (2016), eq. (8): an unbiased estimate of the
     bound, with :math:`\text{ELBO} = \mathcal L_1 \le \mathcal L_k \le \mathcal L_{k+1} \le \log p(x)`
@@ -393,7 +394,8 @@ class LinearGaussianModel:
     :math:`p(z) = \mathcal N(0, I_d)`, :math:`p(x|z) = \mathcal N(Wz + b, \sigma^2 I_D)`.
     Everything is Gaussian, so the quantities a VAE can only bound are exact here:
 
-    * marginal (T&B 1999 sec. 3; Bishop 2006, PRML eq. 12.35-12.36): :math:`p(x) = \mathcal N(x; b, C)`, :math:`C = WW^\top + \sigma^2 I_D`
+    * marginal (T&B 1999 sec. 3; Bishop 2006, PRML eq. 12.35-12.36): :math:`p(x) = \mathcal N(x; b, C)`,
+      :math:`C = WW^\top + \sigma^2 I_D`
       (since :math:`x = Wz + b + \sigma\varepsilon` is a sum of independent Gaussians).
     * posterior (T&B 1999 sec. 3; PRML eq. 12.42), by completing the square in
       :math:`\log p(x|z) + \log p(z) = -\tfrac1{2\sigma^2}\|x-b-Wz\|^2 - \tfrac12\|z\|^2 + c`):
@@ -466,7 +468,8 @@ class LinearGaussianModel:
         return torch.distributions.MultivariateNormal(b, scale_tril=torch.linalg.cholesky(cov))
 
     def log_marginal(self, x: torch.Tensor) -> torch.Tensor:
-        r"""Exact :math:`\log p(x) = \log\mathcal N(x; b, WW^\top + \sigma^2 I)` (Tipping & Bishop 1999, sec. 3; PRML eq. 12.35).
+        r"""Exact :math:`\log p(x) = \log\mathcal N(x; b, WW^\top + \sigma^2 I)`
+        (Tipping & Bishop 1999, sec. 3; PRML eq. 12.35).
 
         Args: x float ``(N, D)``. Returns: ``(N,)`` nats, dtype of x.
         Raises: TypeError/ValueError on bad shape/dtype/NaN.
@@ -475,7 +478,8 @@ class LinearGaussianModel:
         return self.marginal(x.device).log_prob(x64).to(x.dtype)
 
     def posterior(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        r"""Exact posterior :math:`p(z|x) = \mathcal N(M^{-1}W^\top(x-b),\ \sigma^2 M^{-1})`, :math:`M = W^\top W + \sigma^2 I`.
+        r"""Exact posterior :math:`p(z|x) = \mathcal N(M^{-1}W^\top(x-b),\ \sigma^2 M^{-1})`,
+        :math:`M = W^\top W + \sigma^2 I`.
 
         Tipping & Bishop (1999), sec. 3; PRML eq. (12.42); derivation in the class docstring.
         Computed as mean :math:`\Lambda^{-1}W^\top(x-b)/\sigma^2`, covariance :math:`\Lambda^{-1}`
@@ -554,7 +558,8 @@ class LinearGaussianModel:
         k: int,
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
-        r"""Monte Carlo IWAE estimate :math:`\log\frac1k\sum_i p(x,z_i)/q(z_i)`, :math:`z_i\sim\mathcal N(m,\mathrm{diag}\,s^2)`.
+        r"""Monte Carlo IWAE estimate :math:`\log\frac1k\sum_i p(x,z_i)/q(z_i)`,
+        :math:`z_i\sim\mathcal N(m,\mathrm{diag}\,s^2)`.
 
         Burda et al. (2016), eq. (8). ``k = 1`` is an unbiased estimate of
         :meth:`elbo_closed_form`; as k grows the expectation increases to ``log_marginal``.
@@ -648,10 +653,12 @@ def reparam_gradient_samples(
     *,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    r"""Per-sample reparameterisation (pathwise) estimates of :math:`\frac{d}{d\mu}\mathbb E_{z\sim\mathcal N(\mu,\sigma^2)}[f(z)]`.
+    r"""Per-sample reparameterisation (pathwise) estimates of
+    :math:`\frac{d}{d\mu}\mathbb E_{z\sim\mathcal N(\mu,\sigma^2)}[f(z)]`.
 
-    With :math:`z = \mu + \sigma\epsilon`: :math:`\frac{d}{d\mu}\mathbb E[f(z)] = \mathbb E_\epsilon[f'(\mu+\sigma\epsilon)]`
-    (Kingma & Welling 2014, sec. 2.4); each sample is :math:`f'(z_i)`, computed by autograd.
+    With :math:`z = \mu + \sigma\epsilon`:
+    :math:`\frac{d}{d\mu}\mathbb E[f(z)] = \mathbb E_\epsilon[f'(\mu+\sigma\epsilon)]` (Kingma & Welling 2014,
+    sec. 2.4); each sample is :math:`f'(z_i)`, computed by autograd.
 
     Args:
         f: differentiable elementwise function, tensor (n,) -> tensor (n,).
@@ -685,7 +692,8 @@ def score_function_gradient_samples(
     baseline: float = 0.0,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    r"""Per-sample score-function (REINFORCE) estimates of :math:`\frac{d}{d\mu}\mathbb E_{z\sim\mathcal N(\mu,\sigma^2)}[f(z)]`.
+    r"""Per-sample score-function (REINFORCE) estimates of
+    :math:`\frac{d}{d\mu}\mathbb E_{z\sim\mathcal N(\mu,\sigma^2)}[f(z)]`.
 
     :math:`\nabla_\mu\mathbb E_p[f] = \mathbb E_p[f(z)\,\nabla_\mu\log p(z)]` (Williams 1992, REINFORCE;
     the log-derivative trick), with :math:`\nabla_\mu\log\mathcal N(z;\mu,\sigma^2) = (z-\mu)/\sigma^2`.
@@ -716,7 +724,8 @@ def score_function_gradient_samples(
 
 # --------------------------------------------------------------------------- independent-pixel baseline
 def fit_independent_bernoulli(x_train: torch.Tensor, alpha: float = 1.0) -> torch.Tensor:
-    r"""Laplace-smoothed maximum-likelihood pixel probabilities :math:`\hat p_j = (\sum_n x_{nj} + \alpha)/(N + 2\alpha)`.
+    r"""Laplace-smoothed maximum-likelihood pixel probabilities
+    :math:`\hat p_j = (\sum_n x_{nj} + \alpha)/(N + 2\alpha)`.
 
     The MLE of independent Bernoullis is the pixel mean; ``alpha`` pseudo-counts of
     each outcome (add-alpha / Laplace smoothing, alpha = 1) keep the probabilities

@@ -612,8 +612,10 @@ def ssgan_discriminator_loss(labelled_logits: torch.Tensor, labels: torch.Tensor
 
     .. math::
 
-        L = \underbrace{-\mathbb E_{(x,y)\,\text{labelled}} \log p(y \mid x, y \le C)}_{\text{cross-entropy on the C classes}}
-            \underbrace{- \mathbb E_{x\,\text{unlabelled}} \log D(x) - \mathbb E_z \log(1 - D(G(z)))}_{\text{real vs fake}}
+        L = \underbrace{-\mathbb E_{(x,y)\,\text{labelled}}
+                \log p(y \mid x, y \le C)}_{\text{cross-entropy on the C classes}}
+            \underbrace{- \mathbb E_{x\,\text{unlabelled}} \log D(x)
+                - \mathbb E_z \log(1 - D(G(z)))}_{\text{real vs fake}}
 
     with :math:`D = \sigma(\operatorname{logsumexp} l)` (:func:`ssgan_real_logit`), computed stably:
     :math:`\log D = -\operatorname{softplus}(-s)`, :math:`\log(1-D) = -\operatorname{softplus}(s)`.

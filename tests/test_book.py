@@ -318,7 +318,8 @@ def test_bibliography_page(built_book):
 
 @pytest.mark.slow
 def test_mathjax_is_served_locally(built_book):
-    """Every page loads MathJax from _static/mathjax (present in the build), and no script or stylesheet from the network."""
+    """Every page loads MathJax from _static/mathjax (present in the build), and no script or stylesheet from the
+    network."""
     html = built_book.require_html()
     assert (html / MATHJAX_SCRIPT).is_file(), "MathJax was not copied into the build"
     assert (html / "_static/mathjax/output/chtml/fonts/woff-v2").is_dir(), "MathJax's fonts were not copied"
@@ -328,7 +329,8 @@ def test_mathjax_is_served_locally(built_book):
         remote = [u for u in tags.scripts + tags.stylesheets if is_remote(u)]
         assert not remote, f"{page.name} loads from the network: {remote}"
         mathjax = [s for s in tags.scripts if "mathjax" in s.lower()]
-        if 'class="math notranslate' in page.read_text(encoding="utf-8"):  # Sphinx adds MathJax only where there is math
+        # Sphinx adds MathJax only where there is math
+        if 'class="math notranslate' in page.read_text(encoding="utf-8"):
             assert mathjax, f"{page.name} has math but does not load MathJax"
         for src in mathjax:
             assert src.split("?")[0].endswith(MATHJAX_SCRIPT), f"{page.name}: unexpected MathJax script {src}"

@@ -27,7 +27,9 @@ NOTEBOOKS = chapter_notebooks()
 #: do not load MathJax at all).
 PAGES = [p.relative_to(REPO).with_suffix(".html").as_posix() for p in NOTEBOOKS] + ["book/notation.html"]
 #: TeX that must not be visible once MathJax has typeset the page (code blocks excluded).
-RAW_TEX = re.compile(r"\$\$|\\begin\{|\\end\{|\\\(|\\\[|\\(frac|mathcal|mathbb|mathrm|log|sum|int|theta|phi|mid|left|right)\b")
+RAW_TEX = re.compile(
+    r"\$\$|\\begin\{|\\end\{|\\\(|\\\[|\\(frac|mathcal|mathbb|mathrm|log|sum|int|theta|phi|mid|left|right)\b"
+)
 
 
 def chromium_path() -> str | None:
@@ -94,7 +96,9 @@ def open_page(browser, base: str, path: str):
     response = page.goto(f"{base}/{path}", wait_until="load")
     assert response is not None and response.ok, f"GET {path}: {response.status if response else 'no response'}"
     # MathJax 3 resolves startup.promise once the initial typesetting is done.
-    page.wait_for_function("() => window.MathJax && window.MathJax.startup && window.MathJax.startup.promise", timeout=30_000)
+    page.wait_for_function(
+        "() => window.MathJax && window.MathJax.startup && window.MathJax.startup.promise", timeout=30_000
+    )
     page.evaluate("() => window.MathJax.startup.promise")
     return context, page, blocked, page_errors
 
@@ -131,7 +135,9 @@ def test_page_renders(browser, server, built_book, path, tmp_path):
         prose = page.evaluate(VISIBLE_PROSE_JS)
         raw = sorted({m.group(0) for m in RAW_TEX.finditer(prose)})
         if raw:
-            snippets = [prose[max(0, m.start() - 60): m.end() + 60].replace("\n", " ") for m in RAW_TEX.finditer(prose)][:3]
+            snippets = [
+                prose[max(0, m.start() - 60): m.end() + 60].replace("\n", " ") for m in RAW_TEX.finditer(prose)
+            ][:3]
             pytest.fail(f"raw TeX left in the page's text: {raw}; e.g. {snippets}")
 
         images = page.evaluate(IMAGES_JS)

@@ -129,7 +129,8 @@ def test_ring_of_gaussians_modes_and_coverage():
     modes = data.ring_modes()
     assert modes.shape == (8, 2)
     assert torch.allclose(modes.norm(dim=1), torch.full((8,), 2.0))
-    assert torch.allclose(modes[0], torch.tensor([2.0, 0.0])) and torch.allclose(modes[2], torch.tensor([0.0, 2.0]), atol=1e-6)
+    assert (torch.allclose(modes[0], torch.tensor([2.0, 0.0]))
+            and torch.allclose(modes[2], torch.tensor([0.0, 2.0]), atol=1e-6))
     p = data.ring_of_gaussians(1600, std=0.02)
     dist, which = _nearest_mode(p, modes)
     assert float(dist.max()) < 0.02 * 6  # every point within 6 std of a mode

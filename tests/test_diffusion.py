@@ -147,7 +147,8 @@ def test_posterior_by_gaussian_conditioning():
         var_ref = s11 - s12**2 / s22
         mean, var = d.q_posterior_mean_variance(x0, xt, t, abar)
         assert var.shape == (8, 1, 1, 1)
-        assert torch.allclose(mean, mean_ref, atol=1e-10) and torch.allclose(var, var_ref.expand(8, 1, 1, 1), atol=1e-12)
+        assert (torch.allclose(mean, mean_ref, atol=1e-10)
+                and torch.allclose(var, var_ref.expand(8, 1, 1, 1), atol=1e-12))
     mean0, var0 = d.q_posterior_mean_variance(x0, xt, 0, abar)  # the first step: point mass at x0
     assert torch.allclose(mean0, x0, atol=1e-12) and torch.all(var0 == 0)
 
@@ -215,7 +216,9 @@ def test_epsilon_parameterisation_mean():
         ref = (xt - (1 - alpha) / (1 - abar[t]).sqrt() * eps) / alpha.sqrt()
         mean, _, _ = d.p_mean_variance(eps, xt, t, abar, clip=False)
         assert torch.allclose(mean, ref, atol=1e-10)
-    assert torch.allclose(d.predict_eps_from_x0(xt, 30, d.predict_x0_from_eps(xt, 30, eps, abar), abar), eps, atol=1e-10)
+    assert torch.allclose(
+        d.predict_eps_from_x0(xt, 30, d.predict_x0_from_eps(xt, 30, eps, abar), abar), eps, atol=1e-10
+    )
 
 
 # ------------------------------------------------------------------------------------------------ bad input

@@ -26,7 +26,8 @@ def gen():
 
 def test_matches_torch_distributions_general(gen):
     shape = (7, 5)
-    mu_q, mu_p = torch.randn(shape, generator=gen, dtype=torch.float64), torch.randn(shape, generator=gen, dtype=torch.float64)
+    mu_q, mu_p = (torch.randn(shape, generator=gen, dtype=torch.float64),
+                  torch.randn(shape, generator=gen, dtype=torch.float64))
     lv_q = torch.randn(shape, generator=gen, dtype=torch.float64)
     lv_p = torch.randn(shape, generator=gen, dtype=torch.float64)
     got = gaussian_kl(mu_q, lv_q, mu_p, lv_p)
@@ -96,7 +97,8 @@ def test_broadcasting(gen):
 def test_stable_for_huge_log_variances():
     # exp(800) overflows float64, but only the ratio exp(lv_q - lv_p) is needed.
     lv = torch.full((1, 2), 800.0, dtype=torch.float64)
-    got = gaussian_kl(torch.zeros(1, 2, dtype=torch.float64), lv, torch.zeros(1, 2, dtype=torch.float64), lv + math.log(2))
+    got = gaussian_kl(torch.zeros(1, 2, dtype=torch.float64), lv,
+                      torch.zeros(1, 2, dtype=torch.float64), lv + math.log(2))
     want = 2 * 0.5 * (math.log(2) + 0.5 - 1)
     assert torch.isfinite(got).all() and abs(float(got) - want) < 1e-9
 

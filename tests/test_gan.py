@@ -434,8 +434,8 @@ def test_fit_gan_on_images_with_a_tuple_latent_and_gradient_penalty():
     gen = torch.nn.Sequential(torch.nn.ConvTranspose2d(4, 1, 8), torch.nn.Sigmoid())  # (B, 4, 1, 1) -> (B, 1, 8, 8)
     dis = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 1))
     images = torch.rand(64, 1, 8, 8)
-    hist = G.fit_gan(gen, dis, images, loss=W.wgan_gp_loss(), steps=3, batch_size=16, latent_dim=(4, 1, 1), progress=False,
-                     log_every=1)
+    hist = G.fit_gan(gen, dis, images, loss=W.wgan_gp_loss(), steps=3, batch_size=16, latent_dim=(4, 1, 1),
+                     progress=False, log_every=1)
     assert len(hist["gp"]) == 3 and all(math.isfinite(v) for v in hist["gp"])
     assert G.generate(gen, 5, (4, 1, 1)).shape == (5, 1, 8, 8)
 

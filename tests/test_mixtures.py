@@ -14,7 +14,8 @@ def test_gaussian_mixture_density_and_score_against_torch_distributions():
     stds = torch.tensor([0.5, 1.0, 0.3], dtype=torch.float64)
     w = torch.tensor([0.2, 0.5, 0.3], dtype=torch.float64)
     sigma = 0.4
-    ref = MixtureSameFamily(Categorical(w), Independent(Normal(means, (stds**2 + sigma**2).sqrt()[:, None].expand(3, 2)), 1))
+    ref = MixtureSameFamily(Categorical(w),
+                            Independent(Normal(means, (stds**2 + sigma**2).sqrt()[:, None].expand(3, 2)), 1))
     x = (3 * torch.randn(50, 2, dtype=torch.float64)).requires_grad_(True)
     lp = M.gaussian_mixture_log_prob(x, means, stds, w, sigma=sigma)
     assert torch.allclose(lp, ref.log_prob(x), atol=1e-10)
@@ -61,14 +62,16 @@ def test_score_re_exports_the_mixture_functions():
          "floating"),
         (lambda: M.gaussian_mixture_log_prob(torch.zeros(3, 2), [[0.0, 0.0, 0.0]], 1.0), ValueError,
          r"means must have shape \(k, 2\)"),
-        (lambda: M.gaussian_mixture_score(torch.zeros(3, 1), [[0.0], [1.0]], [1.0, 0.0]), ValueError, "stds must be > 0"),
+        (lambda: M.gaussian_mixture_score(torch.zeros(3, 1), [[0.0], [1.0]], [1.0, 0.0]), ValueError,
+         "stds must be > 0"),
         (lambda: M.gaussian_mixture_score(torch.zeros(3, 1), [[0.0], [1.0]], 1.0, [1.0, -1.0]), ValueError,
          "weights must be >= 0"),
         (lambda: M.gaussian_mixture_score(torch.zeros(3, 1), [[0.0], [1.0]], 1.0, [0.0, 0.0]), ValueError,
          "positive sum"),
         (lambda: M.gaussian_mixture_score(torch.zeros(3, 1), [[0.0], [1.0]], 1.0, [1.0]), ValueError,
          r"weights must have shape \(2,\)"),
-        (lambda: M.gaussian_mixture_score(torch.zeros(3, 1), [[float("nan")]], 1.0), ValueError, "means must be finite"),
+        (lambda: M.gaussian_mixture_score(torch.zeros(3, 1), [[float("nan")]], 1.0), ValueError,
+         "means must be finite"),
         (lambda: M.gaussian_mixture_score(torch.zeros(3, 1), [[0.0]], 1.0, sigma=-0.1), ValueError, "sigma"),
     ],
 )

@@ -77,7 +77,9 @@ def test_budget_rejects_bad_profile_and_positional_use(monkeypatch):
 def test_validate_profile_canonicalises_and_names_the_source():
     assert runtime.validate_profile(" CPU ") == "cpu"
     assert [runtime.validate_profile(p) for p in runtime.PROFILES] == list(runtime.PROFILES)
-    with pytest.raises(ValueError, match=r"'tiny' \(passed to run_bench\(\)\); valid profiles are 'smoke', 'cpu', 'gpu'"):
+    with pytest.raises(
+        ValueError, match=r"'tiny' \(passed to run_bench\(\)\); valid profiles are 'smoke', 'cpu', 'gpu'"
+    ):
         runtime.validate_profile("tiny", "passed to run_bench()")
     with pytest.raises(TypeError, match="profile must be a string"):
         runtime.validate_profile(None)

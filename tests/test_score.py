@@ -103,7 +103,8 @@ def test_hyvarinen_minimiser_is_the_gaussian_mle():
     g = torch.Generator().manual_seed(1)
     d = 2
     true_cov = torch.tensor([[1.5, 0.6], [0.6, 0.8]], dtype=torch.float64)
-    x = torch.randn(400, d, generator=g, dtype=torch.float64) @ torch.linalg.cholesky(true_cov).T + torch.tensor([1.0, -2.0])
+    x = (torch.randn(400, d, generator=g, dtype=torch.float64) @ torch.linalg.cholesky(true_cov).T
+         + torch.tensor([1.0, -2.0]))
     mu = torch.zeros(d, dtype=torch.float64, requires_grad=True)
     p_raw = torch.eye(d, dtype=torch.float64).requires_grad_(True)
     opt = torch.optim.LBFGS([mu, p_raw], max_iter=100, tolerance_grad=1e-12, tolerance_change=1e-14,
@@ -167,7 +168,8 @@ def test_dsm_target_sign_and_scale():
     assert torch.allclose(S.dsm_target(x, xt, 0.5), torch.tensor([[-1.2, 0.8]]))  # -(xt - x) / sigma^2
     # per-example sigma (N, 1)
     x2, xt2 = torch.zeros(2, 2), torch.ones(2, 2)
-    assert torch.allclose(S.dsm_target(x2, xt2, torch.tensor([[1.0], [2.0]])), torch.tensor([[-1.0, -1.0], [-0.25, -0.25]]))
+    assert torch.allclose(S.dsm_target(x2, xt2, torch.tensor([[1.0], [2.0]])),
+                          torch.tensor([[-1.0, -1.0], [-0.25, -0.25]]))
 
 
 def test_dsm_target_regresses_to_the_noisy_score():
@@ -307,7 +309,8 @@ def test_annealed_langevin_schedule_and_noisy_gaussian():
     assert states.shape == (8, 20_000, 1)
     assert x.mean().item() == pytest.approx(m, abs=0.02)
     assert x.var().item() == pytest.approx(s**2 + 0.1**2, rel=0.05)
-    den = S.annealed_langevin_sample(score, x0[:5], sigmas, 0.002, 1, denoise=True, generator=torch.Generator().manual_seed(3))
+    den = S.annealed_langevin_sample(score, x0[:5], sigmas, 0.002, 1, denoise=True,
+                                     generator=torch.Generator().manual_seed(3))
     raw = S.annealed_langevin_sample(score, x0[:5], sigmas, 0.002, 1, generator=torch.Generator().manual_seed(3))
     assert torch.allclose(den, raw + 0.01 * score(raw, torch.full((5,), 0.1, dtype=torch.float64)))
 
@@ -372,7 +375,8 @@ def test_geometric_sigmas():
     assert s[0].item() == pytest.approx(10.0) and s[-1].item() == pytest.approx(0.01)
     ratios = s[:-1] / s[1:]
     assert torch.allclose(ratios, ratios[0].expand(6), rtol=1e-5)
-    for bad in [{"sigma_max": 1.0, "sigma_min": 2.0, "n_levels": 3}, {"sigma_max": 1.0, "sigma_min": 0.1, "n_levels": 1},
+    for bad in [{"sigma_max": 1.0, "sigma_min": 2.0, "n_levels": 3},
+                {"sigma_max": 1.0, "sigma_min": 0.1, "n_levels": 1},
                 {"sigma_max": -1.0, "sigma_min": 0.1, "n_levels": 3}]:
         with pytest.raises(ValueError):
             S.geometric_sigmas(**bad)
@@ -486,7 +490,8 @@ def test_mmd_permutation_null_matches_recomputing_the_statistic_on_each_split():
     """The one-matrix-product null (block sums from u^T K u and u^T K 1) against gaussian_mmd2 evaluated on each
     re-split of the pooled sample, with the same generator draws."""
     g = torch.Generator().manual_seed(3)
-    x, y = torch.randn(40, 2, generator=g, dtype=torch.float64), 1.3 * torch.randn(30, 2, generator=g, dtype=torch.float64)
+    x, y = (torch.randn(40, 2, generator=g, dtype=torch.float64),
+            1.3 * torch.randn(30, 2, generator=g, dtype=torch.float64))
     hs = [0.4, 1.1]
     out = S.mmd_permutation_test(x, y, n_permutations=37, bandwidths=hs, seed=5)
     pooled, gen, null = torch.cat([x, y]), torch.Generator().manual_seed(5), []
@@ -495,5 +500,7 @@ def test_mmd_permutation_null_matches_recomputing_the_statistic_on_each_split():
         first[torch.randperm(70, generator=gen)[:40]] = True
         null.append(S.gaussian_mmd2(pooled[first], pooled[~first], hs))
     assert out["null_mean"] == pytest.approx(np.mean(null), rel=1e-10)
-    assert out["null_q95"] == pytest.approx(float(torch.quantile(torch.tensor(null, dtype=torch.float64), 0.95)), rel=1e-10)
+    assert out["null_q95"] == pytest.approx(
+        float(torch.quantile(torch.tensor(null, dtype=torch.float64), 0.95)), rel=1e-10
+    )
     assert out["p_value"] == pytest.approx((1 + sum(v >= out["mmd2"] for v in null)) / 38)

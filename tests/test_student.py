@@ -360,7 +360,9 @@ def test_checks_fail_helpfully_on_the_stubs(executed_checks, notebook):
             f"{where} raised {err['ename']}: {err['evalue']!r}; the checker should turn the stub's "
             "NotImplementedError into an AssertionError that says the exercise is not done yet"
         )
-        assert NOT_DONE.search(err["evalue"]), f"{where}: the message does not say the exercise is not done: {err['evalue']!r}"
+        assert NOT_DONE.search(err["evalue"]), (
+            f"{where}: the message does not say the exercise is not done: {err['evalue']!r}"
+        )
         traceback = "\n".join(err.get("traceback", []))
         assert "During handling of the above exception" not in traceback, (
             f"{where}: the AssertionError is chained to the stub's NotImplementedError; raise it `from None`"

@@ -186,12 +186,15 @@ def test_lgm_float32_inputs_return_float32():
         (lambda: _lgm().log_marginal(torch.zeros(3, 4, dtype=F64)), ValueError, "x must have shape"),
         (lambda: _lgm().log_marginal(torch.full((1, 5), float("nan"), dtype=F64)), ValueError, "finite"),
         (lambda: _lgm().elbo_closed_form(torch.zeros(2, 5, dtype=F64), torch.zeros(2, 2, dtype=F64),
-                                         torch.full((2, 2), float("inf"), dtype=F64)), ValueError, "q_logvar must be finite"),
+                                         torch.full((2, 2), float("inf"), dtype=F64)), ValueError,
+         "q_logvar must be finite"),
         (lambda: _lgm().elbo_closed_form(torch.zeros(2, 5, dtype=F64), torch.zeros(3, 2, dtype=F64),
                                          torch.zeros(2, 2, dtype=F64)), ValueError, "q_mu"),
-        (lambda: _lgm().iwae(torch.zeros(2, 5, dtype=F64), torch.zeros(2, 2, dtype=F64), torch.zeros(2, 2, dtype=F64), 0),
+        (lambda: _lgm().iwae(torch.zeros(2, 5, dtype=F64), torch.zeros(2, 2, dtype=F64),
+                             torch.zeros(2, 2, dtype=F64), 0),
          ValueError, "k must be a positive integer"),
-        (lambda: _lgm().log_joint(torch.zeros(2, 5, dtype=F64), torch.zeros(2, 3, dtype=F64)), ValueError, "z must have shape"),
+        (lambda: _lgm().log_joint(torch.zeros(2, 5, dtype=F64), torch.zeros(2, 3, dtype=F64)), ValueError,
+         "z must have shape"),
     ],
 )
 def test_lgm_bad_input(call, err, match):
@@ -340,8 +343,8 @@ def test_vae_determinism_under_seed(xbin):
     b = vae.VAE(hidden=(16,))
     for pa, pb in zip(a.parameters(), b.parameters()):
         assert torch.equal(pa, pb)
-    torch.testing.assert_close(vae.elbo(a, xbin, generator=_gen(2))["elbo"], vae.elbo(b, xbin, generator=_gen(2))["elbo"],
-                               rtol=0, atol=0)
+    torch.testing.assert_close(vae.elbo(a, xbin, generator=_gen(2))["elbo"],
+                               vae.elbo(b, xbin, generator=_gen(2))["elbo"], rtol=0, atol=0)
     assert torch.equal(a.sample(5, generator=_gen(4)), b.sample(5, generator=_gen(4)))
     assert torch.equal(vae.iwae_bound(a, xbin, 8, generator=_gen(6)), vae.iwae_bound(b, xbin, 8, generator=_gen(6)))
     assert not torch.equal(a.sample(5, generator=_gen(4)), a.sample(5, generator=_gen(5)))
@@ -501,9 +504,11 @@ def test_independent_bernoulli_hand_computation():
         (lambda: vae.fit_independent_bernoulli(torch.full((2, 3), 2.0)), ValueError, r"\[0, 1\]"),
         (lambda: vae.fit_independent_bernoulli(torch.zeros(2, 3), alpha=-1.0), ValueError, "alpha"),
         (lambda: vae.fit_independent_bernoulli(torch.zeros(3)), ValueError, "x_train must have shape"),
-        (lambda: vae.independent_bernoulli_log_prob(torch.zeros(2, 3), torch.full((4,), 0.5)), ValueError, "probs must have shape"),
+        (lambda: vae.independent_bernoulli_log_prob(torch.zeros(2, 3), torch.full((4,), 0.5)), ValueError,
+         "probs must have shape"),
         (lambda: vae.independent_bernoulli_log_prob(torch.zeros(2, 3), torch.full((3,), 1.5)), ValueError, r"\[0, 1\]"),
-        (lambda: vae.independent_bernoulli_log_prob(torch.full((2, 3), -1.0), torch.full((3,), 0.5)), ValueError, r"\[0, 1\]"),
+        (lambda: vae.independent_bernoulli_log_prob(torch.full((2, 3), -1.0), torch.full((3,), 0.5)), ValueError,
+         r"\[0, 1\]"),
     ],
 )
 def test_independent_bernoulli_bad_input(call, err, match):

@@ -150,7 +150,9 @@ def test_mmd_against_explicit_features_and_score_module():
                 - 2 * (sx @ sy) / (m * n))
     assert W.mmd2_unbiased(x, y, (h,)).item() == pytest.approx(unbiased.item(), abs=1e-10)
     xs, ys = torch.randn(40, 2, generator=g, dtype=torch.float64), torch.randn(30, 2, generator=g, dtype=torch.float64)
-    assert W.mmd2_unbiased(xs, ys, (0.5, 2.0)).item() == pytest.approx(score.gaussian_mmd2(xs, ys, (0.5, 2.0)), abs=1e-12)
+    assert W.mmd2_unbiased(xs, ys, (0.5, 2.0)).item() == pytest.approx(
+        score.gaussian_mmd2(xs, ys, (0.5, 2.0)), abs=1e-12
+    )
     # differentiable, and the gradient is finite at zero distance (identical points)
     z = xs.clone().requires_grad_(True)
     W.mmd2_unbiased(z, torch.cat([xs[:5], ys]), (1.0,)).backward()
