@@ -107,6 +107,21 @@ class TrainedModel:
     config: dict = field(default_factory=dict)
     notes: str = ""
 
+    @classmethod
+    def from_run(cls, model: torch.nn.Module, history, planned_steps: int, train_seconds: float, recipe: dict, *,
+                 samples: dict[str, torch.Tensor], likelihood: dict[str, float] | None = None,
+                 notes: str = "") -> TrainedModel:
+        """The result of a recipe that trained ``model`` for ``history`` under the resolved ``recipe``.
+
+        ``steps`` is the last logged step of ``history`` (fewer than ``planned_steps`` when a wall-clock budget
+        stopped training; ``planned_steps`` if nothing was logged), and ``config`` is ``recipe`` as JSON: lower-case
+        keys, tuples as lists.
+        """
+        steps = int(history.steps[-1]) if history.steps else int(planned_steps)
+        config = {k.lower(): (list(v) if isinstance(v, tuple) else v) for k, v in recipe.items()}
+        return cls(model=model, steps=steps, train_seconds=train_seconds, samples=samples,
+                   likelihood=dict(likelihood or {}), config=config, notes=notes)
+
 
 @dataclass(frozen=True)
 class Recipe:
@@ -145,16 +160,6 @@ def register(recipe: Recipe) -> Recipe:
 # ------------------------------------------------------------------------------------------------
 # Recipes
 # ------------------------------------------------------------------------------------------------
-
-
-def _steps_done(history, planned: int) -> int:
-    """Optimiser steps actually taken (fewer than planned if a wall-clock budget stopped training)."""
-    return int(history.steps[-1]) if history.steps else planned
-
-
-def _config(r: dict) -> dict:
-    """A resolved recipe as the JSON ``config``: lower-case keys, tuples as lists."""
-    return {k.lower(): (list(v) if isinstance(v, tuple) else v) for k, v in r.items()}
 
 
 #: The chapter 04 recipe, kept identical to notebooks/04_vae.ipynb (the cells "Train a VAE with beta = 1"
@@ -215,11 +220,8 @@ def _vae_recipe(ctx: BenchContext) -> TrainedModel:
     with torch.no_grad():
         means = model.sample(ctx.n_samples, generator=gen)
         draws = torch.bernoulli(means, generator=gen)
-    steps_done = _steps_done(history, steps)
-    return TrainedModel(
-        model=model,
-        steps=int(steps_done),
-        train_seconds=train_seconds,
+    return TrainedModel.from_run(
+        model, history, steps, train_seconds, r,
         samples={"binary": draws, "mean": means},
         likelihood={
             "test_elbo_nats": test_elbo,
@@ -230,7 +232,6 @@ def _vae_recipe(ctx: BenchContext) -> TrainedModel:
             "iwae_k": int(iwae_k),
             "best_val_elbo_nats": float(best["elbo"]),
         },
-        config=_config(r),
         notes="'binary' (headline): x ~ Bernoulli(decoder(z)), z ~ N(0, I), the model's actual samples, in "
               "the binarised space it was trained on and is compared in; 'mean': the decoder's Bernoulli "
               "means of the same z (the images the chapter shows; grey values never occur in binarised "
@@ -298,11 +299,8 @@ def _flow_recipe(ctx: BenchContext) -> TrainedModel:
     gen = torch.Generator(device=dev).manual_seed(ctx.seed)
     with torch.no_grad():
         samples = flows.quantize_digits(model.sample(ctx.n_samples, generator=gen))
-    steps_done = _steps_done(history, steps)
-    return TrainedModel(
-        model=model,
-        steps=steps_done,
-        train_seconds=train_seconds,
+    return TrainedModel.from_run(
+        model, history, steps, train_seconds, r,
         samples={"levels": samples},
         likelihood={
             "test_nll_nats_dequantized": nll,
@@ -311,7 +309,6 @@ def _flow_recipe(ctx: BenchContext) -> TrainedModel:
             "eval_draws": int(r["EVAL_DRAWS"]),
             "best_val_nll_nats_dequantized": float(best["nll"]),
         },
-        config=_config(r),
         notes="'levels': y ~ flow, quantised to the bin floor(17 y) and shown as k/16, the 17-level grey-scale "
               "space the model is trained in; compared with grey-scale test digits and the grey-scale floor. "
               "Likelihood: continuous NLL of the dequantised test digits (mean over eval_draws noise draws), "
@@ -372,16 +369,12 @@ def _diffusion_recipe(ctx: BenchContext) -> TrainedModel:
                           generator=torch.Generator(device=dev).manual_seed(ctx.seed + 1))
     vlb = dm.vlb_terms(net, x_test, abar, levels=17, generator=torch.Generator(device=dev).manual_seed(ctx.seed + 2))
     nll = vlb["total"].mean().item()
-    steps_done = _steps_done(history, r["STEPS"])
-    return TrainedModel(
-        model=net,
-        steps=steps_done,
-        train_seconds=train_seconds,
+    return TrainedModel.from_run(
+        net, history, r["STEPS"], train_seconds, r,
         samples={"ddpm": dm.to_image_space(ddpm).reshape(ctx.n_samples, -1),
                  "ddim": dm.to_image_space(ddim).reshape(ctx.n_samples, -1)},
         likelihood={"test_nll_nats": nll, "test_nll_bits_per_dim": float(metrics.nats_to_bits_per_dim(nll, 64)),
                     "vlb_prior_nats": vlb["prior"].mean().item(), "vlb_decoder_nats": vlb["decoder"].mean().item()},
-        config=_config(r),
         notes="'ddpm' (headline): ancestral sampling with T steps; 'ddim': deterministic DDIM with ddim_steps steps; "
               "both from the EMA weights, mapped from [-1, 1] to [0, 1], compared with grey-scale test digits and the "
               "grey-scale floor. Likelihood: the variational bound (L_T + sum L_t-1 + L_0, one noise draw per term) on "
@@ -435,13 +428,9 @@ def _ncsn_recipe(ctx: BenchContext) -> TrainedModel:
     with torch.no_grad():
         raw = score.annealed_langevin_sample(model, x0, sigmas, r["DIGITS_EPS"], r["DIGITS_T"], generator=gen,
                                              denoise=True)
-    steps_done = _steps_done(history, r["DIGITS_STEPS"])
-    return TrainedModel(
-        model=model,
-        steps=steps_done,
-        train_seconds=train_seconds,
+    return TrainedModel.from_run(
+        model, history, r["DIGITS_STEPS"], train_seconds, r,
         samples={"clipped": raw.clamp(0, 1)},
-        config=_config(r),
         notes="'clipped': annealed Langevin samples (Song & Ermon 2019, step eps * sigma_i^2 / sigma_L^2, T steps "
               "per level, final Tweedie denoising step) from uniform noise, clipped to [0, 1]; compared with the "
               "grey-scale test digits and read against the grey-scale floor. A score model has no likelihood.",
@@ -496,13 +485,9 @@ def _gan_recipe(ctx: BenchContext, conditional: bool) -> TrainedModel:
         agree = gan.class_agreement(samples, labels)
         notes += (f" Conditional: n / 10 samples per requested class; the digit classifier assigns "
                   f"{agree['accuracy']:.3f} of them to the requested class.")
-    steps_done = _steps_done(history, steps)
-    return TrainedModel(
-        model=generator,
-        steps=steps_done,
-        train_seconds=train_seconds,
+    return TrainedModel.from_run(
+        generator, history, steps, train_seconds, r,
         samples={"samples": samples.reshape(ctx.n_samples, -1)},
-        config=_config(r),
         notes=notes,
     )
 
@@ -545,13 +530,9 @@ def _wgan_gp_recipe(ctx: BenchContext) -> TrainedModel:
                           seed=ctx.seed, progress=ctx.progress, desc="bench: WGAN-GP (ch. 07)")
     train_seconds = time.perf_counter() - t0
     samples = gan.generate(generator, ctx.n_samples, r["WGAN_LATENT"], seed=ctx.seed)
-    steps_done = _steps_done(history, r["WGAN_STEPS"])
-    return TrainedModel(
-        model=generator,
-        steps=steps_done,
-        train_seconds=train_seconds,
+    return TrainedModel.from_run(
+        generator, history, r["WGAN_STEPS"], train_seconds, r,
         samples={"samples": samples.reshape(ctx.n_samples, -1)},
-        config=_config(r),
         notes="'samples': G(z), z ~ N(0, I), pixels in (0, 1), compared with the grey-scale test digits and read "
               "against the grey-scale floor. A GAN has no likelihood; the critic's estimate is W1 only up to its "
               "Lipschitz constant and is not reported.",
