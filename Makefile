@@ -55,7 +55,7 @@ book: $(BOOK_STAMP)
 	@echo "Book written to _build/html/index.html"
 
 test: $(TEST_STAMP)
-	$(VENV)/bin/ruff check coursekit tests
+	$(VENV)/bin/ruff check coursekit tests book/_ext
 	COURSEKIT_PROFILE=smoke MPLBACKEND=Agg $(PY) -m pytest tests notebooks --nbval-lax --nbval-current-env -p no:cacheprovider \
 	  -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 

@@ -24,6 +24,10 @@ from pathlib import Path, PurePosixPath
 from tempfile import TemporaryDirectory
 
 import nbformat
+from jupyter_cache import get_cache
+from jupyter_cache.base import CacheBundleIn
+from jupyter_cache.cache.db import NbProjectRecord
+from jupyter_cache.executors.utils import single_nb_execution
 from sphinx.errors import ExtensionError
 from sphinx.util import logging
 
@@ -59,8 +63,6 @@ def notebook_as_myst_nb_reads_it(path: Path, config):
 
 def execute(path: Path, nb, config):
     """Execute ``nb`` (from ``path``) as myst-nb's cache client does; returns jupyter-cache's result."""
-    from jupyter_cache.executors.utils import single_nb_execution
-
     cwd_context = TemporaryDirectory() if config.execution_in_temp else nullcontext(str(path.parent))
     with cwd_context as cwd:
         return single_nb_execution(nb, cwd=os.path.abspath(cwd), allow_errors=config.execution_allow_errors,
@@ -92,10 +94,6 @@ def fill_cache(app, env, docnames) -> None:
     config = getattr(env, "mystnb_config", None)
     if config is None or config.execution_mode != "cache":
         return
-    from jupyter_cache import get_cache
-    from jupyter_cache.base import CacheBundleIn
-    from jupyter_cache.cache.db import NbProjectRecord
-
     cache = get_cache(config.execution_cache_path)
     todo = outdated_notebooks(env, docnames, cache)
     if not todo:
