@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 
 def stub(*args):
@@ -23,6 +24,21 @@ def assert_fails(checker, fn, *patterns, seed=None) -> str:
     for p in patterns:
         assert p.lower() in msg.lower(), f"expected {p!r} in the message:\n{msg}"
     return msg
+
+
+def assert_rejects_bad_scores(call) -> None:
+    """Assert that ``call(scores)``, a loss of one score per example, rejects NaN, a wrong shape, an empty batch,
+    a non-tensor and integer scores, each with a message naming the problem."""
+    with pytest.raises(ValueError, match="NaN"):
+        call(torch.tensor([0.0, float("nan")]))
+    with pytest.raises(ValueError, match=r"\(N,\) or \(N, 1\)"):
+        call(torch.zeros(4, 2))
+    with pytest.raises(ValueError, match="empty"):
+        call(torch.zeros(0))
+    with pytest.raises(TypeError, match="torch.Tensor"):
+        call([0.0, 1.0])
+    with pytest.raises(TypeError, match="floating"):
+        call(torch.tensor([0, 1]))
 
 
 def notebook_assignments(path: Path, names) -> dict:

@@ -16,6 +16,8 @@ import torch
 from coursekit import divergences, gan, score
 from coursekit import wasserstein as W
 
+from _helpers import assert_rejects_bad_scores
+
 NAMES = sorted(W.F_DIVERGENCES)
 
 
@@ -453,16 +455,7 @@ def test_reference_rows_real_data_and_chance_level():
     lambda x: W.wasserstein_generator_loss(x),
 ])
 def test_wasserstein_losses_reject_bad_input(call):
-    with pytest.raises(ValueError, match="NaN"):
-        call(torch.tensor([0.0, float("nan")]))
-    with pytest.raises(ValueError, match=r"\(N,\) or \(N, 1\)"):
-        call(torch.zeros(4, 2))
-    with pytest.raises(ValueError, match="empty"):
-        call(torch.zeros(0))
-    with pytest.raises(TypeError, match="torch.Tensor"):
-        call([0.0, 1.0])
-    with pytest.raises(TypeError, match="floating"):
-        call(torch.tensor([0, 1]))
+    assert_rejects_bad_scores(call)
 
 
 def test_wgan_objectives_carry_the_papers_defaults():
