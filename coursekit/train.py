@@ -386,7 +386,8 @@ class _Run:
             of = "" if len(self.players) == 1 else f" of the {player.name}"
             raise ValueError(f"no optimised parameter{of} received a gradient: does the loss depend on the "
                              f"parameters given to the optimizer?")
-        grad_norm = float(torch.nn.utils.get_total_norm(grads))
+        # the global 2-norm, as clip_grad_norm_ computes it (get_total_norm would need torch >= 2.6)
+        grad_norm = float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])))
         if not math.isfinite(grad_norm):
             raise self.diverged(player, "gradient norm", grad_norm, loss_value)
         if player.grad_clip is not None:
