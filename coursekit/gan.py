@@ -612,8 +612,8 @@ def fit_gan(
         steps: number of generator steps (>= 1). batch_size: examples per minibatch (<= N).
         latent_dim: int d (z has shape (B, d)) or a tuple (z has shape (B, *latent_dim), e.g. (16, 1, 1) for a
             transposed-conv generator); with ``ensemble=E``, z is (B, E, *latent_dim).
-        n_critic, lr_g, lr_d, betas: ``None`` takes the objective's defaults (:data:`GAN_LOSS_DEFAULTS`, from the
-            papers). ``betas`` is Adam's (beta1, beta2); ignored by an RMSProp objective.
+        n_critic, lr_g, lr_d, betas: ``None`` takes the objective's defaults (its :class:`GANLoss` fields of the
+            same names, from the papers). ``betas`` is Adam's (beta1, beta2); ignored by an RMSProp objective.
         labels: int64 tensor (N,) of class labels for a conditional GAN: the real batch's labels ``y`` are
             passed to the discriminator, and the same ``y`` to the generator and to the discriminator for the
             fake batch (so fake classes follow the data's class frequencies). ``None``: unconditional.
@@ -726,9 +726,9 @@ def generate(generator: nn.Module, n: int, latent_dim, *, labels: torch.Tensor |
 COURSE_SEEDS = (0, 1, 2)
 
 #: The two mode-collapse benchmarks of chapter 06. Ring: 8 modes on a circle of radius 2, std 0.02 (coursekit.data
-#: defaults; Metz et al. 2017, VEEGAN; PacGAN's released config ``2DRing_GAN&PacGAN/config.py`` uses radius 1 and std
+#: defaults; Metz et al. 2017, VEEGAN; PacGAN's released ring configuration (Lin et al. 2018) uses radius 1 and std
 #: 0.01, the same problem scaled by 1/2). Grid: 25 modes at {-4, -2, 0, 2, 4}^2 with std 0.05, as in PacGAN's released
-#: config ``2DGrid_GAN&PacGAN/config.py`` (fjxmlzn/PacGAN; coursekit.data's default std is 0.02). ``std`` is the one
+#: grid configuration (coursekit.data's default std is 0.02). ``std`` is the one
 #: the data are drawn with and the one :func:`mode_coverage` scores with.
 BENCHMARKS_2D = {
     "ring": {"sample": functools.partial(data_mod.ring_of_gaussians, std=0.02), "modes": data_mod.ring_modes,

@@ -42,6 +42,7 @@ from . import runtime
 from ._validate import (
     check_choice,
     check_finite,
+    check_matrix,
     check_nonnegative_int,
     check_points,
     check_positive_float,
@@ -190,7 +191,7 @@ def f_divergence(p: torch.Tensor, q: torch.Tensor, name: str = "kl") -> torch.Te
 
     Args:
         p, q: non-negative tensors (..., K) summing to 1 over the last dim (tolerance
-            :data:`PROBABILITY_SUM_ATOL`, 1e-8 for float64), broadcastable.
+            :data:`coursekit.divergences.PROBABILITY_SUM_ATOL`, 1e-8 for float64), broadcastable.
         name: a key of :data:`F_DIVERGENCES`.
 
     Returns:
@@ -541,11 +542,17 @@ def median_bandwidths(x: torch.Tensor, y: torch.Tensor) -> list[float]:
     several scales.
 
     Args:
-        x: (m, D) float tensor, y: (n, D) float tensor, m + n >= 1 (checked by the callers).
+        x: (m, D) float tensor, y: (n, D) float tensor (finite, the same D; m, n >= 1).
 
     Returns:
         list of four python floats, in the units of the data.
+
+    Raises:
+        TypeError / ValueError: for non-float, non-finite or empty inputs, or different dimensions.
     """
+    x, y = check_matrix("x", x), check_matrix("y", y)
+    if x.shape[1] != y.shape[1]:
+        raise ValueError(f"x and y must have the same dimension, got {x.shape[1]} and {y.shape[1]}")
     pooled = torch.cat([x, y])
     sub = pooled[torch.linspace(0, len(pooled) - 1, min(len(pooled), 1000)).long()]
     med = torch.cdist(sub, sub).median().item()
@@ -761,7 +768,7 @@ def recipe_objective(recipe) -> GANLoss:
         return wgan_gp_loss(recipe.gp_weight)
     if recipe.loss == "wgan_clip":
         return wgan_clip_loss()
-    check_choice("recipe loss", recipe.loss, tuple(GAN_LOSSES))
+    check_choice("recipe loss", recipe.loss, (*GAN_LOSSES, "wgan_gp", "wgan_clip"))
     return GAN_LOSSES[recipe.loss]
 
 
@@ -808,7 +815,7 @@ def train_2d_gans(recipe, benchmarks=("ring",), seeds=COURSE_SEEDS, *, profile: 
     members = [(b, s) for b in benchmarks for s in seeds]
     bidx = {b: list(BENCHMARKS_2D).index(b) for b in benchmarks}
     x = torch.stack([BENCHMARKS_2D[b]["sample"](n_data, seed=s) for b, s in members], dim=1).to(device)
-    act = _ACTIVATIONS[recipe.activation]
+    act = _ACTIVATIONS[check_choice("recipe activation", recipe.activation, tuple(_ACTIVATIONS))]
     gen = EnsembleMLP([100 * bidx[b] + s for b, s in members], recipe.latent_dim, 2, recipe.hidden, act).to(device)
     dis = EnsembleMLP([10_000 + 100 * bidx[b] + s for b, s in members], 2, 1, recipe.hidden, act).to(device)
     # Adam with fused=True: the same update as fit_gan's default Adam (elementwise, up to float rounding), one kernel
@@ -956,8 +963,7 @@ def mode_coverage_table(recipes=("vanilla", "non_saturating", "wgan_gp"), benchm
     profile's step budget, then :func:`evaluate_2d_gans` scores ``n_samples`` samples per member. One ensemble of
     6 members costs about 1.3 times one of 3 on the course's CPU (measured), hence one ensemble per recipe. (The
     members share the minibatch order and draw their latents from one stream of shape (B, E, d), so a member's
-    latents depend on E: the ring runs here are not bit-identical to ``train_2d_gans(recipe, ("ring",), seeds)``,
-    the call the best-recipe test makes, but are runs of the same recipe.)
+    latents depend on E: a run of one benchmark alone is not bit-identical to the same member trained here.)
 
     Args:
         recipes: names in :data:`RECIPES_2D` (or :class:`Recipe2D` objects). benchmarks: ``"ring"``, ``"grid"``.
