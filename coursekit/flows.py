@@ -101,7 +101,7 @@ def standard_normal_log_prob(z: torch.Tensor) -> torch.Tensor:
     Raises:
         TypeError / ValueError: for a non-tensor, a wrong rank or NaN/Inf.
     """
-    check_matrix("z", z)
+    check_matrix("z", z, min_rows=0)
     return -0.5 * (z**2).sum(-1) - 0.5 * z.shape[-1] * LOG_2PI
 
 
@@ -118,11 +118,11 @@ class FlowLayer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Data -> latent: ``(z, log|det dz/dx|)``, shapes (N, D) and (N,)."""
-        return self._forward(check_matrix("x", x, self.dim))
+        return self._forward(check_matrix("x", x, self.dim, min_rows=0))
 
     def inverse(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Latent -> data: ``(x, log|det dx/dz|)``, shapes (N, D) and (N,)."""
-        return self._inverse(check_matrix("z", z, self.dim))
+        return self._inverse(check_matrix("z", z, self.dim, min_rows=0))
 
     def _forward(self, x):  # pragma: no cover - abstract
         raise NotImplementedError
@@ -367,7 +367,7 @@ class MADE(nn.Module):
         self.body = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_matrix("x", x, self.dim)
+        check_matrix("x", x, self.dim, min_rows=0)
         return self.out(self.body(x)).reshape(x.shape[0], self.n_params, self.dim)
 
 
@@ -467,7 +467,7 @@ class Flow(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Data -> latent: ``(z, sum of log|det dz/dx|)``, (N, D) and (N,)."""
-        check_matrix("x", x, self.dim)
+        check_matrix("x", x, self.dim, min_rows=0)
         total = x.new_zeros(x.shape[0])
         for layer in self.layers:
             x, ld = layer(x)
@@ -476,7 +476,7 @@ class Flow(nn.Module):
 
     def inverse(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Latent -> data: ``(x, sum of log|det dx/dz|)``, (N, D) and (N,)."""
-        check_matrix("z", z, self.dim)
+        check_matrix("z", z, self.dim, min_rows=0)
         total = z.new_zeros(z.shape[0])
         for layer in reversed(self.layers):
             z, ld = layer.inverse(z)
@@ -603,7 +603,7 @@ def autograd_log_det(fn, x: torch.Tensor) -> torch.Tensor:
     Returns:
         (N,) tensor, nats.
     """
-    check_matrix("x", x)
+    check_matrix("x", x, min_rows=0)
     out = []
     for row in x:
         jac = torch.autograd.functional.jacobian(lambda v: fn(v.unsqueeze(0)).squeeze(0), row)
@@ -630,7 +630,7 @@ def check_layer(layer, x: torch.Tensor) -> dict:
 
     Use float64 inputs (and ``layer.double()``) for tight tolerances.
     """
-    check_matrix("x", x)
+    check_matrix("x", x, min_rows=0)
     z, ld = layer(x)
     x_back, ld_inv = layer.inverse(z)
     z_again, _ = layer(x_back)
@@ -678,7 +678,7 @@ def dequantize_digits(x: torch.Tensor, generator: torch.Generator | None = None)
     Raises:
         ValueError: if ``x`` does not hold multiples of 1/16 in [0, 1].
     """
-    check_matrix("x", x)
+    check_matrix("x", x, min_rows=0)
     k = x * (DIGITS_LEVELS - 1)
     if bool(((k - k.round()).abs() > 1e-4).any()):
         raise ValueError("x must hold the digits' intensities k/16, k = 0..16 (as load_digits returns them)")
@@ -735,6 +735,6 @@ def quantize_digits(y: torch.Tensor) -> torch.Tensor:
     Returns:
         (N, D) float32 in {0, 1/16, ..., 1}.
     """
-    check_matrix("y", y)
+    check_matrix("y", y, min_rows=0)
     k = torch.floor(y.float() * DIGITS_LEVELS).clamp(0, DIGITS_LEVELS - 1)
     return k / (DIGITS_LEVELS - 1)

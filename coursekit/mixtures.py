@@ -46,7 +46,8 @@ def _mixture_args(x, means, stds, weights, sigma):
     means = torch.as_tensor(means, dtype=x.dtype, device=x.device)
     check_shape("means", means, ("k", x.shape[1]))
     k = means.shape[0]
-    stds = torch.as_tensor(stds, dtype=x.dtype, device=x.device).expand(k)
+    stds = torch.as_tensor(stds, dtype=x.dtype, device=x.device)
+    stds = check_shape("stds", stds.expand(k) if stds.ndim == 0 else stds, (k,))
     weights = torch.as_tensor(weights, dtype=x.dtype, device=x.device) if weights is not None else \
         torch.full((k,), 1.0 / k, dtype=x.dtype, device=x.device)
     check_finite("means", means)

@@ -289,3 +289,10 @@ def test_realnvp_matches_zuko_on_two_moons():
 # ------------------------------------------------------------------------------------------------
 
 
+
+
+def test_an_empty_batch_has_an_empty_log_density():
+    """Scoring zero examples is not an error: the log-density of a (0, D) batch is a (0,) tensor."""
+    flow = flows.realnvp(2, n_couplings=2, hidden=(8,))
+    assert flows.standard_normal_log_prob(torch.zeros(0, 2)).shape == (0,)
+    assert flow.log_prob(torch.zeros(0, 2)).shape == (0,)

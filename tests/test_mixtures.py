@@ -73,6 +73,8 @@ def test_score_re_exports_the_mixture_functions():
         (lambda: M.gaussian_mixture_score(torch.zeros(3, 1), [[float("nan")]], 1.0), ValueError,
          "means must be finite"),
         (lambda: M.gaussian_mixture_score(torch.zeros(3, 1), [[0.0]], 1.0, sigma=-0.1), ValueError, "sigma"),
+        (lambda: M.gaussian_mixture_score(torch.zeros(3, 1), [[0.0], [1.0]], [1.0, 1.0, 1.0]), ValueError,
+         r"stds must have shape \(2,\)"),
     ],
 )
 def test_bad_input(call, err, match):
