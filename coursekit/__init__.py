@@ -24,7 +24,7 @@ __all__ = [
     "wasserstein",  # 07
     "diffusion",  # 08
     "score",  # 09
-    # the exercise checkers, one module per concept module
+    # the exercise checkers, one module per concept module with exercises
     "check",
     # applications
     "bench",

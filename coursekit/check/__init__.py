@@ -15,7 +15,7 @@ every call (so the notebook's global random state is untouched), or reproducibly
 
 Every failure message ends with the seed that reproduces it: ``check.kl_std_normal(fn, seed=...)``.
 
-There is one checker module per concept module (``check.vae`` for chapter 04, ``check.flows`` 05,
+There is one checker module per concept module with exercises (``check.vae`` for chapter 04, ``check.flows`` 05,
 ``check.gan`` 06, ``check.wasserstein`` 07, ``check.diffusion`` 08, ``check.score`` 09), all built on the
 shared machinery in ``check._harness``; this package re-exports every checker.
 """

@@ -9,6 +9,7 @@ from collections.abc import Callable
 import torch
 from torch.nn import functional as F
 
+from ..divergences import js_divergence, kl_divergence
 from ..gan import mode_coverage
 from ._harness import Ctx, close, diagnose, first_bad, fmt, hint_for
 
@@ -131,11 +132,6 @@ def non_saturating_loss(fn: Callable, *, seed: int | None = None) -> None:
     ctx.passed("softplus(-l).mean(): finite for rejected samples, gradient -(1 - D) / N")
 
 
-def _jsd_ref(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
-    m = 0.5 * (p + q)
-    return 0.5 * (torch.xlogy(p, p) - torch.xlogy(p, m)).sum(-1) + 0.5 * (torch.xlogy(q, q) - torch.xlogy(q, m)).sum(-1)
-
-
 def jsd_discrete(fn: Callable, *, seed: int | None = None) -> None:
     r"""Check ``fn(p, q) -> JSD(p, q)`` in nats for probability vectors along the last dim:
     :math:`\tfrac12 \mathrm{KL}(p \,\|\, m) + \tfrac12 \mathrm{KL}(q \,\|\, m)` with :math:`m = (p + q)/2` and
@@ -160,12 +156,11 @@ def jsd_discrete(fn: Callable, *, seed: int | None = None) -> None:
     if out.shape != (n,):
         ctx.fail(f"expected one JSD per pair of distributions, shape ({n},) for inputs ({n}, {k}); got "
                  f"{tuple(out.shape)}: sum over the last dim only.")
-    ref = _jsd_ref(p, q)
+    ref = js_divergence(p, q)
     tol = {"rtol": 1e-6, "atol": 1e-8}
     if not close(out, ref, **tol):
         m = 0.5 * (p + q)
-        kl_pm = (torch.xlogy(p, p) - torch.xlogy(p, m)).sum(-1)
-        kl_qm = (torch.xlogy(q, q) - torch.xlogy(q, m)).sum(-1)
+        kl_pm, kl_qm = kl_divergence(p, m), kl_divergence(q, m)
         cands = {
             "these are bits: the course works in nats (natural log); divide by ln 2 only to convert.":
                 ref / math.log(2),
