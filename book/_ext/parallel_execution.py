@@ -76,11 +76,9 @@ def outdated_notebooks(env, docnames, cache) -> list[tuple[Path, object, object]
         path = Path(env.doc2path(docname))
         if path.suffix != ".ipynb" or not path.is_file():
             continue
+        nb, config = notebook_as_myst_nb_reads_it(path, env.mystnb_config)  # per-notebook overrides first
         posix = PurePosixPath(path.as_posix())
-        if any(posix.match(pattern) for pattern in env.mystnb_config.execution_excludepatterns):
-            continue
-        nb, config = notebook_as_myst_nb_reads_it(path, env.mystnb_config)
-        if config.execution_mode != "cache":
+        if config.execution_mode != "cache" or any(posix.match(p) for p in config.execution_excludepatterns):
             continue
         try:
             cache.match_cache_notebook(nb)
@@ -116,6 +114,9 @@ def fill_cache(app, env, docnames) -> None:
                 logger.error(f"[parallel_execution] executing {rel} failed ({result.err.__class__.__name__}):\n"
                              f"{result.exc_string}")
                 failed.append(str(rel))
+            else:
+                logger.warning(f"[parallel_execution] executing {rel} failed ({result.err.__class__.__name__}); "
+                               f"not cached, so the build executes it again while reading it")
             continue
         cache.cache_notebook_bundle(CacheBundleIn(nb, stage.uri, data={"execution_seconds": result.time}),
                                     check_validity=False, overwrite=True)
