@@ -293,11 +293,15 @@ def _check_players(players) -> tuple[Player, ...]:
         check_positive_float(f"{p.name} grad_scale", p.grad_scale)
         if p.grad_clip is not None:
             check_positive_float("grad_clip", p.grad_clip)
-    keys = [p.loss_key for p in players] + [p.grad_norm_key for p in players if p.grad_norm_key]
-    for what, names in (("names", [p.name for p in players]), ("History keys", keys)):
+    for what, names in (("names", [p.name for p in players]), ("History keys", _history_keys(players))):
         if len(set(names)) != len(names):
             raise ValueError(f"the players' {what} must be unique, got {names}")
     return players
+
+
+def _history_keys(players) -> list[str]:
+    """The History keys the players' losses and gradient norms are logged under (reserved for them)."""
+    return [p.loss_key for p in players] + [p.grad_norm_key for p in players if p.grad_norm_key]
 
 
 def _default_advice(player: Player) -> str:
@@ -339,7 +343,7 @@ class _Run:
         self.history = History()
         self.window = _Window(self.history)
         self.step = 0  # number of completed steps
-        self.reserved = {p.loss_key for p in players} | {p.grad_norm_key for p in players if p.grad_norm_key}
+        self.reserved = set(_history_keys(players))
 
     # -- one optimiser update of one player ---------------------------------------------------------
     def batch(self):
@@ -693,8 +697,6 @@ def fit(
     (CPU and CUDA), so an interrupted and resumed run is bit-identical to an uninterrupted one on the
     same machine.
     """
-    if grad_clip is not None:
-        grad_clip = check_positive_float("grad_clip", grad_clip)
     if callback is not None and not callable(callback):
         raise TypeError("callback must be callable as callback(step, model, history)")
     player = Player("model", model, optimizer, lambda batch: loss_fn(model, batch), loss_key="loss",
