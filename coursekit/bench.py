@@ -108,16 +108,16 @@ class TrainedModel:
     notes: str = ""
 
     @classmethod
-    def from_run(cls, model: torch.nn.Module, history, planned_steps: int, train_seconds: float, recipe: dict, *,
+    def from_run(cls, model: torch.nn.Module, history, train_seconds: float, recipe: dict, *,
                  samples: dict[str, torch.Tensor], likelihood: dict[str, float] | None = None,
                  notes: str = "") -> TrainedModel:
         """The result of a recipe that trained ``model`` for ``history`` under the resolved ``recipe``.
 
-        ``steps`` is the last logged step of ``history`` (fewer than ``planned_steps`` when a wall-clock budget
-        stopped training; ``planned_steps`` if nothing was logged), and ``config`` is ``recipe`` as JSON: lower-case
-        keys, tuples as lists.
+        ``steps`` is the last logged step of ``history`` (training logs its last step at the end of every call, so
+        this is the number of steps taken, fewer than planned when a wall-clock budget stopped it), and ``config``
+        is ``recipe`` as JSON: lower-case keys, tuples as lists.
         """
-        steps = int(history.steps[-1]) if history.steps else int(planned_steps)
+        steps = int(history.steps[-1])
         config = {k.lower(): (list(v) if isinstance(v, tuple) else v) for k, v in recipe.items()}
         return cls(model=model, steps=steps, train_seconds=train_seconds, samples=samples,
                    likelihood=dict(likelihood or {}), config=config, notes=notes)
@@ -221,7 +221,7 @@ def _vae_recipe(ctx: BenchContext) -> TrainedModel:
         means = model.sample(ctx.n_samples, generator=gen)
         draws = torch.bernoulli(means, generator=gen)
     return TrainedModel.from_run(
-        model, history, steps, train_seconds, r,
+        model, history, train_seconds, r,
         samples={"binary": draws, "mean": means},
         likelihood={
             "test_elbo_nats": test_elbo,
@@ -300,7 +300,7 @@ def _flow_recipe(ctx: BenchContext) -> TrainedModel:
     with torch.no_grad():
         samples = flows.quantize_digits(model.sample(ctx.n_samples, generator=gen))
     return TrainedModel.from_run(
-        model, history, steps, train_seconds, r,
+        model, history, train_seconds, r,
         samples={"levels": samples},
         likelihood={
             "test_nll_nats_dequantized": nll,
@@ -370,7 +370,7 @@ def _diffusion_recipe(ctx: BenchContext) -> TrainedModel:
     vlb = dm.vlb_terms(net, x_test, abar, levels=17, generator=torch.Generator(device=dev).manual_seed(ctx.seed + 2))
     nll = vlb["total"].mean().item()
     return TrainedModel.from_run(
-        net, history, r["STEPS"], train_seconds, r,
+        net, history, train_seconds, r,
         samples={"ddpm": dm.to_image_space(ddpm).reshape(ctx.n_samples, -1),
                  "ddim": dm.to_image_space(ddim).reshape(ctx.n_samples, -1)},
         likelihood={"test_nll_nats": nll, "test_nll_bits_per_dim": float(metrics.nats_to_bits_per_dim(nll, 64)),
@@ -429,7 +429,7 @@ def _ncsn_recipe(ctx: BenchContext) -> TrainedModel:
         raw = score.annealed_langevin_sample(model, x0, sigmas, r["DIGITS_EPS"], r["DIGITS_T"], generator=gen,
                                              denoise=True)
     return TrainedModel.from_run(
-        model, history, r["DIGITS_STEPS"], train_seconds, r,
+        model, history, train_seconds, r,
         samples={"clipped": raw.clamp(0, 1)},
         notes="'clipped': annealed Langevin samples (Song & Ermon 2019, step eps * sigma_i^2 / sigma_L^2, T steps "
               "per level, final Tweedie denoising step) from uniform noise, clipped to [0, 1]; compared with the "
@@ -486,7 +486,7 @@ def _gan_recipe(ctx: BenchContext, conditional: bool) -> TrainedModel:
         notes += (f" Conditional: n / 10 samples per requested class; the digit classifier assigns "
                   f"{agree['accuracy']:.3f} of them to the requested class.")
     return TrainedModel.from_run(
-        generator, history, steps, train_seconds, r,
+        generator, history, train_seconds, r,
         samples={"samples": samples.reshape(ctx.n_samples, -1)},
         notes=notes,
     )
@@ -531,7 +531,7 @@ def _wgan_gp_recipe(ctx: BenchContext) -> TrainedModel:
     train_seconds = time.perf_counter() - t0
     samples = gan.generate(generator, ctx.n_samples, r["WGAN_LATENT"], seed=ctx.seed)
     return TrainedModel.from_run(
-        generator, history, r["WGAN_STEPS"], train_seconds, r,
+        generator, history, train_seconds, r,
         samples={"samples": samples.reshape(ctx.n_samples, -1)},
         notes="'samples': G(z), z ~ N(0, I), pixels in (0, 1), compared with the grey-scale test digits and read "
               "against the grey-scale floor. A GAN has no likelihood; the critic's estimate is W1 only up to its "
