@@ -18,6 +18,7 @@ __all__ = [
     # concepts, one module per chapter
     "divergences",  # 01
     "mixtures",  # 02
+    "autoencoders",  # 03
     "vae",  # 04
     "flows",  # 05
     "gan",  # 06
