@@ -1,8 +1,17 @@
 """Tests for coursekit.mixtures against independent references: torch.distributions' mixture, autograd of the
-log-density, and quadrature (a density integrates to one)."""
+log-density, quadrature (a density integrates to one), scikit-learn (PCA, KMeans, GaussianMixture) and scipy
+(multivariate_normal, linear_sum_assignment)."""
 
+import math
+
+import numpy as np
 import pytest
 import torch
+from scipy.optimize import linear_sum_assignment
+from scipy.stats import multivariate_normal
+from sklearn.cluster import KMeans
+from sklearn.decomposition import PCA as SkPCA
+from sklearn.mixture import GaussianMixture
 from torch.distributions import Categorical, Independent, MixtureSameFamily, Normal
 
 from coursekit import mixtures as M
@@ -78,5 +87,214 @@ def test_score_re_exports_the_mixture_functions():
     ],
 )
 def test_bad_input(call, err, match):
+    with pytest.raises(err, match=match):
+        call()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# PCA, k-means, GMM / EM
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _blobs(n_per=80, seed=0, centres=((0.0, 0.0), (5.0, 5.0), (0.0, 6.0)), scale=1.0):
+    g = torch.Generator().manual_seed(seed)
+    c = torch.tensor(centres, dtype=torch.float64)
+    return torch.cat([m + scale * torch.randn(n_per, c.shape[1], generator=g, dtype=torch.float64) for m in c])
+
+
+def _correlated(n=400, d=5, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, d, generator=g, dtype=torch.float64) @ torch.randn(d, d, generator=g, dtype=torch.float64)
+
+
+def test_pca_against_sklearn_and_contract():
+    x = _correlated()
+    p, ref = M.pca(x, 3), SkPCA(3).fit(x.numpy())
+    assert p.components.shape == (3, 5) and p.mean.shape == (5,) and p.explained_variance.shape == (3,)
+    assert torch.allclose(p.components @ p.components.T, torch.eye(3, dtype=torch.float64), atol=1e-12)
+    assert (p.explained_variance[:-1] >= p.explained_variance[1:]).all()
+    # components agree up to the sign of each row
+    assert np.allclose(np.abs(p.components.numpy() @ ref.components_.T), np.eye(3), atol=1e-10)
+    assert np.allclose(p.explained_variance.numpy(), ref.explained_variance_, rtol=1e-10)
+    assert p.noise_variance == pytest.approx(ref.noise_variance_, rel=1e-10)
+    z = p.encode(x)
+    assert np.allclose(np.abs(z.numpy()), np.abs(ref.transform(x.numpy())), atol=1e-10)
+    assert np.allclose(p.decode(z).numpy(), ref.inverse_transform(ref.transform(x.numpy())), atol=1e-10)
+    assert p.encode(x.float()).dtype == torch.float32
+    with pytest.raises(AttributeError):
+        p.mean = None  # frozen
+
+
+def test_pca_full_rank_reconstructs_and_rejects_bad_input():
+    x = _correlated(50, 4)
+    p = M.pca(x, 4)
+    assert torch.allclose(p.decode(p.encode(x)), x, atol=1e-10) and p.noise_variance == 0.0
+    with pytest.raises(ValueError, match="n_components must be <= min"):
+        M.pca(x, 5)
+    with pytest.raises(ValueError, match="finite"):
+        M.pca(torch.full((5, 2), float("nan")), 1)
+    with pytest.raises(ValueError, match=r"x must have shape \(N, 4\)"):
+        p.encode(torch.zeros(3, 2, dtype=torch.float64))
+
+
+def test_kmeans_objective_never_increases_and_matches_sklearn_from_same_centres():
+    x = _blobs(scale=1.5)
+    for seed in range(4):
+        init = M.kmeans_plus_plus(x, 3, generator=torch.Generator().manual_seed(seed))
+        res = M.kmeans(x, 3, init=init)
+        j = np.array(res.objective)
+        assert (np.diff(j) <= 1e-9 * j[0]).all(), j
+        assert res.converged
+        ref = KMeans(3, init=init.numpy(), n_init=1, algorithm="lloyd", tol=0.0, max_iter=300).fit(x.numpy())
+        assert j[-1] == pytest.approx(ref.inertia_, rel=1e-9)
+        assert j[-1] == pytest.approx(M.kmeans_objective(x, res.centres, res.labels), rel=1e-12)
+        assert (res.labels.numpy() == ref.labels_).mean() == 1.0  # same initial centres: same labels
+        assert np.allclose(res.centres.numpy(), ref.cluster_centers_, atol=1e-9)
+
+
+def test_kmeans_is_deterministic_unpacks_and_rejects_bad_input():
+    x = _blobs()
+    a, b = M.kmeans(x, 3, seed=5), M.kmeans(x, 3, seed=5)
+    assert torch.equal(a.centres, b.centres) and a.objective == b.objective
+    centres, labels, objective = a
+    assert centres.shape == (3, 2) and labels.shape == (x.shape[0],) and labels.dtype == torch.int64
+    assert objective is a.objective
+    with pytest.raises(ValueError, match="larger than the number of points"):
+        M.kmeans(x[:2], 3)
+    with pytest.raises(ValueError, match="finite"):
+        M.kmeans(torch.tensor([[0.0], [float("nan")]]), 1)
+    with pytest.raises(ValueError, match=r"init must have shape \(3, 2\)"):
+        M.kmeans(x, 3, init=x[:2])
+
+
+def test_kmeans_plus_plus_picks_distinct_points_proportional_to_squared_distance():
+    """Second centre: P(x_j) = D(x_j)^2 / sum D^2 given the first; checked by frequency on four points."""
+    x = torch.tensor([[0.0], [1.0], [3.0], [7.0]], dtype=torch.float64)
+    counts = torch.zeros(4)
+    g = torch.Generator().manual_seed(0)
+    n_first_zero = 0
+    for _ in range(4000):
+        c = M.kmeans_plus_plus(x, 2, generator=g)
+        assert c[0, 0] != c[1, 0]
+        if c[0, 0] == 0.0:
+            n_first_zero += 1
+            counts[int((x[:, 0] == c[1, 0]).nonzero())] += 1
+    freq = counts / counts.sum()
+    expected = torch.tensor([0.0, 1.0, 9.0, 49.0]) / 59.0
+    assert torch.allclose(freq, expected, atol=0.04), freq  # ~1000 draws: 4 standard errors
+    assert n_first_zero / 4000 == pytest.approx(0.25, abs=0.04)
+
+
+def _random_gmm(k=3, d=2, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    w = torch.rand(k, generator=g, dtype=torch.float64) + 0.2
+    a = torch.randn(k, d, d, generator=g, dtype=torch.float64)
+    cov = a @ a.transpose(1, 2) + 0.3 * torch.eye(d, dtype=torch.float64)
+    return w / w.sum(), 3 * torch.randn(k, d, generator=g, dtype=torch.float64), cov
+
+
+def test_gmm_log_prob_and_responsibilities_against_scipy():
+    w, mu, cov = _random_gmm(4, 3)
+    x = 4 * torch.randn(100, 3, dtype=torch.float64)
+    dens = np.stack([w[k].item() * multivariate_normal(mu[k].numpy(), cov[k].numpy()).pdf(x.numpy())
+                     for k in range(4)], 1)
+    assert np.allclose(M.gmm_log_prob(x, w, mu, cov).numpy(), np.log(dens.sum(1)), atol=1e-10)
+    assert np.allclose(M.gmm_responsibilities(x, w, mu, cov).numpy(), dens / dens.sum(1, keepdims=True),
+                       atol=1e-10)
+    far = torch.full((1, 3), 1e3, dtype=torch.float64)  # exp underflows; log-sum-exp does not
+    assert torch.isfinite(M.gmm_log_prob(far, w, mu, cov)).all()
+    assert torch.allclose(M.gmm_responsibilities(far, w, mu, cov).sum(1), torch.ones(1, dtype=torch.float64))
+
+
+@pytest.mark.parametrize(
+    "args, match",
+    [
+        ((torch.zeros(2, 2), [0.5, 0.5], torch.zeros(2, 2), torch.eye(2).expand(2, 2, 2).clone() * -1.0),
+         "positive definite"),
+        ((torch.zeros(2, 2), [0.5, 0.5], torch.zeros(2, 2), torch.tensor([[[1.0, 2.0], [0.0, 1.0]]] * 2)),
+         "symmetric"),
+        ((torch.zeros(2, 2), [0.7, 0.7], torch.zeros(2, 2), torch.eye(2).expand(2, 2, 2)), "sum to 1"),
+        ((torch.full((2, 2), float("nan")), [0.5, 0.5], torch.zeros(2, 2), torch.eye(2).expand(2, 2, 2)),
+         "finite"),
+        ((torch.zeros(2, 2), [1.0], torch.zeros(2, 3), torch.eye(3)[None]), r"means must have shape \(K, 2\)"),
+    ],
+)
+def test_gmm_log_prob_rejects_bad_input(args, match):
+    with pytest.raises(ValueError, match=match):
+        M.gmm_log_prob(*[torch.as_tensor(a, dtype=torch.float32) for a in args])
+
+
+@pytest.mark.parametrize("covariance_type", ["full", "diag"])
+def test_em_log_likelihood_never_decreases_and_matches_sklearn(covariance_type):
+    x = _blobs(scale=1.2, seed=1)
+    w0, m0, c0 = M.initial_gmm(x, 3, seed=2, covariance_type=covariance_type)
+    fit = M.fit_gmm(x, 3, seed=2, tol=1e-10, max_iter=500, covariance_type=covariance_type)
+    ll = np.array(fit.log_likelihoods)
+    assert (np.diff(ll) >= -1e-10).all(), np.diff(ll).min()
+    assert fit.converged and fit.n_iter == len(ll) - 1
+    assert ll[-1] == pytest.approx(float(fit.log_prob(x).mean()), abs=1e-9)
+    prec = np.linalg.inv(c0.numpy()) if covariance_type == "full" else 1.0 / np.diagonal(c0.numpy(), 0, 1, 2)
+    ref = GaussianMixture(3, covariance_type=covariance_type, weights_init=w0.numpy(), means_init=m0.numpy(),
+                          precisions_init=prec, tol=1e-10, max_iter=500, reg_covar=1e-6).fit(x.numpy())
+    test = _blobs(scale=1.2, seed=99)
+    # the floors differ (sklearn adds reg_covar, ours raises eigenvalues to it): 1e-6-sized differences
+    assert float(fit.log_prob(test).mean()) == pytest.approx(ref.score(test.numpy()), abs=1e-4)
+    cost = ((fit.means.numpy()[:, None] - ref.means_[None]) ** 2).sum(-1)
+    rows, cols = linear_sum_assignment(cost)
+    assert np.allclose(fit.means.numpy()[rows], ref.means_[cols], atol=1e-3)
+    assert np.allclose(fit.weights.numpy()[rows], ref.weights_[cols], atol=1e-4)
+    ref_cov = ref.covariances_ if covariance_type == "full" else np.stack([np.diag(v) for v in ref.covariances_])
+    assert np.allclose(fit.covariances.numpy()[rows], ref_cov[cols], atol=1e-3)
+
+
+def test_em_is_deterministic_and_samples_have_the_fitted_moments():
+    x = _blobs(seed=3)
+    a, b = M.fit_gmm(x, 3, seed=4), M.fit_gmm(x, 3, seed=4)
+    assert torch.equal(a.means, b.means) and a.log_likelihoods == b.log_likelihoods
+    s = a.sample(40000, generator=torch.Generator().manual_seed(0))
+    assert s.shape == (40000, 2) and s.dtype == torch.float64
+    mean = (a.weights[:, None] * a.means).sum(0)
+    second = (a.weights[:, None, None] * (a.covariances + a.means[:, :, None] * a.means[:, None, :])).sum(0)
+    assert torch.allclose(s.mean(0), mean, atol=0.05)  # sd of the mean ~ 3.5 / 200 = 0.018
+    assert torch.allclose(s.T @ s / len(s), second, rtol=0.03, atol=0.1)
+    torch.manual_seed(0)
+    assert a.sample(0).shape == (0, 2)
+
+
+def test_covariance_floor_prevents_a_singular_component():
+    """A component placed on a single point collapses onto it; the floor keeps its covariance >= reg_covar."""
+    x = torch.cat([_blobs(n_per=60, centres=((0.0, 0.0),)), torch.tensor([[20.0, 20.0]], dtype=torch.float64)])
+    init = torch.tensor([[0.0, 0.0], [20.0, 20.0]], dtype=torch.float64)
+    fit = M.fit_gmm(x, 2, init_means=init, reg_covar=1e-3, max_iter=300)
+    evals = torch.linalg.eigvalsh(fit.covariances)
+    assert evals.min() >= 1e-3 * (1 - 1e-9)
+    assert evals[1].max() == pytest.approx(1e-3, rel=1e-6)  # the lone point's component sits at the floor
+    assert np.isfinite(fit.log_likelihoods).all() and (np.diff(fit.log_likelihoods) >= -1e-10).all()
+
+
+@pytest.mark.filterwarnings("ignore:Best performing initialization")
+def test_bic_counts_parameters():
+    x = _blobs()
+    full, diag = M.fit_gmm(x, 3), M.fit_gmm(x, 3, covariance_type="diag")
+    assert full.n_parameters() == 2 + 6 + 9 and diag.n_parameters() == 2 + 6 + 6
+    ref = GaussianMixture(3, weights_init=full.weights.numpy(), means_init=full.means.numpy(),
+                          precisions_init=np.linalg.inv(full.covariances.numpy()), max_iter=1).fit(x.numpy())
+    ll = float(full.log_prob(x).sum())
+    assert full.bic(x) == pytest.approx(-2 * ll + 17 * math.log(len(x)), rel=1e-12)
+    assert full.bic(x) == pytest.approx(ref.bic(x.numpy()), rel=1e-4)
+
+
+@pytest.mark.parametrize(
+    "call, err, match",
+    [
+        (lambda: M.fit_gmm(torch.zeros(3, 2), 4), ValueError, "larger than the number of points"),
+        (lambda: M.fit_gmm(torch.tensor([[0.0], [float("nan")]]), 1), ValueError, "finite"),
+        (lambda: M.fit_gmm(torch.zeros(5, 2), 2, covariance_type="spherical"), ValueError, "covariance_type"),
+        (lambda: M.fit_gmm(torch.zeros(5, 2), 2, reg_covar=0.0), ValueError, "reg_covar"),
+        (lambda: M.fit_gmm(torch.zeros(5, 2), 2, init_means=torch.zeros(3, 2)), ValueError, "init_means"),
+        (lambda: M.fit_gmm(torch.zeros(5, 2, dtype=torch.long), 2), TypeError, "floating"),
+    ],
+)
+def test_fit_gmm_rejects_bad_input(call, err, match):
     with pytest.raises(err, match=match):
         call()
