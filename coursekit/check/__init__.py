@@ -22,6 +22,7 @@ shared machinery in ``check._harness``; this package re-exports every checker.
 
 from __future__ import annotations
 
+from .autoencoders import kl_sparsity, mixture_denoiser, sigmoid_contractive_penalty
 from .diffusion import ddim_step, posterior_mean_variance, q_sample
 from .flows import coupling_forward, coupling_inverse, digits_bits_per_dim
 from .gan import jsd_discrete, mode_counts, non_saturating_loss, optimal_discriminator
@@ -30,6 +31,8 @@ from .vae import iwae_from_log_weights, kl_std_normal, reparameterise
 from .wasserstein import density_ratio_from_logits, gradient_penalty, mmd2_unbiased
 
 __all__ = [
+    # chapter 03: autoencoders
+    "sigmoid_contractive_penalty", "kl_sparsity", "mixture_denoiser",
     # chapter 04: variational autoencoders
     "kl_std_normal", "reparameterise", "iwae_from_log_weights",
     # chapter 05: normalizing flows
