@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from .autoencoders import kl_sparsity, mixture_denoiser, sigmoid_contractive_penalty
 from .diffusion import ddim_step, posterior_mean_variance, q_sample
+from .divergences import discrete_entropy, mutual_info, sample_exponential
 from .flows import coupling_forward, coupling_inverse, digits_bits_per_dim
 from .gan import jsd_discrete, mode_counts, non_saturating_loss, optimal_discriminator
 from .score import dsm_target, langevin_step, score_jacobian_trace
@@ -31,6 +32,8 @@ from .vae import iwae_from_log_weights, kl_std_normal, reparameterise
 from .wasserstein import density_ratio_from_logits, gradient_penalty, mmd2_unbiased
 
 __all__ = [
+    # chapter 01: probability and information
+    "discrete_entropy", "sample_exponential", "mutual_info",
     # chapter 03: autoencoders
     "sigmoid_contractive_penalty", "kl_sparsity", "mixture_denoiser",
     # chapter 04: variational autoencoders
