@@ -2,6 +2,7 @@
 #   make book     execute every notebook (active profile) and build the HTML book in _build/html
 #   make test     ruff, then the whole test suite (unit tests, notebooks under nbval, book build, student edition, browser)
 #   make student  write the solution-free student edition to _build/student
+#   make assignments  write an nbgrader source tree to _build/assignments/source (one folder per chapter)
 #   make bench    train the course's models and write _build/bench/results.json
 #   make clean    remove build outputs (keeps .venv); make distclean also removes .venv
 SHELL := /bin/bash
@@ -22,7 +23,7 @@ TEST_WORKERS ?= auto
 BOOK_STAMP := $(VENV)/.stamp-book
 TEST_STAMP := $(VENV)/.stamp-test
 
-.PHONY: book test student bench clean distclean venv
+.PHONY: book test student assignments bench clean distclean venv
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -61,6 +62,9 @@ test: $(TEST_STAMP)
 
 student: $(BOOK_STAMP)
 	$(PY) -m coursekit.student --src notebooks --dst _build/student
+
+assignments: $(BOOK_STAMP)
+	$(PY) -m coursekit.student --nbgrader --src notebooks --dst _build/assignments/source
 
 bench: $(BOOK_STAMP)
 	MPLBACKEND=Agg $(PY) -m coursekit.bench --profile $(BENCH_PROFILE) --out _build/bench

@@ -21,15 +21,28 @@ Command line (used by ``make student``)::
 
     python -m coursekit.student --src notebooks --dst _build/student
 
+**Assignments for nbgrader** (``make assignments``): :func:`make_assignment_source` writes an nbgrader
+*source* tree, ``<dst>/<chapter>/<chapter>.ipynb``, from the same notebooks. Starting from the student
+edition, each exercise stub and its solution become one nbgrader solution cell, in which the solution's body
+stands between ``### BEGIN SOLUTION`` and ``### END SOLUTION`` where the stub raised ``NotImplementedError``;
+each exercise's check cell becomes a locked, autograded test cell worth one point (or
+``metadata["coursekit"]["points"]`` of the check cell, when a notebook sets it); every other cell is locked
+read-only. Only nbgrader's cell metadata (schema version 3) is written; nbgrader itself releases, collects and
+grades (``nbgrader generate_assignment``, ``nbgrader autograde``)::
+
+    python -m coursekit.student --nbgrader --src notebooks --dst _build/assignments/source
+
 The notebook format work is done by :mod:`nbformat`.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import copy
 import re
 import sys
+import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +54,9 @@ __all__ = [
     "StripReport",
     "strip_notebook",
     "make_student_edition",
+    "AssignmentError",
+    "make_assignment",
+    "make_assignment_source",
     "main",
 ]
 
@@ -209,6 +225,144 @@ def strip_notebook(nb, *, name: str = "<notebook>"):
     return out, StripReport(removed=removed, gates=gates.gates, plain_solutions=gates.plain, **counts)
 
 
+class AssignmentError(ValueError):
+    """A notebook's exercises do not have the shape an nbgrader assignment needs (a stub without a solution,
+    a stub without a check cell after it, two exercises of one name)."""
+
+
+#: nbgrader's cell-metadata schema written by :func:`make_assignment`.
+NBGRADER_SCHEMA_VERSION = 3
+BEGIN_SOLUTION = "### BEGIN SOLUTION"
+END_SOLUTION = "### END SOLUTION"
+
+
+def _nbgrader_metadata(grade_id: str, *, solution=False, grade=False, locked=True, points=None) -> dict:
+    meta = {"grade": grade, "grade_id": grade_id, "locked": locked, "schema_version": NBGRADER_SCHEMA_VERSION,
+            "solution": solution, "task": False}
+    if grade:
+        meta["points"] = points
+    return meta
+
+
+def _parse(source: str, where: str) -> ast.Module:
+    # IPython magics and shell escapes are not Python; blank them out (keeping line numbers) to parse the rest.
+    lines = ["" if line.lstrip().startswith(("%", "!")) else line for line in source.splitlines()]
+    try:
+        return ast.parse("\n".join(lines))
+    except SyntaxError as exc:
+        raise AssignmentError(f"{where} is not valid Python: {exc}") from exc
+
+
+def _raises_not_implemented(stmt: ast.stmt) -> bool:
+    exc = stmt.exc if isinstance(stmt, ast.Raise) else None
+    target = exc.func if isinstance(exc, ast.Call) else exc
+    return isinstance(target, ast.Name) and target.id == "NotImplementedError"
+
+
+def _solution_functions(nb) -> dict[str, tuple[str, ast.FunctionDef]]:
+    """``{function name: (cell source, its def)}`` for the functions defined at top level by ``solution`` cells."""
+    found = {}
+    for i, cell in enumerate(nb.cells):
+        if cell.get("cell_type") != "code" or SOLUTION_TAG not in _tags(cell):
+            continue
+        source = _source(cell)
+        for node in _parse(source, f"solution cell {i}").body:
+            if isinstance(node, ast.FunctionDef):
+                found[node.name] = (source, node)
+    return found
+
+
+def _merge_stub_and_solution(stub: str, solutions: dict, where: str) -> tuple[str, str]:
+    """The nbgrader solution cell of one exercise, and the exercise's function name.
+
+    The stub's ``raise NotImplementedError`` statement is replaced by the solution's function body between the
+    solution markers, re-indented to the stub's; the rest of the stub (its signature, docstring, comments) is
+    kept. If the solution cell holds more than that one function (helpers, imports), the whole solution cell
+    goes between the markers below the stub instead, so nothing of it is lost."""
+    defs = [n for n in _parse(stub, where).body if isinstance(n, ast.FunctionDef)
+            and any(_raises_not_implemented(s) for s in n.body)]
+    if len(defs) != 1:
+        raise AssignmentError(f"{where}: expected one function whose body raises NotImplementedError, "
+                              f"found {len(defs)}")
+    name = defs[0].name
+    if name not in solutions:
+        raise AssignmentError(f"{where}: no cell tagged {SOLUTION_TAG!r} defines {name}()")
+    sol_source, sol_def = solutions[name]
+    sol_tree = _parse(sol_source, f"the solution of {name}()")
+    stub_lines, sol_lines = stub.splitlines(), sol_source.splitlines()
+    if len(sol_tree.body) != 1 or not sol_def.body:
+        return f"{stub.rstrip()}\n\n{BEGIN_SOLUTION}\n{sol_source.strip()}\n{END_SOLUTION}\n", name
+    raise_stmt = next(s for s in defs[0].body if _raises_not_implemented(s))
+    indent = stub_lines[raise_stmt.lineno - 1][: raise_stmt.col_offset]
+    body = textwrap.dedent("\n".join(sol_lines[sol_def.body[0].lineno - 1: sol_def.end_lineno]))
+    inner = [indent + BEGIN_SOLUTION, textwrap.indent(body, indent).rstrip(), indent + END_SOLUTION]
+    merged = stub_lines[: raise_stmt.lineno - 1] + inner + stub_lines[raise_stmt.end_lineno:]
+    return "\n".join(merged) + "\n", name
+
+
+def make_assignment(nb, *, name: str = "<notebook>"):
+    """Return the nbgrader source version of one chapter notebook (a new object; ``nb`` is not modified).
+
+    The notebook is first stripped as the student edition (:func:`strip_notebook`), then each exercise stub
+    (a code cell tagged ``student``) becomes an nbgrader solution cell holding the solution between
+    ``### BEGIN SOLUTION`` / ``### END SOLUTION`` (see :func:`_merge_stub_and_solution`), the next code cell (the
+    exercise's check, ``ck.check.<name>(fn)``) an autograded test cell (``grade_id`` ``check_<name>``; one point,
+    or ``cell.metadata["coursekit"]["points"]``), and every other cell a locked read-only cell.
+
+    Returns:
+        ``(notebook, points)``: the nbformat notebook and ``{grade_id: points}`` of its test cells.
+
+    Raises:
+        AssignmentError: a stub has no solution defining its function, no code cell after it, or two stubs
+            define the same function.
+        UnbalancedSolutionGate / TypeError: as :func:`strip_notebook`.
+    """
+    solutions = _solution_functions(nb)
+    out, _ = strip_notebook(nb, name=name)
+    points, roles = {}, {}
+    for i, cell in enumerate(out.cells):
+        if cell.get("cell_type") != "code" or STUDENT_TAG not in _tags(cell):
+            continue
+        where = f"{name}: exercise stub in cell {i} of the student edition"
+        cell.source, fn = _merge_stub_and_solution(_source(cell), solutions, where)
+        check = next((j for j in range(i + 1, len(out.cells)) if out.cells[j].get("cell_type") == "code"), None)
+        if check is None:
+            raise AssignmentError(f"{where}: no check cell (a code cell) follows it")
+        if f"check_{fn}" in points:
+            raise AssignmentError(f"{where}: a second exercise defines {fn}()")
+        value = out.cells[check].metadata.get("coursekit", {}).get("points", 1)
+        points[f"check_{fn}"] = value
+        roles[i] = _nbgrader_metadata(f"{fn}_solution", solution=True, locked=False)
+        roles[check] = _nbgrader_metadata(f"check_{fn}", grade=True, points=value)
+    for i, cell in enumerate(out.cells):
+        cell.metadata["nbgrader"] = roles.get(i, _nbgrader_metadata(f"cell_{i:03d}"))
+    return out, points
+
+
+def make_assignment_source(src="notebooks", dst="_build/assignments/source", *, verbose: bool = False) -> list[Path]:
+    """Write an nbgrader source tree, ``dst/<stem>/<stem>.ipynb`` for each notebook of ``src`` that has exercises.
+
+    Point ``nbgrader``'s course directory at the parent of ``dst`` (``source`` is nbgrader's default name for it)
+    and release a chapter with ``nbgrader generate_assignment <stem>``. Raises as :func:`make_assignment`, and
+    ``FileNotFoundError`` / ``ValueError`` as :func:`make_student_edition`. Returns the notebooks written.
+    """
+    src, dst = Path(src), Path(dst)
+    written = []
+    for path in _notebooks(src):
+        nb = nbformat.read(path, as_version=NB_VERSION)
+        assignment, points = make_assignment(nb, name=str(path))
+        if not points:
+            continue
+        nbformat.validate(assignment)
+        target = dst / path.stem / path.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        nbformat.write(assignment, target)
+        written.append(target)
+        if verbose:
+            print(f"{path} -> {target}: {len(points)} graded check(s), {sum(points.values())} point(s)")
+    return written
+
+
 def _notebooks(src: Path) -> list[Path]:
     if src.is_file():
         if src.suffix != ".ipynb":
@@ -271,25 +425,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Command line: ``python -m coursekit.student [--src notebooks] [--dst _build/student]``."""
     parser = argparse.ArgumentParser(
         prog="python -m coursekit.student",
-        description="Write the student edition of the course notebooks: solution cells and gated "
-        "solutions removed, outputs cleared, exercise stubs visible.",
+        description="Write the student edition of the course notebooks (solution cells and gated solutions "
+        "removed, outputs cleared, exercise stubs visible), or with --nbgrader an nbgrader source tree.",
     )
     parser.add_argument(
         "--src", default="notebooks", help="directory of notebooks or one .ipynb (default: %(default)s)"
     )
-    parser.add_argument("--dst", default="_build/student", help="output directory (default: %(default)s)")
+    parser.add_argument("--dst", default=None,
+                        help="output directory (default: _build/student, or _build/assignments/source with --nbgrader)")
+    parser.add_argument("--nbgrader", action="store_true",
+                        help="write an nbgrader source tree (one folder per chapter) instead of the student edition")
     parser.add_argument("-q", "--quiet", action="store_true", help="print only errors")
     args = parser.parse_args(argv)
+    write = make_assignment_source if args.nbgrader else make_student_edition
+    dst = args.dst or ("_build/assignments/source" if args.nbgrader else "_build/student")
     try:
-        written = make_student_edition(args.src, args.dst, verbose=not args.quiet)
+        written = write(args.src, dst, verbose=not args.quiet)
     except (UnbalancedSolutionGate, FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     if not written:
-        print(f"error: no notebooks found in {args.src}", file=sys.stderr)
+        what = "notebooks with exercises" if args.nbgrader else "notebooks"
+        print(f"error: no {what} found in {args.src}", file=sys.stderr)
         return 1
     if not args.quiet:
-        print(f"student edition: {len(written)} notebook(s) in {args.dst}")
+        what = "nbgrader source" if args.nbgrader else "student edition"
+        print(f"{what}: {len(written)} notebook(s) in {dst}")
     return 0
 
 
