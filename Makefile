@@ -4,6 +4,8 @@
 #   make student  write the solution-free student edition to _build/student
 #   make assignments  write an nbgrader source tree to _build/assignments/source (one folder per chapter)
 #   make bench    train the course's models and write _build/bench/results.json
+#   make test-latest  a fresh .venv-latest with the newest release of every dependency (torch >= 2.14, a
+#                 large download); the unit tests and the notebooks under smoke there (not part of make test)
 #   make clean    remove build outputs (keeps .venv); make distclean also removes .venv
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -20,10 +22,14 @@ BENCH_PROFILE ?= $(if $(PROFILE),$(PROFILE),cpu)
 # files together and hands them out first, since the book build is the longest single test.
 TEST_WORKERS ?= auto
 
+# The environment of `make test-latest`, rebuilt on every run so that it has the newest releases.
+LATEST_VENV ?= .venv-latest
+LATEST_PY := $(LATEST_VENV)/bin/python
+
 BOOK_STAMP := $(VENV)/.stamp-book
 TEST_STAMP := $(VENV)/.stamp-test
 
-.PHONY: book test student assignments bench clean distclean venv
+.PHONY: book test test-latest student assignments bench clean distclean venv
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -60,6 +66,19 @@ test: $(TEST_STAMP)
 	COURSEKIT_PROFILE=smoke MPLBACKEND=Agg $(PY) -m pytest tests notebooks --nbval-lax --nbval-current-env -p no:cacheprovider \
 	  -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
+# What a student on Colab or a fresh conda environment gets: the newest torch, numpy, matplotlib, ... The
+# book build and the browser tests are left out (they test the pinned book toolchain, not the dependencies).
+test-latest:
+	rm -rf $(LATEST_VENV)
+	$(PYTHON) -m venv $(LATEST_VENV)
+	$(LATEST_PY) -m pip install --quiet --upgrade pip
+	$(LATEST_PY) -m pip install --quiet --upgrade --upgrade-strategy eager "torch>=2.14" -e ".[book,dev]"
+	@$(LATEST_PY) -c "import importlib.metadata as m; print('test-latest versions:', ', '.join(f'{p} {m.version(p)}' \
+	  for p in ('torch', 'numpy', 'scipy', 'scikit-learn', 'matplotlib', 'nbformat', 'nbgrader', 'ipywidgets')))"
+	COURSEKIT_PROFILE=smoke MPLBACKEND=Agg $(LATEST_PY) -m pytest tests notebooks --nbval-lax --nbval-current-env \
+	  -p no:cacheprovider --ignore tests/test_book.py --ignore tests/test_browser.py \
+	  -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
+
 student: $(BOOK_STAMP)
 	$(PY) -m coursekit.student --src notebooks --dst _build/student
 
@@ -74,4 +93,4 @@ clean:
 	find . -name __pycache__ -not -path "./$(VENV)/*" -prune -exec rm -rf {} +
 
 distclean: clean
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(LATEST_VENV)
