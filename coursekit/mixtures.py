@@ -1,6 +1,10 @@
 r"""Latent-variable models, clustering and Gaussian mixtures fitted by EM (chapter 02).
 
 * :func:`pca` -> :class:`PCA` - principal components by an SVD of the centred data (Bishop 2006, sec. 12.1).
+* :func:`linear_gaussian_log_prob`, :func:`fit_ppca`, :func:`fit_factor_analysis` -> :class:`LinearGaussianFit` -
+  the linear-Gaussian latent models :math:`x = Wz + \mu + \varepsilon`: probabilistic PCA (isotropic noise, closed-form
+  maximum likelihood; Tipping & Bishop 1999) and factor analysis (per-feature noise, fitted by EM; Rubin & Thayer
+  1982), Bishop 2006, sec. 12.2.
 * :func:`kmeans_plus_plus`, :func:`kmeans` -> :class:`KMeansResult` - k-means++ seeding (Arthur &
   Vassilvitskii 2007) and Lloyd's alternating algorithm (Lloyd 1982) for
   :math:`J = \sum_n \lVert x_n - \mu_{z_n} \rVert^2`.
@@ -55,6 +59,10 @@ __all__ = [
     "gaussian_mixture_score",
     "PCA",
     "pca",
+    "LinearGaussianFit",
+    "linear_gaussian_log_prob",
+    "fit_ppca",
+    "fit_factor_analysis",
     "squared_distances",
     "KMeansResult",
     "kmeans_objective",
@@ -153,8 +161,8 @@ class PCA:
         explained_variance: (k,) the variance of the data along each component, :math:`u_i^\top S u_i`, with the
             sample covariance :math:`S = \frac{1}{N-1} \sum_n (x_n - \bar x)(x_n - \bar x)^\top` (as scikit-learn).
         noise_variance: the mean of the :math:`D - k` discarded eigenvalues of :math:`S` (0.0 when k = D or
-            k >= N - 1); the maximum-likelihood noise variance of probabilistic PCA (Tipping & Bishop 1999,
-            eq. 8) up to the factor (N - 1) / N of the covariance's normalisation.
+            k >= N - 1); the maximum-likelihood noise variance of probabilistic PCA (Tipping & Bishop 1999)
+            up to the factor (N - 1) / N of the covariance's normalisation.
         n_samples: N, the number of points fitted.
     """
 
@@ -218,6 +226,144 @@ def pca(x: torch.Tensor, n_components: int) -> PCA:
     noise = float(rest.sum() / (d - k)) if d > k else 0.0
     return PCA(mean=mean.to(x.dtype), components=comps.to(x.dtype), explained_variance=eig[:k].to(x.dtype),
                noise_variance=noise, n_samples=n)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Linear-Gaussian latent models: probabilistic PCA and factor analysis
+# ----------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class LinearGaussianFit:
+    r"""A linear-Gaussian latent model :math:`z \sim \mathcal{N}(0, I_k)`, :math:`x \mid z \sim \mathcal{N}(Wz + \mu,
+    \Psi)` with diagonal :math:`\Psi`, so that :math:`x \sim \mathcal{N}(\mu, WW^\top + \Psi)`.
+
+    Attributes:
+        mean: (D,) :math:`\mu`. loadings: (D, k) :math:`W`. noise_variance: (D,) the diagonal of :math:`\Psi`
+            (all equal for probabilistic PCA). log_likelihoods: mean log-likelihood per point in nats after each
+            EM iteration (factor analysis; one value for the closed-form PPCA fit).
+    """
+
+    mean: torch.Tensor
+    loadings: torch.Tensor
+    noise_variance: torch.Tensor
+    log_likelihoods: list = field(default_factory=list)
+
+    def covariance(self) -> torch.Tensor:
+        r"""(D, D) the marginal covariance :math:`WW^\top + \Psi`."""
+        return self.loadings @ self.loadings.T + torch.diag(self.noise_variance)
+
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        """(N,) marginal log-densities of ``x`` (N, D) in nats (see :func:`linear_gaussian_log_prob`)."""
+        return linear_gaussian_log_prob(x, self.mean, self.loadings, self.noise_variance)
+
+
+def linear_gaussian_log_prob(x: torch.Tensor, mean, loadings, noise_variance) -> torch.Tensor:
+    r"""Marginal log-density :math:`\log \mathcal{N}(x; \mu, WW^\top + \Psi)` of probabilistic PCA / factor analysis
+    (Bishop 2006, sec. 12.2), in float64 by a Cholesky factor.
+
+    Args:
+        x: (N, D) float. mean: (D,). loadings: (D, k) :math:`W`. noise_variance: scalar (PPCA) or (D,) > 0.
+
+    Returns:
+        (N,) log-densities in nats, ``x``'s dtype.
+
+    Raises:
+        TypeError / ValueError: bad shapes, NaN, or a non-positive noise variance.
+    """
+    x = check_matrix("x", x, min_rows=0)
+    d = x.shape[1]
+    mean = check_floating("mean", torch.as_tensor(mean)).to(device=x.device, dtype=torch.float64)
+    check_shape("mean", mean, (d,))
+    w = check_floating("loadings", torch.as_tensor(loadings)).to(device=x.device, dtype=torch.float64)
+    check_shape("loadings", w, (d, None))
+    psi = torch.as_tensor(noise_variance).to(device=x.device, dtype=torch.float64)
+    psi = check_all_positive("noise_variance", psi.expand(d) if psi.ndim == 0 else psi)
+    check_shape("noise_variance", psi, (d,))
+    cov = w @ w.T + torch.diag(psi)
+    one = torch.ones(1, dtype=torch.float64, device=x.device)
+    return gmm_log_prob(x, one, mean[None], cov[None])
+
+
+def fit_ppca(x: torch.Tensor, n_components: int) -> LinearGaussianFit:
+    r"""Maximum-likelihood probabilistic PCA in closed form (Tipping & Bishop 1999):
+    :math:`W = U_k (\Lambda_k - \sigma^2 I)^{1/2}` and :math:`\sigma^2 = \frac{1}{D-k} \sum_{i > k} \lambda_i`, with
+    :math:`\lambda_i, U` the eigenvalues and eigenvectors of the sample covariance :math:`S = \frac1N \sum_n (x_n -
+    \bar x)(x_n - \bar x)^\top` (the 1/N of maximum likelihood) and the rotation ambiguity fixed to the identity.
+
+    Args:
+        x: (N, D) float data. n_components: k with 1 <= k < D and k < N - 1.
+
+    Returns:
+        :class:`LinearGaussianFit` in float64 with equal noise variances and ``log_likelihoods = [mean LL]``.
+
+    Raises:
+        TypeError / ValueError: a bad ``x`` or k out of range.
+    """
+    x = check_matrix("x", x, min_rows=2)
+    n, d = x.shape
+    k = check_positive_int("n_components", n_components)
+    if not k < min(d, n - 1):
+        raise ValueError(f"n_components must be < min(D, N - 1) = {min(d, n - 1)} for probabilistic PCA, got {k}")
+    p = pca(x.to(torch.float64), k)
+    scale = (n - 1) / n  # from the unbiased to the maximum-likelihood covariance
+    sigma2 = p.noise_variance * scale
+    lam = p.explained_variance * scale
+    w = p.components.T * (lam - sigma2).clamp_min(0.0).sqrt()[None]
+    fit = LinearGaussianFit(p.mean, w, torch.full((d,), sigma2, dtype=torch.float64, device=x.device))
+    fit.log_likelihoods.append(float(fit.log_prob(x).mean()))
+    return fit
+
+
+def fit_factor_analysis(x: torch.Tensor, n_components: int, *, max_iter: int = 5000, tol: float = 1e-9,
+                        noise_floor: float = 1e-6) -> LinearGaussianFit:
+    r"""Factor analysis by EM (Rubin & Thayer 1982; Bishop 2006, sec. 12.2.4), vectorised, in float64.
+
+    With centred data :math:`\tilde x_n`, the E-step gives the Gaussian posterior of each :math:`z_n`:
+    :math:`G = (I + W^\top \Psi^{-1} W)^{-1}`, :math:`\mathbb{E}[z_n] = G W^\top \Psi^{-1} \tilde x_n`,
+    :math:`\mathbb{E}[z_n z_n^\top] = G + \mathbb{E}[z_n]\mathbb{E}[z_n]^\top`; the M-step maximises the expected
+    complete-data log-likelihood: :math:`W = \big(\sum_n \tilde x_n \mathbb{E}[z_n]^\top\big)\big(\sum_n
+    \mathbb{E}[z_n z_n^\top]\big)^{-1}` and :math:`\Psi = \operatorname{diag}\big(S - \frac1N W \sum_n
+    \mathbb{E}[z_n] \tilde x_n^\top\big)`, each entry at least ``noise_floor``. Started from the PPCA solution
+    (:func:`fit_ppca`); stops when the mean log-likelihood rises by less than ``tol`` nats.
+
+    Args:
+        x: (N, D) float data. n_components: k, 1 <= k < min(D, N - 1).
+        max_iter: >= 0. tol: >= 0 nats per point. noise_floor: > 0, the smallest noise variance.
+
+    Returns:
+        :class:`LinearGaussianFit` in float64; ``log_likelihoods[t]`` after t iterations, non-decreasing.
+
+    Raises:
+        TypeError / ValueError: a bad ``x``, k out of range, or bad iteration settings.
+    """
+    fit = fit_ppca(x, n_components)
+    max_iter = check_nonnegative_int("max_iter", max_iter)
+    tol = check_nonnegative_float("tol", tol)
+    floor = check_positive_float("noise_floor", noise_floor)
+    xc = x.to(torch.float64) - fit.mean
+    n, k = xc.shape[0], n_components
+    s_diag = (xc**2).mean(0)
+    w, psi = fit.loadings, fit.noise_variance.clamp_min(floor)
+    zero = torch.zeros(1, x.shape[1], dtype=torch.float64, device=xc.device)
+
+    def mean_ll(w, psi):  # the validated linear_gaussian_log_prob without its checks, once per iteration
+        chol = torch.linalg.cholesky(w @ w.T + torch.diag(psi))
+        return float(_log_joint(xc, zero[:, 0], zero, chol[None]).mean())
+
+    lls = [mean_ll(w, psi)]
+    eye = torch.eye(k, dtype=torch.float64, device=xc.device)
+    for _ in range(max_iter):
+        wp = w / psi[:, None]  # Psi^{-1} W, (D, k)
+        g = torch.linalg.inv(eye + w.T @ wp)
+        ez = xc @ wp @ g  # (N, k), rows E[z_n]
+        a = xc.T @ ez  # (D, k) sum_n x_n E[z_n]^T
+        w = torch.linalg.solve(n * g + ez.T @ ez, a.T).T  # a (sum E[z z^T])^{-1}; the matrix is symmetric
+        psi = (s_diag - (w * a).sum(1) / n).clamp_min(floor)
+        lls.append(mean_ll(w, psi))
+        if lls[-1] - lls[-2] < tol:
+            break
+    return LinearGaussianFit(fit.mean, w, psi, lls)
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -298,3 +298,76 @@ def test_bic_counts_parameters():
 def test_fit_gmm_rejects_bad_input(call, err, match):
     with pytest.raises(err, match=match):
         call()
+
+
+def _factor_data(n=600, seed=0, psi=(0.1, 0.2, 0.5, 1.0, 3.0, 0.3)):
+    g = torch.Generator().manual_seed(seed)
+    psi = torch.tensor(psi, dtype=torch.float64)
+    w = torch.randn(len(psi), 2, generator=g, dtype=torch.float64)
+    z = torch.randn(n, 2, generator=g, dtype=torch.float64)
+    return z @ w.T + psi.sqrt() * torch.randn(n, len(psi), generator=g, dtype=torch.float64) + 1.0
+
+
+def test_linear_gaussian_log_prob_matches_sklearn_pca_and_fa_scores():
+    from sklearn.decomposition import FactorAnalysis
+
+    x = _factor_data()
+    sp = SkPCA(2).fit(x.numpy())
+    w = torch.tensor(sp.components_.T * np.sqrt(sp.explained_variance_ - sp.noise_variance_))
+    lp = M.linear_gaussian_log_prob(x, torch.tensor(sp.mean_), w, sp.noise_variance_)
+    assert np.allclose(lp.numpy(), sp.score_samples(x.numpy()), atol=1e-10)
+    fa = FactorAnalysis(2).fit(x.numpy())
+    lp = M.linear_gaussian_log_prob(x, torch.tensor(fa.mean_), torch.tensor(fa.components_.T),
+                                    torch.tensor(fa.noise_variance_))
+    assert np.allclose(lp.numpy(), fa.score_samples(x.numpy()), atol=1e-10)
+    with pytest.raises(ValueError, match="noise_variance must be > 0"):
+        M.linear_gaussian_log_prob(x, torch.zeros(6), torch.zeros(6, 2), 0.0)
+
+
+def test_fit_ppca_is_a_stationary_point_of_the_likelihood():
+    """Autograd of torch.distributions' log-likelihood vanishes at the closed-form solution."""
+    x = _factor_data(seed=1)
+    fit = M.fit_ppca(x, 2)
+    w = fit.loadings.clone().requires_grad_(True)
+    log_s2 = fit.noise_variance[0].log().clone().requires_grad_(True)
+    mu = fit.mean.clone().requires_grad_(True)
+    cov = w @ w.T + log_s2.exp() * torch.eye(6, dtype=torch.float64)
+    ll = torch.distributions.MultivariateNormal(mu, cov).log_prob(x).mean()
+    assert float(ll.detach()) == pytest.approx(fit.log_likelihoods[0], abs=1e-10)
+    for grad in torch.autograd.grad(ll, [w, log_s2, mu]):
+        assert grad.abs().max() < 1e-8
+    assert fit.log_likelihoods[0] >= SkPCA(2).fit(x.numpy()).score(x.numpy())  # sklearn's N-1 is not the ML
+    with pytest.raises(ValueError, match="n_components must be <"):
+        M.fit_ppca(x, 6)
+
+
+def test_factor_analysis_em_is_monotone_and_reaches_sklearn_likelihood():
+    from sklearn.decomposition import FactorAnalysis
+
+    x = _factor_data(seed=2)
+    fit = M.fit_factor_analysis(x, 2)
+    ll = np.array(fit.log_likelihoods)
+    assert (np.diff(ll) >= -1e-10).all() and ll[-1] > ll[0]
+    assert ll[-1] == pytest.approx(float(fit.log_prob(x).mean()), abs=1e-10)
+    ref = FactorAnalysis(2, tol=1e-10, max_iter=5000).fit(x.numpy())
+    assert ll[-1] == pytest.approx(ref.score(x.numpy()), abs=1e-4)
+    assert np.allclose(fit.noise_variance.numpy(), ref.noise_variance_, rtol=0.02, atol=1e-3)
+    # W is identified up to a rotation: compare W W^T
+    assert np.allclose((fit.loadings @ fit.loadings.T).numpy(), ref.components_.T @ ref.components_, atol=0.02)
+
+
+def test_pca_and_factor_analysis_disagree_when_one_feature_is_noisy():
+    """One shared factor loads equally on 5 features; feature 0 also carries large independent noise. PCA's
+    first direction chases the noisy feature, factor analysis recovers the factor."""
+    g = torch.Generator().manual_seed(0)
+    n, d = 2000, 5
+    w_true = torch.ones(d, dtype=torch.float64) / math.sqrt(d)
+    psi = torch.tensor([9.0, 0.1, 0.1, 0.1, 0.1], dtype=torch.float64)
+    x = torch.randn(n, 1, generator=g, dtype=torch.float64) * w_true + psi.sqrt() * torch.randn(
+        n, d, generator=g, dtype=torch.float64)
+    u_pca = M.pca(x, 1).components[0]
+    fa = M.fit_factor_analysis(x, 1)
+    u_fa = fa.loadings[:, 0] / fa.loadings[:, 0].norm()
+    cos_pca, cos_fa = float((u_pca @ w_true).abs()), float((u_fa @ w_true).abs())
+    assert cos_fa > 0.99 and cos_pca < 0.5, (cos_fa, cos_pca)
+    assert fa.noise_variance[0] == pytest.approx(9.0, rel=0.1)
