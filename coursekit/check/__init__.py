@@ -27,6 +27,7 @@ from .diffusion import ddim_step, posterior_mean_variance, q_sample
 from .divergences import discrete_entropy, mutual_info, sample_exponential
 from .flows import coupling_forward, coupling_inverse, digits_bits_per_dim
 from .gan import jsd_discrete, mode_counts, non_saturating_loss, optimal_discriminator
+from .mixtures import e_step, kmeans_assign, m_step_covariances
 from .score import dsm_target, langevin_step, score_jacobian_trace
 from .vae import iwae_from_log_weights, kl_std_normal, reparameterise
 from .wasserstein import density_ratio_from_logits, gradient_penalty, mmd2_unbiased
@@ -34,6 +35,8 @@ from .wasserstein import density_ratio_from_logits, gradient_penalty, mmd2_unbia
 __all__ = [
     # chapter 01: probability and information
     "discrete_entropy", "sample_exponential", "mutual_info",
+    # chapter 02: clustering and mixtures
+    "kmeans_assign", "e_step", "m_step_covariances",
     # chapter 03: autoencoders
     "sigmoid_contractive_penalty", "kl_sparsity", "mixture_denoiser",
     # chapter 04: variational autoencoders
