@@ -35,7 +35,9 @@ from ._validate import (
     check_finite,
     check_floating,
     check_log_values,
+    check_nonempty,
     check_nonnegative_float,
+    check_nonnegative_int,
     check_positive_float,
     check_positive_int,
     check_probability,
@@ -59,6 +61,12 @@ __all__ = [
     "score_function_gradient_samples",
     "fit_independent_bernoulli",
     "independent_bernoulli_log_prob",
+    "kl_per_dimension",
+    "ACTIVE_UNIT_THRESHOLD",
+    "latent_activity",
+    "kl_warmup_beta",
+    "free_bits_kl",
+    "free_bits_loss",
 ]
 
 _LOG_2PI = math.log(2.0 * math.pi)
@@ -762,3 +770,135 @@ def independent_bernoulli_log_prob(x: torch.Tensor, probs: torch.Tensor) -> torc
     check_shape("probs", probs, (x.shape[1],))
     check_probability("probs", probs)
     return (torch.xlogy(x, probs) + torch.xlogy(1 - x, 1 - probs)).sum(-1)
+
+
+# --------------------------------------------------------------------------- posterior collapse and its remedies
+#: Burda, Grosse & Salakhutdinov (2016), "Importance weighted autoencoders": a latent unit u is *active*
+#: when its activity
+#: :math:`A_u = \operatorname{Cov}_x(\mathbb E_{q(u \mid x)}[u])` exceeds this threshold.
+ACTIVE_UNIT_THRESHOLD = 1e-2
+
+
+def kl_per_dimension(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    r"""Per-dimension KL terms :math:`\mathrm{KL}(\mathcal N(\mu_j, \sigma_j^2) \,\|\, \mathcal N(0, 1))`, nats.
+
+    :math:`\tfrac12(\mu_j^2 + \sigma_j^2 - \log\sigma_j^2 - 1)` for each example and latent dimension; the sum over
+    the last dimension is the KL term (rate) of the ELBO (Kingma & Welling 2014, appendix B). The mean over
+    the examples of a data set is the *KL per dimension*: how many nats each latent coordinate carries.
+
+    Args:
+        mu, logvar: float tensors of the same shape ``(..., d)`` (the encoder's outputs; log *variance*).
+
+    Returns:
+        Tensor of the same shape ``(..., d)``, nats, >= 0.
+
+    Raises:
+        TypeError: non-tensor or non-float input. ValueError: NaN/Inf or different shapes.
+    """
+    check_floating("mu", mu)
+    check_floating("logvar", logvar)
+    if mu.shape != logvar.shape:
+        raise ValueError(f"mu and logvar must have the same shape, got {tuple(mu.shape)} and {tuple(logvar.shape)}")
+    return gaussian_kl(mu.unsqueeze(-1), logvar.unsqueeze(-1))
+
+
+def latent_activity(mu: torch.Tensor) -> torch.Tensor:
+    r"""Activity of each latent unit, :math:`A_u = \operatorname{Var}_x\big(\mathbb E_{q(z_u \mid x)}[z_u]\big)`.
+
+    Burda, Grosse & Salakhutdinov (2016), "active units": a unit whose posterior mean does not vary across the data
+    carries no information about x (its posterior is the same for every image); it counts as *active* when
+    :math:`A_u >` :data:`ACTIVE_UNIT_THRESHOLD`. A collapsed unit has :math:`A_u \approx 0`.
+
+    Args:
+        mu: float ``(N, d)``, the encoder means :math:`\mu_\phi(x_n)` of N >= 2 data points.
+
+    Returns:
+        ``(d,)`` tensor: the (unbiased, N - 1) sample variance of each column of ``mu``.
+
+    Raises:
+        TypeError: non-float input. ValueError: not 2-D, fewer than 2 rows, NaN/Inf.
+    """
+    check_floating("mu", mu)
+    check_shape("mu", mu, ("N", "d"))
+    if mu.shape[0] < 2:
+        raise ValueError(f"mu needs at least 2 rows (data points) to have a variance, got shape {tuple(mu.shape)}")
+    return mu.var(0, unbiased=True)
+
+
+def kl_warmup_beta(step: int, warmup_steps: int) -> float:
+    r"""KL warm-up (annealing) schedule :math:`\beta_t = \min(1, t / T)`.
+
+    The KL weight rises linearly from 0 at step 0 to 1 at ``warmup_steps`` and stays there, so the encoder
+    first learns to carry information and only then pays the full rate (Bowman et al. 2016, "KL cost
+    annealing"; Sonderby et al. 2016, "warm-up"). Training with it optimises the ELBO only after the warm-up.
+
+    Args:
+        step: completed steps t >= 0. warmup_steps: T >= 1.
+
+    Returns:
+        beta in [0, 1] (python float).
+
+    Raises:
+        TypeError / ValueError: non-integer arguments, step < 0 or warmup_steps < 1.
+    """
+    step = check_nonnegative_int("step", step)
+    warmup_steps = check_positive_int("warmup_steps", warmup_steps)
+    return min(1.0, step / warmup_steps)
+
+
+def free_bits_kl(kl_dims: torch.Tensor, free_bits: float) -> torch.Tensor:
+    r"""The free-bits KL term :math:`\sum_j \max\big(\lambda, \tfrac1N \sum_n \mathrm{KL}_{nj}\big)`, nats.
+
+    Kingma et al. (2016), "Improved variational inference with inverse autoregressive flow" (the "free bits"
+    objective, with one group per latent dimension): each dimension's KL, averaged over the minibatch, is
+    charged only above :math:`\lambda` nats. Below it the term is the constant :math:`\lambda` and its gradient is
+    0, so the optimiser has no reason to switch the dimension off. Since :math:`\max(\lambda, a) \ge a`, the
+    objective :math:`\mathrm{rec} - \sum_j \max(\lambda, \overline{\mathrm{KL}}_j)` is still <= the mean ELBO.
+
+    Args:
+        kl_dims: float ``(N, d)``, per-example and per-dimension KL terms (:func:`kl_per_dimension`), >= 0.
+        free_bits: lambda >= 0, nats per dimension (0 gives the ordinary KL term, averaged over the batch).
+
+    Returns:
+        0-dim tensor, nats (per example).
+
+    Raises:
+        TypeError: non-float input. ValueError: not 2-D, empty, NaN/Inf, negative entries or free_bits < 0.
+    """
+    check_floating("kl_dims", kl_dims)
+    check_shape("kl_dims", kl_dims, ("N", "d"))
+    check_nonempty("kl_dims", kl_dims)
+    if (kl_dims < 0).any():
+        raise ValueError("kl_dims must be KL terms, >= 0; got a negative entry (pass KL, not -KL or log-variances)")
+    free_bits = check_nonnegative_float("free_bits", free_bits)
+    return kl_dims.mean(0).clamp_min(free_bits).sum()
+
+
+def free_bits_loss(model: VAE, batch, free_bits: float):
+    """Loss for :func:`coursekit.train.fit`: the negative free-bits objective of :func:`free_bits_kl` (nats).
+
+    ``-(mean rec - sum_j max(free_bits, mean KL_j))`` with one reparameterised sample per example; the metrics
+    report the ordinary (beta = 1) ELBO terms, so the logged ``elbo`` stays comparable with :func:`vae_loss`.
+
+    Args:
+        model: a :class:`VAE`. batch: ``x`` (N, D) in [0, 1], or a tuple whose first element is ``x``.
+        free_bits: lambda >= 0, nats per latent dimension.
+
+    Returns:
+        ``(loss, metrics)``: a scalar tensor and a dict of python floats ``elbo``, ``rec``, ``kl`` (batch means).
+
+    Raises:
+        TypeError / ValueError: bad input (see :func:`elbo`, :func:`free_bits_kl`).
+    """
+    x = batch[0] if isinstance(batch, (tuple, list)) else batch
+    x = model._flat(x) if hasattr(model, "_flat") else x
+    check_floating("x", x)
+    check_probability("x", x)
+    mu, logvar = model.encode(x)
+    kl_dims = kl_per_dimension(mu, logvar)  # (N, d)
+    rec = bernoulli_log_likelihood(model.decode(reparameterise(mu, logvar)), x)  # (N,)
+    loss = -(rec.mean() - free_bits_kl(kl_dims, free_bits))
+    kl = kl_dims.sum(-1)
+    metrics = {"elbo": float((rec - kl).detach().mean()), "rec": float(rec.detach().mean()),
+               "kl": float(kl.detach().mean())}
+    return loss, metrics

@@ -521,3 +521,100 @@ def test_cpu_generator_works_for_tensors_on_another_device():
     z = vae._randn((3, 2), _gen(0), torch.float32, "meta")
     assert z.device.type == "meta" and z.shape == (3, 2)
     torch.testing.assert_close(vae._randn((3, 2), _gen(0), torch.float32, "cpu"), torch.randn(3, 2, generator=_gen(0)))
+
+
+# ----------------------------------------------------------------------------- beta objective, collapse remedies
+def test_beta_objective_is_a_bound_for_beta_at_least_one_and_not_below():
+    # L_beta = ELBO - (beta - 1) KL(q || p(z)); at the exact (diagonal) posterior ELBO = log p(x) exactly
+    m = _orthogonal_lgm(D=6, d=2, sigma=0.4, seed=3)
+    x = m.sample(8, generator=_gen(4))
+    post_mu, post_cov = m.posterior(x)
+    logvar = torch.diagonal(post_cov).log().expand_as(post_mu)
+    log_px = m.log_marginal(x)
+    elbo = m.elbo_closed_form(x, post_mu, logvar)
+    torch.testing.assert_close(elbo, log_px)
+    rate = kl_divergence(Independent(Normal(post_mu, (0.5 * logvar).exp()), 1),
+                         Independent(Normal(torch.zeros_like(post_mu), torch.ones_like(post_mu)), 1))
+    assert (rate > 1e-3).all()
+    for beta in (1.0, 1.5, 4.0):
+        assert (elbo - (beta - 1) * rate <= log_px + 1e-10).all()
+    for beta in (0.0, 0.5, 0.9):  # beta < 1 overshoots log p(x) by exactly (1 - beta) * rate
+        l_beta = elbo - (beta - 1) * rate
+        assert (l_beta > log_px).all()
+        torch.testing.assert_close(l_beta - log_px, (1 - beta) * rate)
+    # for random diagonal q the beta >= 1 objectives stay below log p(x)
+    g = _gen(5)
+    for _ in range(5):
+        q_mu = post_mu + torch.randn(post_mu.shape, generator=g, dtype=F64)
+        q_lv = torch.randn(post_mu.shape, generator=g, dtype=F64)
+        e = m.elbo_closed_form(x, q_mu, q_lv)
+        assert (e - 1.0 * gaussian_kl(q_mu, q_lv) <= log_px).all()
+
+
+def test_kl_per_dimension_sums_to_the_kl_and_matches_torch():
+    g = _gen(90)
+    mu, logvar = torch.randn(2, 7, 5, generator=g, dtype=F64)
+    terms = vae.kl_per_dimension(mu, logvar)
+    assert terms.shape == (7, 5) and (terms >= 0).all()
+    ref = kl_divergence(Normal(mu, (0.5 * logvar).exp()), Normal(torch.zeros_like(mu), torch.ones_like(mu)))
+    torch.testing.assert_close(terms, ref)
+    torch.testing.assert_close(terms.sum(-1), gaussian_kl(mu, logvar))
+    with pytest.raises(ValueError, match="same shape"):
+        vae.kl_per_dimension(mu, logvar[:, :3])
+
+
+def test_latent_activity_is_the_variance_of_the_posterior_means():
+    g = _gen(91)
+    mu = torch.randn(50, 4, generator=g, dtype=F64) * torch.tensor([1.0, 0.5, 1e-3, 0.0], dtype=F64)
+    act = vae.latent_activity(mu)
+    np.testing.assert_allclose(act.numpy(), np.var(mu.numpy(), axis=0, ddof=1), rtol=1e-12)
+    assert ((act > vae.ACTIVE_UNIT_THRESHOLD).tolist()) == [True, True, False, False]
+    with pytest.raises(ValueError, match="at least 2 rows"):
+        vae.latent_activity(mu[:1])
+    with pytest.raises(ValueError, match="shape"):
+        vae.latent_activity(mu[:, 0])
+
+
+def test_kl_warmup_beta_schedule():
+    assert [vae.kl_warmup_beta(t, 4) for t in (0, 1, 2, 4, 9)] == [0.0, 0.25, 0.5, 1.0, 1.0]
+    with pytest.raises(ValueError, match="warmup_steps"):
+        vae.kl_warmup_beta(1, 0)
+    with pytest.raises(ValueError, match="step"):
+        vae.kl_warmup_beta(-1, 5)
+    with pytest.raises(TypeError):
+        vae.kl_warmup_beta(1.5, 5)
+
+
+def test_free_bits_kl_against_a_loop_and_its_gradient():
+    g = _gen(92)
+    kl_dims = torch.rand(6, 4, generator=g, dtype=F64) * torch.tensor([0.1, 1.0, 2.0, 0.01], dtype=F64)
+    lam = 0.3
+    ref = sum(max(lam, float(kl_dims[:, j].mean())) for j in range(4))
+    assert float(vae.free_bits_kl(kl_dims, lam)) == pytest.approx(ref, rel=1e-12)
+    # lambda = 0 gives the batch mean of the ordinary KL term
+    assert float(vae.free_bits_kl(kl_dims, 0.0)) == pytest.approx(float(kl_dims.sum(-1).mean()), rel=1e-12)
+    # below lambda a dimension gets no gradient; above it the gradient of the mean
+    k = kl_dims.clone().requires_grad_(True)
+    vae.free_bits_kl(k, lam).backward()
+    below = kl_dims.mean(0) < lam
+    assert (k.grad[:, below] == 0).all()
+    torch.testing.assert_close(k.grad[:, ~below], torch.full_like(k.grad[:, ~below], 1 / 6))
+    with pytest.raises(ValueError, match=">= 0"):
+        vae.free_bits_kl(-kl_dims, lam)
+    with pytest.raises(ValueError, match="free_bits"):
+        vae.free_bits_kl(kl_dims, -1.0)
+
+
+def test_free_bits_loss_bounds_the_elbo_and_equals_vae_loss_at_zero():
+    torch.manual_seed(0)
+    model = vae.VAE(data_dim=12, latent_dim=3, hidden=(8,)).double()
+    x = (torch.rand(10, 12, generator=_gen(93), dtype=F64) > 0.5).double()
+    torch.manual_seed(1)
+    loss0, metrics0 = vae.free_bits_loss(model, x, 0.0)
+    torch.manual_seed(1)
+    ref, _ = vae.vae_loss(model, x)
+    torch.testing.assert_close(loss0, ref)
+    torch.manual_seed(1)
+    loss_fb, metrics = vae.free_bits_loss(model, x, 2.0)
+    assert float(loss_fb.detach()) >= -metrics["elbo"] - 1e-9  # the objective is <= the mean ELBO
+    assert metrics["elbo"] == pytest.approx(metrics0["elbo"])
