@@ -39,6 +39,7 @@ from ._validate import (
     check_floating,
     check_nonempty,
     check_nonnegative_float,
+    check_positive_float,
     check_positive_int,
     check_same_shape,
     check_shape,
@@ -60,6 +61,10 @@ __all__ = [
     "p_mean_variance",
     "ddpm_step",
     "ddim_step",
+    "ddim_sigma",
+    "ddim_posterior_mean_variance",
+    "simulate_ddim_forward",
+    "ddim_loss_weights",
     "ddim_timesteps",
     "ddpm_sample",
     "ddim_sample",
@@ -476,10 +481,8 @@ def ddim_step(eps: torch.Tensor, xt: torch.Tensor, t, t_prev, alphas_cumprod: to
     if clip:
         x0_hat = x0_hat.clamp(-1.0, 1.0)
         eps = predict_eps_from_x0(xt, tt, x0_hat, a)
-    ab = _gather(a, tt, xt)
-    a_ext = torch.cat([a.new_ones(1), a])  # index tp + 1, so that tp = -1 gives abar = 1
-    ab_prev = _gather(a_ext, tp + 1, xt)
-    sigma = eta * ((1 - ab_prev) / (1 - ab) * (1 - ab / ab_prev)).clamp_min(0).sqrt()
+    ab, ab_prev = _gather(a, tt, xt), _gather(_abar_ext(a), tp + 1, xt)
+    sigma = _ddim_sigma(ab, ab_prev, eta)
     out = (
         ab_prev.sqrt() * x0_hat.to(torch.float64)
         + (1 - ab_prev - sigma**2).clamp_min(0).sqrt() * eps.to(torch.float64)
@@ -487,6 +490,165 @@ def ddim_step(eps: torch.Tensor, xt: torch.Tensor, t, t_prev, alphas_cumprod: to
     if eta > 0:
         out = out + sigma * _noise_like(xt, noise, generator).to(torch.float64)
     return out.to(xt.dtype)
+
+
+def _abar_ext(a: torch.Tensor) -> torch.Tensor:
+    """(T + 1,) float64: abar with a leading 1, indexed by t + 1, so that t = -1 (the data) gives abar = 1."""
+    a = a.to(torch.float64)
+    return torch.cat([a.new_ones(1), a])
+
+
+def _ddim_sigma(ab: torch.Tensor, ab_prev: torch.Tensor, eta: float) -> torch.Tensor:
+    """sigma(eta) of Song et al. 2021, eq. 16, from abar at t and at t_prev (float64 tensors)."""
+    return eta * ((1 - ab_prev) / (1 - ab) * (1 - ab / ab_prev)).clamp_min(0).sqrt()
+
+
+def ddim_sigma(alphas_cumprod: torch.Tensor, t, t_prev, eta: float) -> torch.Tensor:
+    r"""The standard deviation :math:`\sigma` of the DDIM family for a step from code index ``t`` to ``t_prev``
+    (Song et al. 2021, eq. 16):
+
+    .. math::
+
+        \sigma(\eta) = \eta\,\sqrt{\frac{1 - \bar\alpha_{t'}}{1 - \bar\alpha_t}}
+            \sqrt{1 - \frac{\bar\alpha_t}{\bar\alpha_{t'}}} .
+
+    ``eta = 0`` gives the deterministic sampler; ``eta = 1`` with ``t_prev = t - 1`` gives
+    :math:`\sigma^2 = \tilde\beta_t`, the DDPM posterior variance. For ``0 <= eta <= 1``,
+    :math:`\sigma^2 \le 1 - \bar\alpha_{t'}`, so the family of :func:`ddim_posterior_mean_variance` is defined.
+
+    Args:
+        alphas_cumprod: (T,). t: code indices, int or integer tensor (N,). t_prev: int or tensor in
+            {-1, ..., T-1}, < t (-1: the data). eta: >= 0.
+
+    Returns:
+        float64 tensor (N,) (N = 1 for python ints).
+
+    Raises:
+        TypeError / ValueError: bad schedule or indices, t_prev >= t, eta < 0.
+    """
+    a = _check_alphas_cumprod(alphas_cumprod)
+    n = t.shape[0] if isinstance(t, torch.Tensor) and t.ndim == 1 else 1
+    tt = _check_t(t, a.numel(), n, a.device)
+    tp = _check_t(t_prev, a.numel(), n, a.device, name="t_prev", allow_minus_one=True)
+    if bool((tp >= tt).any()):
+        raise ValueError("t_prev must be smaller than t")
+    eta = check_nonnegative_float("eta", eta)
+    ext = _abar_ext(a)
+    return _ddim_sigma(ext[tt + 1], ext[tp + 1], eta)
+
+
+def ddim_posterior_mean_variance(x0: torch.Tensor, xt: torch.Tensor, t, t_prev, alphas_cumprod: torch.Tensor, *,
+                                 eta: float):
+    r"""The non-Markovian "posterior" of the DDIM family (Song et al. 2021, eq. 7), for a step from code index
+    ``t`` back to ``t_prev``:
+
+    .. math::
+
+        q_\sigma(x_{t'} \mid x_t, x_0) = \mathcal{N}\Big(\sqrt{\bar\alpha_{t'}}\,x_0
+            + \sqrt{1 - \bar\alpha_{t'} - \sigma^2}\;\frac{x_t - \sqrt{\bar\alpha_t}\,x_0}{\sqrt{1 - \bar\alpha_t}},
+            \ \sigma^2 \mathbf{I}\Big), \qquad \sigma = \sigma(\eta) \text{ of } :func:`ddim_sigma`.
+
+    If :math:`x_t \sim q(x_t \mid x_0)` then :math:`x_{t'}` drawn from it has the DDPM marginal
+    :math:`q(x_{t'} \mid x_0)` whatever :math:`\sigma` (checked by :func:`simulate_ddim_forward`); with ``eta = 1``
+    and ``t_prev = t - 1`` it is :func:`q_posterior_mean_variance`.
+
+    Args:
+        x0, xt: float (N, ...), same shape. t, t_prev: as :func:`ddim_sigma`. alphas_cumprod: (T,).
+        eta: >= 0 with :math:`\sigma^2 \le 1 - \bar\alpha_{t'}` (always true for eta <= 1).
+
+    Returns:
+        ``(mean, variance)``: mean like ``xt``; variance :math:`\sigma^2` as (N, 1, ..., 1), same dtype.
+
+    Raises:
+        TypeError / ValueError: bad shapes or indices, or :math:`\sigma^2 > 1 - \bar\alpha_{t'}`.
+    """
+    a, tt = _images_at_t(t, alphas_cumprod, "xt", x0=x0, xt=xt)
+    tp = _check_t(t_prev, a.numel(), xt.shape[0], xt.device, name="t_prev", allow_minus_one=True)
+    if bool((tp >= tt).any()):
+        raise ValueError("t_prev must be smaller than t")
+    eta = check_nonnegative_float("eta", eta)
+    ab, ab_prev = _gather(a, tt, xt), _gather(_abar_ext(a), tp + 1, xt)
+    sigma = _ddim_sigma(ab, ab_prev, eta)
+    room = 1 - ab_prev - sigma**2
+    if bool((room < -1e-12).any()):
+        raise ValueError(f"sigma^2 exceeds 1 - abar_t_prev for eta = {eta:g}; use eta <= 1")
+    x0d, xtd = x0.to(torch.float64), xt.to(torch.float64)
+    eps = (xtd - ab.sqrt() * x0d) / (1 - ab).sqrt()
+    mean = ab_prev.sqrt() * x0d + room.clamp_min(0).sqrt() * eps
+    return mean.to(xt.dtype), (sigma**2).to(xt.dtype)
+
+
+def simulate_ddim_forward(x0: torch.Tensor, alphas_cumprod: torch.Tensor, timesteps, *, eta: float,
+                          generator=None) -> dict[int, torch.Tensor]:
+    r"""Draw from the non-Markovian forward process of DDIM (Song et al. 2021, eq. 6) on a decreasing list of code
+    indices :math:`\tau_1 > \tau_2 > \dots`: :math:`x_{\tau_1} \sim q(x_{\tau_1} \mid x_0)` by :func:`q_sample`, then
+    each next state from :func:`ddim_posterior_mean_variance` given the previous one *and* :math:`x_0`. Only
+    these conditionals are used, so comparing the states' statistics with :math:`q(x_t \mid x_0)` checks that the
+    family keeps the DDPM marginals.
+
+    Args:
+        x0: float (N, ...). alphas_cumprod: (T,). timesteps: strictly decreasing code indices in {0, ..., T-1}
+            (e.g. :func:`ddim_timesteps`). eta: >= 0 (0: every state after the first is a function of it and x0).
+        generator: optional ``torch.Generator`` on ``x0``'s device.
+
+    Returns:
+        dict ``{t: x_t}`` for every index in ``timesteps`` (same shape/dtype as ``x0``).
+
+    Raises:
+        TypeError / ValueError: bad inputs or timesteps that are not strictly decreasing.
+    """
+    check_batch("x0", x0)
+    a = _check_alphas_cumprod(alphas_cumprod)
+    ts = [int(_check_t(int(k), a.numel(), 1, "cpu", name="timesteps")[0]) for k in timesteps]
+    if not ts or any(ts[i + 1] >= ts[i] for i in range(len(ts) - 1)):
+        raise ValueError(f"timesteps must be a non-empty, strictly decreasing list, got {ts}")
+
+    def noise():
+        return torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+
+    x = q_sample(x0, ts[0], noise(), a)
+    out = {ts[0]: x}
+    for i in range(len(ts) - 1):
+        t, t_prev = ts[i], ts[i + 1]
+        mean, var = ddim_posterior_mean_variance(x0, x, t, t_prev, a, eta=eta)
+        x = mean + var.sqrt() * noise()
+        out[t_prev] = x
+    return out
+
+
+def ddim_loss_weights(alphas_cumprod: torch.Tensor, eta: float) -> torch.Tensor:
+    r"""The weights :math:`\gamma_t` of the DDIM family's bound on consecutive steps, as a weighted noise regression
+    (Song et al. 2021, section 3.1):
+
+    .. math::
+
+        \mathrm{KL}\big(q_\sigma(x_{t-1} \mid x_t, x_0) \,\|\, q_\sigma(x_{t-1} \mid x_t, \hat x_0)\big)
+            = \gamma_t\,\lVert \varepsilon - \hat\varepsilon \rVert^2, \qquad
+        \gamma_t = \frac{c_t^2\,(1 - \bar\alpha_t)}{2\sigma_t^2\,\bar\alpha_t}, \quad
+        c_t = \sqrt{\bar\alpha_{t-1}}
+            - \sqrt{1 - \bar\alpha_{t-1} - \sigma_t^2}\,\sqrt{\frac{\bar\alpha_t}{1 - \bar\alpha_t}},
+
+    where :math:`\hat x_0` is the model's prediction from :math:`\hat\varepsilon` (:func:`predict_x0_from_eps`)
+    and :math:`\sigma_t = \sigma(\eta)` of :func:`ddim_sigma` for the step t -> t - 1. ``eta = 1`` gives
+    :func:`vlb_weights`.
+
+    Args:
+        alphas_cumprod: (T,). eta: > 0 (at eta = 0 the KL is infinite).
+
+    Returns:
+        float64 (T,); entry 0 (the decoder term) is ``inf``, like :func:`vlb_weights`.
+
+    Raises:
+        TypeError / ValueError: bad schedule or eta <= 0.
+    """
+    a = _check_alphas_cumprod(alphas_cumprod).to(torch.float64)
+    eta = check_positive_float("eta", eta)
+    ap = _abar_prev(a)
+    sigma2 = _ddim_sigma(a, ap, eta) ** 2
+    c = ap.sqrt() - (1 - ap - sigma2).clamp_min(0).sqrt() * (a / (1 - a)).sqrt()
+    w = c**2 * (1 - a) / (2 * sigma2 * a)
+    w[0] = math.inf
+    return w
 
 
 def ddim_timesteps(T: int, n_steps: int) -> list[int]:

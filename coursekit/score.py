@@ -25,6 +25,10 @@ Samplers
 * :func:`annealed_langevin_sample` - Song & Ermon (2019), algorithm 1, step
   :math:`\alpha_i = \varepsilon\, \sigma_i^2 / \sigma_L^2` at noise level :math:`\sigma_i`.
 
+Noise-level and step-size rules of Song & Ermon (2020), "Improved techniques for training score-based generative
+models": :func:`shell_overlap`, :func:`noise_ratio_for_overlap` and :func:`n_noise_levels` (technique 2, the ratio of
+consecutive levels), :func:`annealed_variance_ratio` and :func:`annealed_step_size` (technique 4, the step size).
+
 Models and helpers: :class:`NoiseConditionalMLP` (2-D data), :class:`NoiseConditionalConvNet8x8` (8x8 digits),
 :func:`geometric_sigmas`, the exact log-density and score of an isotropic Gaussian mixture convolved with
 Gaussian noise (:func:`gaussian_mixture_log_prob`, :func:`gaussian_mixture_score`, defined in chapter 02's
@@ -70,6 +74,11 @@ __all__ = [
     "ncsn_loss",
     "langevin_sample",
     "annealed_langevin_sample",
+    "shell_overlap",
+    "noise_ratio_for_overlap",
+    "n_noise_levels",
+    "annealed_variance_ratio",
+    "annealed_step_size",
     "gaussian_mixture_log_prob",
     "gaussian_mixture_score",
     "gaussian_mmd2",
@@ -602,6 +611,178 @@ def mmd_permutation_test(x: torch.Tensor, y: torch.Tensor, n_permutations: int =
     return {"mmd2": observed, "p_value": float((1 + (null >= observed).sum()) / (1 + n_perm)),
             "null_mean": float(null.mean()), "null_q95": float(torch.quantile(null, 0.95)),
             "n_permutations": n_perm}
+
+
+# ------------------------------------------------------------------------------------------------
+# noise-level and step-size rules (Song & Ermon 2020)
+# ------------------------------------------------------------------------------------------------
+
+
+def _std_normal_cdf(z: float) -> float:
+    return 0.5 * math.erfc(-z / math.sqrt(2.0))
+
+
+def shell_overlap(gamma: float, dim: int) -> float:
+    r"""The overlap of the noise shells of two consecutive levels (Song & Ermon 2020, technique 2).
+
+    For :math:`x \sim \mathcal{N}(0, \sigma^2 I_D)` the norm concentrates on a thin shell,
+    :math:`\lVert x \rVert \approx \mathcal{N}(\sqrt{D}\,\sigma,\ \sigma^2/2)` for large D. With
+    :math:`\gamma = \sigma_{i-1}/\sigma_i > 1`, the probability that a draw at level :math:`\sigma_i` has its norm
+    within three standard deviations of the shell of level :math:`\sigma_{i-1}`, i.e.
+    :math:`\lvert \lVert x \rVert - \sqrt{D}\sigma_{i-1} \rvert \le 3\sigma_{i-1}/\sqrt2`, is under that approximation
+
+    .. math::
+
+        \Phi\big(\sqrt{2D}(\gamma - 1) + 3\gamma\big) - \Phi\big(\sqrt{2D}(\gamma - 1) - 3\gamma\big).
+
+    Args:
+        gamma: ratio of consecutive noise levels, a float >= 1. dim: data dimension D >= 1.
+
+    Returns:
+        The overlap, a float in (0, 1) (dimensionless probability).
+
+    Raises:
+        TypeError / ValueError: gamma not a number >= 1, dim not a positive int.
+    """
+    g = check_positive_float("gamma", gamma)
+    if g < 1:
+        raise ValueError(f"gamma = sigma_(i-1) / sigma_i must be >= 1, got {g:g}")
+    d = check_positive_int("dim", dim)
+    centre = math.sqrt(2 * d) * (g - 1)
+    return _std_normal_cdf(centre + 3 * g) - _std_normal_cdf(centre - 3 * g)
+
+
+def noise_ratio_for_overlap(dim: int, overlap: float = 0.5) -> float:
+    r"""The ratio :math:`\gamma > 1` of consecutive noise levels whose :func:`shell_overlap` is ``overlap``
+    (Song & Ermon 2020, technique 2, recommend 0.5), found by bisection. For D >= 5 the overlap starts at
+    :math:`\Phi(3) - \Phi(-3)` at :math:`\gamma = 1`, rises slightly, then decreases towards 0, so every target
+    below its value at 1 is crossed exactly once; for D <= 4 (:math:`\sqrt{2D} < 3`) it tends to 1 instead and the
+    rule does not apply.
+
+    Args:
+        dim: data dimension D >= 5. overlap: target in (0, Phi(3) - Phi(-3)).
+
+    Returns:
+        :math:`\gamma` as a float, to a relative accuracy of 1e-12.
+
+    Raises:
+        TypeError / ValueError: dim < 5, or overlap outside the attainable range.
+    """
+    d = check_positive_int("dim", dim)
+    if d < 5:
+        raise ValueError(f"the shell-overlap rule needs dim >= 5 (sqrt(2 D) > 3), got dim={d}")
+    target = check_positive_float("overlap", overlap)
+    top = shell_overlap(1.0, d)
+    if not target < top:
+        raise ValueError(f"overlap must be in (0, {top:.6f}) (its value at gamma = 1), got {target:g}")
+    lo, hi = 1.0, 2.0
+    while shell_overlap(hi, d) > target:
+        lo, hi = hi, 2 * hi
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if shell_overlap(mid, d) > target else (lo, mid)
+        if hi - lo < 1e-12 * hi:
+            break
+    return 0.5 * (lo + hi)
+
+
+def n_noise_levels(sigma_max: float, sigma_min: float, dim: int, overlap: float = 0.5) -> int:
+    r"""The number of geometric noise levels L from ``sigma_max`` down to ``sigma_min`` whose ratio is at most
+    :func:`noise_ratio_for_overlap` ``(dim, overlap)``: the smallest L with
+    :math:`(\sigma_1/\sigma_L)^{1/(L-1)} \le \gamma`, i.e.
+    :math:`L = \lceil 1 + \log(\sigma_1/\sigma_L)/\log\gamma \rceil` (Song & Ermon 2020, technique 2).
+
+    Args:
+        sigma_max, sigma_min: :math:`\sigma_1 > \sigma_L > 0`. dim: data dimension D >= 5. overlap: see
+            :func:`noise_ratio_for_overlap`.
+
+    Returns:
+        L >= 2 (an int).
+
+    Raises:
+        TypeError / ValueError: non-positive levels, sigma_min >= sigma_max, bad dim or overlap.
+    """
+    hi = check_positive_float("sigma_max", sigma_max)
+    lo = check_positive_float("sigma_min", sigma_min)
+    if lo >= hi:
+        raise ValueError(f"sigma_min must be < sigma_max, got sigma_min={lo:g}, sigma_max={hi:g}")
+    gamma = noise_ratio_for_overlap(dim, overlap)
+    return max(2, math.ceil(1 + math.log(hi / lo) / math.log(gamma) - 1e-9))
+
+
+def annealed_variance_ratio(step_size: float, sigma_min: float, gamma: float, n_steps_each: int) -> float:
+    r"""The variance, in units of :math:`\sigma_i^2`, that :func:`annealed_langevin_sample` reaches after
+    ``n_steps_each`` = T steps at level :math:`\sigma_i` when the data are one point (Song & Ermon 2020,
+    proposition 3, rewritten for this module's convention :math:`x + \tfrac{\alpha}{2} s + \sqrt{\alpha}\, z`).
+
+    Then :math:`q_{\sigma_i} = \mathcal{N}(0, \sigma_i^2 I)`, the score is :math:`-x/\sigma_i^2`, and with
+    :math:`\alpha_i = \varepsilon\sigma_i^2/\sigma_L^2` a step is :math:`x \leftarrow a x + \sqrt{\alpha_i} z`,
+    :math:`a = 1 - \varepsilon/(2\sigma_L^2)`. Started at the previous level's variance
+    :math:`\sigma_{i-1}^2 = \gamma^2\sigma_i^2`, the variance after T steps divided by :math:`\sigma_i^2` is
+
+    .. math::
+
+        \frac{s_T^2}{\sigma_i^2} = a^{2T}(\gamma^2 - c) + c, \qquad c = \frac{1}{1 - \varepsilon/(4\sigma_L^2)},
+
+    the same at every level; c is the chain's stationary variance ratio (the O(:math:`\varepsilon`) bias of
+    unadjusted Langevin dynamics). 1 means the chain ends exactly on :math:`q_{\sigma_i}`.
+
+    Args:
+        step_size: :math:`\varepsilon`, 0 < step_size < 4 sigma_min^2 (else the chain diverges).
+        sigma_min: :math:`\sigma_L` > 0. gamma: :math:`\sigma_{i-1}/\sigma_i` >= 1. n_steps_each: T >= 1.
+
+    Returns:
+        The ratio, a float > 0 (dimensionless).
+
+    Raises:
+        TypeError / ValueError: out-of-range arguments.
+    """
+    eps = check_positive_float("step_size", step_size)
+    s_l = check_positive_float("sigma_min", sigma_min)
+    g = check_positive_float("gamma", gamma)
+    t_each = check_positive_int("n_steps_each", n_steps_each)
+    if g < 1:
+        raise ValueError(f"gamma must be >= 1, got {g:g}")
+    u = eps / s_l**2
+    if not u < 4:
+        raise ValueError(f"step_size must be < 4 sigma_min^2 = {4 * s_l**2:g} for a stable chain, got {eps:g}")
+    a = 1 - u / 2
+    c = 1 / (1 - u / 4)
+    return a ** (2 * t_each) * (g**2 - c) + c
+
+
+def annealed_step_size(sigma_min: float, gamma: float, n_steps_each: int, *, n_grid: int = 4000) -> float:
+    r"""The step size :math:`\varepsilon` that brings :func:`annealed_variance_ratio` closest to 1 for a given
+    number of steps per level (Song & Ermon 2020, technique 4: choose T as large as the budget allows, then
+    :math:`\varepsilon` to make the ratio maximally close to 1).
+
+    The ratio depends on :math:`\varepsilon` only through :math:`u = \varepsilon/\sigma_L^2 \in (0, 4)`; this searches a
+    log-spaced grid of ``n_grid`` values of u and refines around the best one with a second grid.
+
+    Args:
+        sigma_min: :math:`\sigma_L` > 0. gamma: ratio of consecutive levels >= 1. n_steps_each: T >= 1.
+        n_grid: grid size (>= 10).
+
+    Returns:
+        :math:`\varepsilon` as a float (units of x squared), in (0, 4 sigma_min^2).
+
+    Raises:
+        TypeError / ValueError: out-of-range arguments.
+    """
+    s_l = check_positive_float("sigma_min", sigma_min)
+    n_grid = check_positive_int("n_grid", n_grid)
+    if n_grid < 10:
+        raise ValueError(f"n_grid must be >= 10, got {n_grid}")
+    lo, hi = math.log(1e-8), math.log(4 * (1 - 1e-9))
+    best = lo
+    for _ in range(2):
+        grid = [lo + (hi - lo) * k / (n_grid - 1) for k in range(n_grid)]
+        errs = [abs(annealed_variance_ratio(math.exp(v) * s_l**2, s_l, gamma, n_steps_each) - 1) for v in grid]
+        k = min(range(n_grid), key=errs.__getitem__)
+        best = grid[k]
+        width = (hi - lo) / (n_grid - 1)
+        lo, hi = best - width, min(best + width, math.log(4 * (1 - 1e-9)))
+    return math.exp(best) * s_l**2
 
 
 # ------------------------------------------------------------------------------------------------

@@ -415,3 +415,78 @@ def test_sinusoidal_time_embedding():
 # ------------------------------------------------------------------------------------------------ the bench
 
 
+
+
+# ------------------------------------------------------------------------------------------------ DDIM family
+
+
+@pytest.mark.parametrize("eta", [0.0, 0.5, 1.0])
+def test_ddim_family_keeps_the_marginals(eta):
+    """Sample the non-Markovian forward process from its conditionals only; every state has the DDPM marginal
+    N(sqrt(abar) x0, (1 - abar) I) (5 standard errors on the mean and the variance)."""
+    abar = d.alphas_cumprod_from_betas(d.beta_schedule("cosine", 100))
+    n = 40_000
+    x0 = torch.tensor([-0.8, 0.1, 0.9], dtype=torch.float64).repeat(n, 1)
+    states = d.simulate_ddim_forward(x0, abar, d.ddim_timesteps(100, 7), eta=eta, generator=gen(3))
+    assert sorted(states) == sorted(d.ddim_timesteps(100, 7))
+    for t, x in states.items():
+        a = abar[t]
+        z_mean = (x.mean(0) - a.sqrt() * x0[0]).abs() / ((1 - a) / n).sqrt()
+        z_var = (x.var(0) - (1 - a)).abs() / ((1 - a) * math.sqrt(2 / n))
+        assert float(z_mean.max()) < 5 and float(z_var.max()) < 5, (t, z_mean, z_var)
+
+
+def test_ddim_family_joint_differs_from_the_markov_chain():
+    """Same marginals, different joint: at eta = 0 consecutive DDIM states are perfectly correlated given x0,
+    the Markov chain's are not (its correlation is sqrt(abar_t / abar_s) sqrt((1 - abar_s) / (1 - abar_t)))."""
+    abar = d.alphas_cumprod_from_betas(d.beta_schedule("linear", 100))
+    x0 = torch.zeros(20_000, 1, dtype=torch.float64)
+    st = d.simulate_ddim_forward(x0, abar, [80, 40], eta=0.0, generator=gen(4))
+    corr = torch.corrcoef(torch.stack([st[80][:, 0], st[40][:, 0]]))[0, 1].item()
+    markov = (abar[80] / abar[40]).sqrt() * ((1 - abar[40]) / (1 - abar[80])).sqrt()
+    assert corr > 1 - 1e-9 and float(markov) < 0.95
+
+
+def test_ddim_posterior_at_eta_one_is_the_ddpm_posterior():
+    abar = d.alphas_cumprod_from_betas(d.beta_schedule("linear", 60))
+    x0, xt = rand_images(6, 30), rand_images(6, 31)
+    for t in (1, 10, 59):
+        m, v = d.ddim_posterior_mean_variance(x0, xt, t, t - 1, abar, eta=1.0)
+        m_ref, v_ref = d.q_posterior_mean_variance(x0, xt, t, abar)
+        assert torch.allclose(m, m_ref, atol=1e-12) and torch.allclose(v, v_ref, atol=1e-15)
+        assert torch.allclose(d.ddim_sigma(abar, t, t - 1, 1.0) ** 2, v_ref.flatten()[:1], atol=1e-15)
+    # at eta = 0 the step from the true noise is the DDIM update with the true eps (no noise)
+    eps = d.predict_eps_from_x0(xt, 40, x0, abar)
+    m0, v0 = d.ddim_posterior_mean_variance(x0, xt, 40, 20, abar, eta=0.0)
+    assert torch.allclose(m0, d.ddim_step(eps, xt, 40, 20, abar, clip=False), atol=1e-12)
+    assert float(v0.abs().max()) == 0.0
+
+
+@pytest.mark.parametrize("eta", [0.2, 0.7, 1.0])
+def test_ddim_loss_weights_are_the_kl_per_squared_noise_error(eta):
+    """KL(q_sigma(. | x_t, x0) || q_sigma(. | x_t, x0_hat)) by the Gaussian formula = gamma_t ||eps - eps_hat||^2."""
+    abar = d.alphas_cumprod_from_betas(d.beta_schedule("cosine", 80))
+    w = d.ddim_loss_weights(abar, eta)
+    assert math.isinf(w[0].item())
+    x0, eps, eps_hat = rand_images(5, 40), rand_images(5, 41), rand_images(5, 42)
+    for t in (1, 20, 79):
+        xt = d.q_sample(x0, t, eps, abar)
+        x0_hat = d.predict_x0_from_eps(xt, t, eps_hat, abar)
+        m1, v = d.ddim_posterior_mean_variance(x0, xt, t, t - 1, abar, eta=eta)
+        m2, _ = d.ddim_posterior_mean_variance(x0_hat, xt, t, t - 1, abar, eta=eta)
+        kl = (0.5 * (m1 - m2) ** 2 / v).sum((1, 2, 3))  # equal variances: only the mean term remains
+        assert torch.allclose(kl, w[t] * ((eps - eps_hat) ** 2).sum((1, 2, 3)), rtol=1e-9)
+    assert torch.allclose(d.ddim_loss_weights(abar, 1.0)[1:], d.vlb_weights(abar)[1:], rtol=1e-9)
+
+
+def test_ddim_family_errors():
+    abar = d.alphas_cumprod_from_betas(d.beta_schedule("linear", 50))
+    x = torch.zeros(3, 1, 8, 8, dtype=torch.float64)
+    with pytest.raises(ValueError, match="strictly decreasing"):
+        d.simulate_ddim_forward(x, abar, [5, 5, 2], eta=0.0)
+    with pytest.raises(ValueError, match="t_prev must be smaller"):
+        d.ddim_posterior_mean_variance(x, x, 4, 4, abar, eta=0.0)
+    with pytest.raises(ValueError, match="sigma"):
+        d.ddim_posterior_mean_variance(x, x, 49, 0, abar, eta=3.0)
+    with pytest.raises(ValueError):
+        d.ddim_loss_weights(abar, 0.0)

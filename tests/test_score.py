@@ -504,3 +504,74 @@ def test_mmd_permutation_null_matches_recomputing_the_statistic_on_each_split():
         float(torch.quantile(torch.tensor(null, dtype=torch.float64), 0.95)), rel=1e-10
     )
     assert out["p_value"] == pytest.approx((1 + sum(v >= out["mmd2"] for v in null)) / 38)
+
+
+# ------------------------------------------------------------------------------------------------ noise rules
+@pytest.mark.parametrize("dim, gamma", [(2, 1.5), (64, 1.36), (64, 1.2), (784, 1.05)])
+def test_shell_overlap_matches_monte_carlo(dim, gamma):
+    """The normal approximation of the norm against the exact norms of Gaussian draws (sigma_i = 1)."""
+    g = torch.Generator().manual_seed(dim)
+    r = torch.randn(200_000, dim, generator=g, dtype=torch.float64).norm(dim=1)  # level sigma_i = 1
+    shell = math.sqrt(dim) * gamma  # the shell of sigma_(i-1) = gamma, half-width 3 gamma / sqrt 2
+    mc = ((r - shell).abs() <= 3 * gamma / math.sqrt(2)).double().mean().item()
+    tol = 0.03 if dim >= 64 else 0.08  # the normal approximation of the norm is asymptotic in D
+    assert abs(S.shell_overlap(gamma, dim) - mc) < tol
+
+
+def test_noise_ratio_and_number_of_levels():
+    from scipy.optimize import brentq
+    from scipy.stats import norm
+
+    for dim in (5, 64, 3072):
+        def f(g, dim=dim):
+            c = math.sqrt(2 * dim) * (g - 1)
+            return norm.cdf(c + 3 * g) - norm.cdf(c - 3 * g) - 0.5
+
+        want = brentq(f, 1.0 + 1e-12, 50.0, xtol=1e-13)
+        assert abs(S.noise_ratio_for_overlap(dim) - want) < 1e-9
+    gamma = S.noise_ratio_for_overlap(64)
+    n = S.n_noise_levels(4.8, 0.02, 64)
+    assert (4.8 / 0.02) ** (1 / (n - 1)) <= gamma < (4.8 / 0.02) ** (1 / (n - 2))
+    assert S.n_noise_levels(1.0, 0.999, 64) == 2
+    with pytest.raises(ValueError, match="gamma"):
+        S.shell_overlap(0.9, 4)
+    with pytest.raises(ValueError, match="dim >= 5"):
+        S.noise_ratio_for_overlap(4)
+    with pytest.raises(ValueError, match="overlap"):
+        S.noise_ratio_for_overlap(8, overlap=0.999)
+    with pytest.raises(ValueError, match="sigma_min"):
+        S.n_noise_levels(0.1, 0.2, 8)
+
+
+@pytest.mark.parametrize("u, gamma, T", [(0.3, 1.36, 10), (1.0, 1.58, 5), (0.05, 1.2, 40)])
+def test_annealed_variance_ratio_by_simulating_the_sampler(u, gamma, T):
+    """Run annealed_langevin_sample itself on one data point (score -x / sigma^2) for one level, started at the
+    previous level's Gaussian, and compare the variance after T steps."""
+    sigma_l, sigma_i = 0.05, 0.4
+    g = torch.Generator().manual_seed(1)
+    n, d = 20_000, 4
+    x0 = gamma * sigma_i * torch.randn(n, d, generator=g, dtype=torch.float64)
+    # two levels: sigma_i, then sigma_L with zero steps is impossible, so read the state after level sigma_i
+    _, states = S.annealed_langevin_sample(lambda x, s: -x / s[:, None] ** 2, x0,
+                                           torch.tensor([sigma_i, sigma_l], dtype=torch.float64), u * sigma_l**2, T,
+                                           generator=g, return_levels=True)
+    got = states[0].var().item() / sigma_i**2
+    want = S.annealed_variance_ratio(u * sigma_l**2, sigma_l, gamma, T)
+    assert abs(got - want) < 5 * want * math.sqrt(2 / (n * d))
+
+
+def test_annealed_step_size_minimises_the_ratio():
+    sigma_l, gamma, T = 0.02, 1.36, 10
+    eps = S.annealed_step_size(sigma_l, gamma, T)
+    best = abs(S.annealed_variance_ratio(eps, sigma_l, gamma, T) - 1)
+    for u in np.exp(np.linspace(math.log(1e-6), math.log(3.99), 3000)):
+        assert best <= abs(S.annealed_variance_ratio(u * sigma_l**2, sigma_l, gamma, T) - 1) + 1e-9
+    # the ratio depends on eps only through eps / sigma_L^2
+    assert math.isclose(S.annealed_step_size(2 * sigma_l, gamma, T) / (2 * sigma_l) ** 2, eps / sigma_l**2,
+                        rel_tol=1e-6)
+    # more steps per level bring the chain closer to q_sigma
+    gaps = [abs(S.annealed_variance_ratio(S.annealed_step_size(sigma_l, gamma, t), sigma_l, gamma, t) - 1)
+            for t in (2, 5, 20, 100)]
+    assert all(gaps[i] > gaps[i + 1] for i in range(len(gaps) - 1))
+    with pytest.raises(ValueError, match="4 sigma_min"):
+        S.annealed_variance_ratio(4.5 * sigma_l**2, sigma_l, gamma, T)
