@@ -72,8 +72,16 @@ KL_CLAMP = 1e-6
 
 def _batch_x(batch) -> torch.Tensor:
     """The data tensor of a minibatch from :func:`coursekit.train.fit` (a tensor, or a tuple whose first entry
-    is the data; labels are ignored)."""
-    return batch[0] if isinstance(batch, (tuple, list)) else batch
+    is the data; labels are ignored). Only the shape is checked: the losses run at every training step, and a
+    non-finite value is caught by the training loop's divergence guard."""
+    x = batch[0] if isinstance(batch, (tuple, list)) else batch
+    check_shape("x", check_tensor("x", x), ("N", "D"))
+    return x
+
+
+def _sq_err(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
+    """(N,) squared errors summed over coordinates, without the checks of :func:`reconstruction_error`."""
+    return ((x_hat - x) ** 2).sum(-1)
 
 
 # --------------------------------------------------------------------------- models
@@ -223,7 +231,7 @@ def autoencoder_loss(model: nn.Module, batch):
         ``(loss, {"mse": float})``, ``mse`` the same value as a python float.
     """
     x = _batch_x(batch)
-    loss = reconstruction_error(x, model(x)).mean()
+    loss = _sq_err(x, model(x)).mean()
     return loss, {"mse": float(loss.detach())}
 
 
@@ -271,9 +279,9 @@ def denoising_loss(model: nn.Module, batch, sigma: float, generator: torch.Gener
         TypeError / ValueError: bad x or sigma <= 0.
     """
     sigma = check_positive_float("sigma", sigma)
-    x = check_matrix("x", _batch_x(batch))
+    x = _batch_x(batch)
     noise = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
-    loss = reconstruction_error(x, model(x + sigma * noise)).mean()
+    loss = _sq_err(x, model(x + sigma * noise)).mean()
     return loss, {"mse": float(loss.detach())}
 
 
@@ -407,8 +415,8 @@ def contractive_loss(model: nn.Module, batch, weight: float):
         ``(loss, {"mse": float, "jacobian": float})`` (batch means of the two terms).
     """
     weight = check_nonnegative_float("weight", weight)
-    x = check_matrix("x", _batch_x(batch))
-    mse = reconstruction_error(x, model.decode(model.encode(x))).mean()
+    x = _batch_x(batch)
+    mse = _sq_err(x, model.decode(model.encode(x))).mean()
     pen = model.contractive_penalty(x) if hasattr(model, "contractive_penalty") else \
         jacobian_frobenius_sq(model.encode, x)
     pen = pen.mean()
@@ -472,9 +480,9 @@ def sparse_loss(model: nn.Module, batch, penalty: str, weight: float, rho: float
     """
     check_choice("penalty", penalty, ("l1", "kl"))
     weight = check_nonnegative_float("weight", weight)
-    x = check_matrix("x", _batch_x(batch))
+    x = _batch_x(batch)
     h = model.encode(x)
-    mse = reconstruction_error(x, model.decode(h)).mean()
+    mse = _sq_err(x, model.decode(h)).mean()
     pen = l1_activity_penalty(h).mean() if penalty == "l1" else kl_sparsity_penalty(h, rho)
     return mse + weight * pen, {"mse": float(mse.detach()), "penalty": float(pen.detach()),
                                 "mean_activation": float(h.detach().mean())}
