@@ -371,3 +371,131 @@ def test_pca_and_factor_analysis_disagree_when_one_feature_is_noisy():
     cos_pca, cos_fa = float((u_pca @ w_true).abs()), float((u_fa @ w_true).abs())
     assert cos_fa > 0.99 and cos_pca < 0.5, (cos_fa, cos_pca)
     assert fa.noise_variance[0] == pytest.approx(9.0, rel=0.1)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The chapter's identities, again: scatter decomposition, PCA's two views, the EM bound, the M-step's optimality,
+# the covariance floor, k-means as the small-variance limit of EM, normalisation of the mixture density
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_kmeans_objective_is_within_scatter_and_total_is_within_plus_between():
+    x = _blobs(scale=1.3, seed=7)
+    res = M.kmeans(x, 3, seed=0)
+    n_k = torch.bincount(res.labels, minlength=3).double()
+    means = torch.stack([x[res.labels == k].mean(0) for k in range(3)])
+    assert torch.allclose(res.centres, means, atol=1e-12)  # at a fixed point the centres are the cluster means
+    total = float(((x - x.mean(0)) ** 2).sum())
+    between = float((n_k * ((means - x.mean(0)) ** 2).sum(1)).sum())
+    pairwise = sum(float(torch.cdist(x[res.labels == k], x[res.labels == k]).pow(2).sum()) / (2 * float(n_k[k]))
+                   for k in range(3))
+    assert res.objective[-1] == pytest.approx(total - between, rel=1e-10)
+    assert res.objective[-1] == pytest.approx(pairwise, rel=1e-9)
+
+
+def test_pca_minimises_reconstruction_error_over_random_subspaces():
+    x = _correlated(300, 6, seed=3)
+    p = M.pca(x, 2)
+    n = x.shape[0]
+    lam = torch.linalg.eigvalsh(torch.cov(x.T, correction=0)).flip(0)
+    err_pca = float(((x - p.decode(p.encode(x))) ** 2).sum(1).mean())
+    assert err_pca == pytest.approx(float(lam[2:].sum()), rel=1e-10)
+    assert float(p.explained_variance.sum()) * (n - 1) / n == pytest.approx(float(lam[:2].sum()), rel=1e-10)
+    g = torch.Generator().manual_seed(0)
+    c = x - x.mean(0)
+    for _ in range(100):
+        u, _ = torch.linalg.qr(torch.randn(6, 2, generator=g, dtype=torch.float64))
+        err = float(((c - c @ u @ u.T) ** 2).sum(1).mean())
+        s = torch.cov(x.T, correction=0)
+        assert err == pytest.approx(float(torch.trace(s) - torch.trace(u.T @ s @ u)), rel=1e-10)
+        assert err >= err_pca - 1e-12
+
+
+def _log_joint_scipy(x, w, mu, cov):
+    return np.stack([np.log(w[k]) + multivariate_normal(mu[k], cov[k]).logpdf(x) for k in range(len(w))], 1)
+
+
+def test_em_bound_is_tight_at_the_posterior_and_its_gap_is_the_kl():
+    x = _blobs(seed=8)
+    w, mu, cov = _random_gmm(3, 2, seed=2)
+    lj = _log_joint_scipy(x.numpy(), w.numpy(), mu.numpy(), cov.numpy())
+    ll = float(M.gmm_log_prob(x, w, mu, cov).sum())
+    r = M.gmm_responsibilities(x, w, mu, cov).numpy()
+    assert float((r * (lj - np.log(r))).sum()) == pytest.approx(ll, abs=1e-8)
+    q = torch.softmax(torch.randn(len(x), 3, dtype=torch.float64), 1).numpy()
+    kl = float((q * (np.log(q) - np.log(r))).sum())
+    assert kl > 0 and float((q * (lj - np.log(q))).sum()) + kl == pytest.approx(ll, abs=1e-8)
+
+
+@pytest.mark.parametrize("covariance_type", ["full", "diag"])
+def test_m_step_maximises_the_expected_complete_data_log_likelihood(covariance_type):
+    x = _blobs(scale=1.5, seed=9)
+    w, mu, cov = _random_gmm(3, 2, seed=4)
+    r = M.gmm_responsibilities(x, w, mu, cov)
+    w1, mu1, cov1 = M.gmm_m_step(x, r, covariance_type=covariance_type)
+    assert torch.allclose(w1, r.mean(0)) and torch.allclose(mu1, (r.T @ x) / r.sum(0)[:, None])
+
+    def q_value(w_, mu_, cov_):
+        return float((r.numpy() * _log_joint_scipy(x.numpy(), w_.numpy(), mu_.numpy(), cov_.numpy())).sum())
+
+    best = q_value(w1, mu1, cov1)
+    g = torch.Generator().manual_seed(1)
+    for _ in range(50):
+        w_p = torch.softmax(w1.log() + 0.1 * torch.randn(3, generator=g, dtype=torch.float64), 0)
+        mu_p = mu1 + 0.1 * torch.randn(3, 2, generator=g, dtype=torch.float64)
+        if covariance_type == "full":
+            a = torch.eye(2, dtype=torch.float64) + 0.1 * torch.randn(3, 2, 2, generator=g, dtype=torch.float64)
+            cov_p = a @ cov1 @ a.transpose(1, 2)
+        else:
+            cov_p = cov1 * torch.exp(0.1 * torch.randn(3, 2, generator=g, dtype=torch.float64))[:, :, None]
+        assert q_value(w_p, mu_p, cov_p) < best
+
+
+def test_floored_covariance_is_the_constrained_maximiser():
+    """max over Sigma >= eps I of -log|Sigma| - tr(Sigma^-1 S): S's eigenvalues raised to eps."""
+    g = torch.Generator().manual_seed(5)
+    eps = 0.1
+    rot, _ = torch.linalg.qr(torch.randn(3, 3, generator=g, dtype=torch.float64))
+    s = rot @ torch.diag(torch.tensor([1.0, 0.04, 0.0], dtype=torch.float64)) @ rot.T
+    evals = torch.tensor([1.0, 0.04, 0.0], dtype=torch.float64)
+    star = rot @ torch.diag(evals.clamp_min(eps)) @ rot.T
+
+    def f(sig):
+        return float(-torch.logdet(sig) - torch.trace(torch.linalg.solve(sig, s)))
+
+    rivals = [s + eps * torch.eye(3, dtype=torch.float64)]
+    for _ in range(500):
+        b = 0.5 * torch.randn(3, 3, generator=g, dtype=torch.float64)
+        rivals.append(eps * torch.eye(3, dtype=torch.float64) + b @ b.T)
+    assert f(star) >= max(f(r) for r in rivals)
+    # and gmm_m_step applies exactly this floor: the six points +-sqrt(3 s_i) u_i have covariance S
+    u = rot * torch.sqrt(evals * 3)[None]
+    x = torch.cat([u.T, -u.T])
+    emp = torch.cov(x.T, correction=0)
+    assert torch.allclose(emp, s, atol=1e-12)
+    _, _, cov = M.gmm_m_step(x, torch.ones(len(x), 1, dtype=torch.float64), reg_covar=eps)
+    ev, vec = torch.linalg.eigh(emp)
+    assert torch.allclose(cov[0], vec @ torch.diag(ev.clamp_min(eps)) @ vec.T, atol=1e-12)
+    assert torch.linalg.eigvalsh(cov[0]).min() >= eps * (1 - 1e-12)
+
+
+def test_kmeans_is_the_small_variance_limit_of_em():
+    x = _blobs(n_per=60, scale=1.2, seed=10)
+    init = M.kmeans_plus_plus(x, 3, generator=torch.Generator().manual_seed(2))
+    km = M.kmeans(x, 3, init=init)
+    w = torch.full((3,), 1 / 3, dtype=torch.float64)
+    cov = 1e-3 * torch.eye(2, dtype=torch.float64).expand(3, 2, 2)
+    mu = init.clone()
+    for _ in range(30):
+        mu = M.gmm_m_step(x, M.gmm_responsibilities(x, w, mu, cov))[1]
+    r = M.gmm_responsibilities(x, w, mu, cov)
+    assert torch.allclose(mu, km.centres, atol=1e-10)
+    assert torch.equal(r.argmax(1), km.labels) and float((r.max(1).values - 1).abs().max()) < 1e-10
+
+
+def test_full_mixture_density_integrates_to_one():
+    w, mu, cov = _random_gmm(3, 2, seed=6)
+    h = 0.05
+    axis = torch.arange(-18, 18, h, dtype=torch.float64)
+    grid = torch.cartesian_prod(axis, axis)
+    assert float(M.gmm_log_prob(grid, w, mu, cov).exp().sum()) * h**2 == pytest.approx(1.0, abs=1e-4)
