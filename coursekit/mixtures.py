@@ -440,10 +440,10 @@ def _check_k(name: str, k, n: int) -> int:
 
 
 def kmeans_plus_plus(x: torch.Tensor, k: int, *, generator: torch.Generator | None = None) -> torch.Tensor:
-    r"""k-means++ seeding (Arthur & Vassilvitskii 2007, sec. 2.2): the first centre is a uniformly chosen point;
+    r"""k-means++ seeding (Arthur & Vassilvitskii 2007): the first centre is a uniformly chosen point;
     each next centre is a point drawn with probability proportional to :math:`D(x)^2`, its squared distance to
     the nearest centre chosen so far. The expected J of the seeding alone is within :math:`8(\ln k + 2)` of the
-    optimum (their Theorem 3.1).
+    optimum (their main theorem).
 
     Args:
         x: (N, D) float points. k: number of centres, 1 <= k <= N. generator: a CPU ``torch.Generator``
@@ -573,7 +573,7 @@ def _log_joint(x, log_w, means, chol):
 
 def gmm_log_prob(x: torch.Tensor, weights, means, covariances) -> torch.Tensor:
     r"""Log-density of a Gaussian mixture :math:`\log p(x) = \log \sum_k w_k \mathcal{N}(x; \mu_k, \Sigma_k)`,
-    by log-sum-exp over the components (Bishop 2006, eq. 9.7), computed in float64 with Cholesky factors.
+    by log-sum-exp over the components (Bishop 2006, sec. 9.2), computed in float64 with Cholesky factors.
 
     Args:
         x: (N, D) float points. weights: (K,) probabilities summing to 1. means: (K, D).
@@ -594,7 +594,7 @@ def gmm_log_prob(x: torch.Tensor, weights, means, covariances) -> torch.Tensor:
 def gmm_responsibilities(x: torch.Tensor, weights, means, covariances) -> torch.Tensor:
     r"""The E-step: posterior probabilities :math:`r_{nk} = p(z_n = k \mid x_n)
     = \frac{w_k \mathcal{N}(x_n; \mu_k, \Sigma_k)}{\sum_j w_j \mathcal{N}(x_n; \mu_j, \Sigma_j)}` (Bayes' rule;
-    Bishop 2006, eq. 9.23), computed as :math:`\exp(\ell_{nk} - \operatorname{logsumexp}_j \ell_{nj})`.
+    Bishop 2006, sec. 9.2), computed as :math:`\exp(\ell_{nk} - \operatorname{logsumexp}_j \ell_{nj})`.
 
     Args:
         as :func:`gmm_log_prob`.
@@ -618,7 +618,7 @@ def _floor_covariances(cov, reg, covariance_type):
 
 
 def gmm_m_step(x: torch.Tensor, resp: torch.Tensor, *, covariance_type: str = "full", reg_covar: float = 1e-6):
-    r"""The closed-form M-step (Bishop 2006, eqs. 9.24-9.27), with a covariance floor.
+    r"""The closed-form M-step (Bishop 2006, sec. 9.2.2), with a covariance floor.
 
     With :math:`N_k = \sum_n r_{nk}`: :math:`w_k = N_k / N`, :math:`\mu_k = \frac{1}{N_k} \sum_n r_{nk} x_n`,
     :math:`S_k = \frac{1}{N_k} \sum_n r_{nk} (x_n - \mu_k)(x_n - \mu_k)^\top`. The covariance returned is the
