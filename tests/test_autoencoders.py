@@ -192,7 +192,7 @@ def test_trained_denoiser_recovers_the_smoothed_score():
 
 
 def test_denoising_loss_uses_fresh_noise_and_checks_sigma():
-    model = ae.Autoencoder(3, 3, hidden=())
+    model = ae.Autoencoder(3, 3, hidden=()).requires_grad_(False)
     x = torch.randn(8, 3)
     g1, g2 = torch.Generator().manual_seed(0), torch.Generator().manual_seed(0)
     l1, _ = ae.denoising_loss(model, x, 0.3, generator=g1)
