@@ -235,7 +235,7 @@ def entropy(p: torch.Tensor) -> torch.Tensor:
     r"""Shannon entropy :math:`H(p) = -\sum_k p_k \log p_k` of probability vectors along the last dim, in nats.
 
     Convention ``0 log 0 = 0`` (computed as ``-xlogy(p, p)``). ``H(p) = 0`` for a point mass and ``log K`` for the
-    uniform distribution on K outcomes, its maximum. Divide by ``log 2`` for bits. Shannon (1948), sec. 6.
+    uniform distribution on K outcomes, its maximum. Divide by ``log 2`` for bits. Shannon (1948).
 
     Args:
         p: float tensor of shape ``(..., K)``, entries >= 0, each vector summing to 1 (tolerance as
@@ -248,7 +248,7 @@ def entropy(p: torch.Tensor) -> torch.Tensor:
         TypeError: not a floating-point tensor. ValueError: NaN/Inf, negative entries, sums != 1, 0-d input.
     """
     check_probability_vectors(p=p)
-    return (-torch.xlogy(p, p).sum(dim=-1)).clamp(min=0.0)
+    return (0.0 - torch.xlogy(p, p).sum(dim=-1)).clamp(min=0.0)  # 0.0 - x: a point mass gives +0.0, not -0.0
 
 
 def cross_entropy(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
@@ -382,7 +382,7 @@ def conditional_entropy(joint: torch.Tensor) -> torch.Tensor:
 
     Rows of the table index ``x`` (dim -2), columns index ``y`` (dim -1). ``0 log 0 = 0``; rows with
     ``p(x) = 0`` contribute nothing. :math:`0 \le H(Y \mid X) \le H(Y)` (conditioning does not increase entropy),
-    with :math:`H(Y \mid X) = 0` iff y is a function of x. Shannon (1948), sec. 6.
+    with :math:`H(Y \mid X) = 0` iff y is a function of x. Shannon (1948).
 
     Args:
         joint: float tensor of shape ``(..., K, L)``, entries >= 0 summing to 1 over the last two dims.
@@ -410,7 +410,7 @@ def mutual_information(joint: torch.Tensor) -> torch.Tensor:
 
     with ``0 log 0 = 0``; a cell with ``p(x, y) > 0`` has ``p(x) p(y) > 0``, so the value is finite. 0 iff X and Y
     are independent; at most ``min(H(X), H(Y))``. Rows index ``x`` (dim -2), columns index ``y`` (dim -1).
-    Shannon (1948), sec. 12 ("rate of transmission"); Cover & Thomas, *Elements of Information Theory*, ch. 2.
+    Shannon (1948); Cover & Thomas, *Elements of Information Theory* (2006), ch. 2.
 
     Args:
         joint: float tensor of shape ``(..., K, L)``, entries >= 0 summing to 1 over the last two dims.
@@ -440,7 +440,7 @@ def gaussian_entropy(logvar: torch.Tensor) -> torch.Tensor:
     One coordinate: :math:`-\mathbb E[\log \mathcal N(x; \mu, \sigma^2)] = \tfrac12 \log 2\pi\sigma^2 +
     \mathbb E[(x-\mu)^2] / 2\sigma^2 = \tfrac12 \log 2\pi e \sigma^2`. Independent of the mean; negative when
     :math:`\sigma^2 < 1/(2\pi e)`. A full covariance has the entropy of the diagonal Gaussian of its
-    eigenvalues (a rotation has unit Jacobian). Shannon (1948), sec. 20, item 6.
+    eigenvalues (a rotation has unit Jacobian). Shannon (1948).
 
     Args:
         logvar: float tensor ``(..., d)`` of log-variances (not log standard deviations).
