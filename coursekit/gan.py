@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torch.nn.utils import parametrize
 
 from . import data as data_mod
 from . import metrics
@@ -59,6 +60,12 @@ __all__ = [
     "DigitsGenerator",
     "DigitsDiscriminator",
     "class_agreement",
+    "spectral_norm_power_iteration",
+    "EnsembleSpectralNorm",
+    "add_spectral_norm",
+    "r1_penalty",
+    "non_saturating_r1_loss",
+    "fgsm_perturb",
 ]
 
 # Chapter 07 material that used to live here: `coursekit.gan.<name>` still finds it in its new module.
@@ -891,3 +898,184 @@ def class_agreement(images: torch.Tensor, labels: torch.Tensor, classifier=None)
     per_class = [float(hit[labels == c].mean()) if bool((labels == c).any()) else float("nan") for c in range(10)]
     return {"accuracy": float(hit.mean()), "per_class": per_class,
             "confidence": float(probs.cpu().gather(1, labels[:, None]).mean()), "predicted": pred}
+
+
+# ------------------------------------------------------------------------ regularising the discriminator
+def spectral_norm_power_iteration(weight: torch.Tensor, n_iter: int = 1, u: torch.Tensor | None = None, *,
+                                  generator: torch.Generator | None = None, eps: float = 1e-12):
+    r"""Largest singular value of each matrix in a batch by power iteration (Miyato et al. 2018, Algorithm 1).
+
+    For :math:`W \in \mathbb R^{m \times n}` repeat :math:`v \leftarrow W^\top u / \lVert W^\top u \rVert`,
+    :math:`u \leftarrow W v / \lVert W v \rVert`; then :math:`\sigma = u^\top W v`. The iteration is the power method
+    on :math:`W W^\top`: writing :math:`u_0 = \sum_i c_i a_i` in the left singular vectors :math:`a_i`, after t steps
+    :math:`u_t \propto \sum_i c_i \sigma_i^{2t} a_i`, so the component along the top singular vector dominates at the
+    rate :math:`(\sigma_2 / \sigma_1)^{2t}` whenever :math:`c_1 \neq 0` and :math:`\sigma_1 > \sigma_2`, and
+    :math:`u^\top W v \to \sigma_1`. Spectral normalisation divides W by this estimate, reusing u between training
+    steps so that one iteration per step suffices.
+
+    Args:
+        weight: float ``(..., m, n)``, a batch of matrices (no NaN).
+        n_iter: iterations >= 1. u: optional start vectors ``(..., m)`` (default: standard normal, from
+            ``generator``). eps: added to norms to avoid division by 0.
+
+    Returns:
+        ``(sigma, u, v)``: ``sigma`` of shape ``(...)`` (<= the largest singular value, equal in the limit), and
+        the unit vectors ``u`` ``(..., m)`` and ``v`` ``(..., n)``. Computed without gradient tracking for u, v;
+        ``sigma`` is differentiable in ``weight``.
+
+    Raises:
+        TypeError / ValueError: non-float weight, fewer than 2 dimensions, NaN/Inf, n_iter < 1, a u of the wrong
+        shape.
+    """
+    check_tensor("weight", weight)
+    if not weight.is_floating_point() or weight.ndim < 2:
+        raise ValueError(f"weight must be a floating-point batch of matrices (..., m, n), got dtype {weight.dtype} "
+                         f"and shape {tuple(weight.shape)}")
+    check_finite("weight", weight)
+    n_iter = check_positive_int("n_iter", n_iter)
+    if u is None:
+        u = torch.randn(weight.shape[:-1], generator=generator, dtype=weight.dtype).to(weight.device)
+    elif tuple(u.shape) != tuple(weight.shape[:-1]):
+        raise ValueError(f"u must have shape {tuple(weight.shape[:-1])} (one vector per matrix), got {tuple(u.shape)}")
+    with torch.no_grad():
+        w = weight.detach()
+        u = u / (u.norm(dim=-1, keepdim=True) + eps)
+        for _ in range(n_iter):
+            v = torch.einsum("...mn,...m->...n", w, u)
+            v = v / (v.norm(dim=-1, keepdim=True) + eps)
+            u = torch.einsum("...mn,...n->...m", w, v)
+            u = u / (u.norm(dim=-1, keepdim=True) + eps)
+    sigma = torch.einsum("...m,...mn,...n->...", u, weight, v)
+    return sigma, u, v
+
+
+class EnsembleSpectralNorm(nn.Module):
+    """Spectral normalisation as a ``torch.nn.utils.parametrize`` parametrisation of a batch of weight matrices.
+
+    ``forward(W)`` returns ``W / sigma(W)`` for each matrix of ``W`` ``(..., m, n)``, with sigma from one step of
+    :func:`spectral_norm_power_iteration` per training-mode call, its u kept in a buffer between calls (Miyato et
+    al. 2018, Algorithm 1). Every normalised matrix then has spectral norm about 1, so a network of such layers
+    with 1-Lipschitz activations is about 1-Lipschitz. Works for the stacked ``(E, fan_in, fan_out)`` weights of
+    :class:`EnsembleMLP` (see :func:`add_spectral_norm`); a matrix and its transpose have the same sigma.
+
+    Args:
+        shape: the weight's shape ``(..., m, n)``. n_iter: power iterations per call (>= 1). seed: seeds u.
+    """
+
+    def __init__(self, shape, n_iter: int = 1, seed: int = 0):
+        super().__init__()
+        shape = tuple(int(s) for s in shape)
+        if len(shape) < 2:
+            raise ValueError(f"EnsembleSpectralNorm needs a weight shape (..., m, n), got {shape}")
+        self.n_iter = check_positive_int("n_iter", n_iter)
+        u = torch.randn(shape[:-1], generator=torch.Generator().manual_seed(int(seed)))
+        self.register_buffer("u", u / u.norm(dim=-1, keepdim=True))
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        n_iter = self.n_iter if self.training else 1
+        sigma, u, _ = spectral_norm_power_iteration(weight, n_iter, self.u.to(weight.dtype))
+        if self.training:
+            self.u.copy_(u)
+        return weight / sigma[..., None, None]
+
+
+def add_spectral_norm(model: EnsembleMLP, n_iter: int = 1, seed: int = 0) -> EnsembleMLP:
+    """Spectrally normalise every weight matrix of an :class:`EnsembleMLP` in place (Miyato et al. 2018).
+
+    Registers an :class:`EnsembleSpectralNorm` parametrisation on each stacked weight, so each member's every
+    layer is divided by its own largest singular value (estimated by power iteration) at every forward pass.
+    Returns ``model``. Raises TypeError if ``model`` is not an :class:`EnsembleMLP`.
+    """
+    if not isinstance(model, EnsembleMLP):
+        raise TypeError(f"add_spectral_norm expects an EnsembleMLP, got {type(model).__name__}")
+    for i, w in enumerate(model.weights):
+        parametrize.register_parametrization(model.weights, str(i), EnsembleSpectralNorm(w.shape, n_iter, seed + i))
+    return model
+
+
+def r1_penalty(critic, real: torch.Tensor, fake: torch.Tensor | None = None, *,
+               generator: torch.Generator | None = None) -> torch.Tensor:
+    r"""The R1 penalty :math:`\mathbb E_{x \sim p^*}\lVert \nabla_x \ell(x) \rVert^2` (Mescheder et al. 2018).
+
+    The discriminator is penalised for a non-zero gradient at the data: at the game's equilibrium
+    (:math:`q = p^*`, :math:`D = 1/2` on the support) this is zero, and penalising it makes the equilibrium locally
+    stable for the (simultaneous or alternating) gradient dynamics where the unregularised game oscillates. The
+    full regulariser is :math:`\tfrac{\gamma}{2}` times this value. One gradient per example (the squared norm over
+    all non-batch dimensions), built with ``create_graph=True`` so that it trains the discriminator.
+
+    Args:
+        critic: callable mapping a batch ``(N, ...)`` to scores ``(N,)`` or ``(N, 1)`` (the logits).
+        real: float ``(N, ...)`` real examples. fake, generator: ignored (the signature of
+            :attr:`GANLoss.penalty`).
+
+    Returns:
+        0-dim tensor, the batch mean of the squared gradient norms.
+
+    Raises:
+        TypeError / ValueError: non-float, 0-d or non-finite ``real``; scores of the wrong shape.
+    """
+    check_tensor("real", real)
+    if not real.is_floating_point() or real.ndim < 1:
+        raise ValueError(f"real must be a floating-point batch (N, ...), got dtype {real.dtype}, shape "
+                         f"{tuple(real.shape)}")
+    check_finite("real", real)
+    x = real.detach().requires_grad_(True)
+    scores = critic(x)
+    if scores.numel() != x.shape[0]:
+        raise ValueError(f"the critic must return one score per example, got shape {tuple(scores.shape)} for a "
+                         f"batch of {x.shape[0]}")
+    (grad,) = torch.autograd.grad(scores.sum(), x, create_graph=True)
+    return grad.pow(2).flatten(1).sum(1).mean()
+
+
+def non_saturating_r1_loss(gamma: float = 1.0) -> GANLoss:
+    """The non-saturating GAN with the R1 penalty as an objective for :func:`fit_gan` (Mescheder et al. 2018).
+
+    The discriminator minimises :func:`discriminator_loss` + (gamma / 2) * :func:`r1_penalty`, the generator the
+    non-saturating :func:`generator_loss`. The penalty is logged as ``"r1"``.
+
+    Args: gamma: finite > 0. Returns: a :class:`GANLoss` named ``"non_saturating_r1"``.
+    Raises: ValueError / TypeError for a gamma that is not a finite number > 0.
+    """
+    gamma = check_positive_float("gamma", gamma)
+    return GANLoss("non_saturating_r1", discriminator_loss, functools.partial(generator_loss, kind="non_saturating"),
+                   penalty=r1_penalty, penalty_weight=gamma / 2, penalty_key="r1")
+
+
+def fgsm_perturb(classifier, images: torch.Tensor, labels: torch.Tensor, epsilon: float) -> torch.Tensor:
+    r"""A fast-gradient-sign adversarial perturbation (Goodfellow, Shlens & Szegedy 2015), clipped to [0, 1].
+
+    :math:`\tilde x = \operatorname{clip}_{[0,1]}(x + \epsilon\, \operatorname{sign}(\nabla_x \mathcal L(x, y)))`
+    with :math:`\mathcal L` the cross-entropy of the classifier's logits: the steepest ascent step of the loss under
+    the max-norm constraint :math:`\lVert \tilde x - x \rVert_\infty \le \epsilon` for the linearised loss (the
+    maximiser of :math:`g^\top \delta` over :math:`\lVert \delta \rVert_\infty \le \epsilon` is
+    :math:`\epsilon\,\operatorname{sign}(g)`).
+
+    Args:
+        classifier: a module mapping images to logits ``(N, n_classes)`` (e.g.
+            :func:`coursekit.metrics.get_digits_classifier`).
+        images: float images in [0, 1], ``(N, ...)`` as the classifier accepts them. labels: int64 ``(N,)``.
+        epsilon: the max-norm budget >= 0, in pixel units (the pixel range is [0, 1]).
+
+    Returns:
+        The perturbed images, same shape and dtype, detached, every entry within ``epsilon`` of the input.
+
+    Raises:
+        TypeError / ValueError: images not in [0, 1], labels of the wrong shape or type, epsilon < 0.
+    """
+    check_tensor("images", images)
+    if not images.is_floating_point() or images.ndim < 1:
+        raise ValueError(f"images must be a floating-point batch (N, ...), got dtype {images.dtype}")
+    check_finite("images", images)
+    if images.min() < 0 or images.max() > 1:
+        raise ValueError("images must have values in [0, 1] (the classifier's pixel range)")
+    check_tensor("labels", labels)
+    if labels.dtype != torch.long or labels.shape != images.shape[:1]:
+        raise ValueError(f"labels must be int64 of shape ({images.shape[0]},), got {labels.dtype} "
+                         f"{tuple(labels.shape)}")
+    if not (isinstance(epsilon, (int, float)) and math.isfinite(epsilon) and epsilon >= 0):
+        raise ValueError(f"epsilon must be a finite number >= 0, got {epsilon!r}")
+    x = images.detach().clone().requires_grad_(True)
+    loss = F.cross_entropy(classifier(x), labels, reduction="sum")
+    (grad,) = torch.autograd.grad(loss, x)
+    return (images.detach() + epsilon * grad.sign()).clamp(0.0, 1.0)

@@ -662,3 +662,114 @@ def test_class_agreement():
         G.class_agreement(x[:3], y[:2])
     with pytest.raises(ValueError, match="0..9"):
         G.class_agreement(x[:2], torch.tensor([0, 12]))
+
+
+# ------------------------------------------------------------------ spectral normalisation, R1, FGSM
+def _known_spectrum(sv, m=9, n=6, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    u, _ = torch.linalg.qr(torch.randn(m, m, generator=g, dtype=torch.float64))
+    v, _ = torch.linalg.qr(torch.randn(n, n, generator=g, dtype=torch.float64))
+    s = torch.zeros(m, n, dtype=torch.float64)
+    s[range(len(sv)), range(len(sv))] = torch.tensor(sv, dtype=torch.float64)
+    return u @ s @ v.T
+
+
+def test_power_iteration_matches_torch_linalg_largest_singular_value():
+    g = torch.Generator().manual_seed(1)
+    W_batch = torch.randn(4, 12, 7, generator=g, dtype=torch.float64)
+    sigma, u, v = G.spectral_norm_power_iteration(W_batch, 500, generator=g)
+    torch.testing.assert_close(sigma, torch.linalg.matrix_norm(W_batch, ord=2), rtol=1e-6, atol=0)
+    torch.testing.assert_close(u.norm(dim=-1), torch.ones(4, dtype=torch.float64))
+    # u, v are the top singular vectors: W v = sigma u
+    torch.testing.assert_close(torch.einsum("bmn,bn->bm", W_batch, v), sigma[:, None] * u, rtol=1e-4, atol=1e-4)
+    # the error shrinks like (s2 / s1)^(2t): with s = (2, 1, ...) twenty steps reach ~1e-12 relative error
+    W_known = _known_spectrum([2.0, 1.0, 0.5, 0.1])
+    errors = [abs(G.spectral_norm_power_iteration(W_known, t, generator=torch.Generator().manual_seed(3))[0].item()
+                  - 2.0) for t in (1, 5, 20)]
+    assert errors[0] > errors[1] > errors[2] and errors[2] < 1e-9
+    # sigma is never above the largest singular value (Rayleigh quotient)
+    assert (sigma <= torch.linalg.svdvals(W_batch)[:, 0] + 1e-12).all()
+
+
+def test_power_iteration_bad_input():
+    with pytest.raises(ValueError, match="batch of matrices"):
+        G.spectral_norm_power_iteration(torch.ones(3), 1)
+    with pytest.raises(ValueError, match="u must have shape"):
+        G.spectral_norm_power_iteration(torch.ones(2, 3, 4), 1, u=torch.ones(3))
+    with pytest.raises(ValueError, match="n_iter"):
+        G.spectral_norm_power_iteration(torch.ones(3, 4), 0)
+
+
+def test_add_spectral_norm_makes_every_layer_of_every_member_norm_one():
+    model = G.EnsembleMLP([0, 1, 2], 2, 1, hidden=(16, 16))
+    G.add_spectral_norm(model, n_iter=1)
+    model.train()
+    x = torch.randn(5, 3, 2)
+    for _ in range(60):  # one power iteration per forward pass, u kept between calls
+        model(x)
+    for w in model.weights:  # the parametrised (normalised) weights
+        torch.testing.assert_close(torch.linalg.matrix_norm(w, ord=2), torch.ones(3), rtol=1e-3, atol=0)
+    # the Lipschitz bound holds for each member: |f(x) - f(y)| <= |x - y| (ReLU is 1-Lipschitz)
+    a, b = torch.randn(200, 3, 2), torch.randn(200, 3, 2)
+    with torch.no_grad():
+        ratio = (model(a) - model(b)).norm(dim=-1) / (a - b).norm(dim=-1)
+    assert ratio.max() <= 1.0 + 1e-3
+    # gradients reach the raw weights
+    model(x).sum().backward()
+    assert model.weights.parametrizations["0"].original.grad is not None
+    with pytest.raises(TypeError, match="EnsembleMLP"):
+        G.add_spectral_norm(torch.nn.Linear(2, 2))
+
+
+def test_r1_penalty_against_a_closed_form_gradient():
+    # critic l(x) = a^T x + 0.5 x^T B x: grad = a + B x (B symmetric), so R1 = mean ||a + B x||^2
+    g = torch.Generator().manual_seed(4)
+    a = torch.randn(3, generator=g, dtype=torch.float64)
+    M = torch.randn(3, 3, generator=g, dtype=torch.float64)
+    B = M + M.T
+    x = torch.randn(10, 3, generator=g, dtype=torch.float64)
+    critic = lambda t: t @ a + 0.5 * ((t @ B) * t).sum(-1)
+    ref = (a + x @ B).pow(2).sum(-1).mean()
+    torch.testing.assert_close(G.r1_penalty(critic, x), ref)
+    # differentiable in the critic's parameters (create_graph=True)
+    a_req = a.clone().requires_grad_(True)
+    G.r1_penalty(lambda t: t @ a_req, x).backward()
+    torch.testing.assert_close(a_req.grad, 2 * a)
+    with pytest.raises(ValueError, match="one score per example"):
+        G.r1_penalty(lambda t: t, x)
+
+
+def test_non_saturating_r1_trains_through_fit_gan_and_logs_the_penalty():
+    x = D.ring_of_gaussians(256, std=0.05, seed=0)
+    torch.manual_seed(0)
+    gen, dis = ck.nets.MLP(4, 2, hidden=(16,)), ck.nets.MLP(2, 1, hidden=(16,))
+    objective = G.non_saturating_r1_loss(gamma=2.0)
+    assert objective.penalty_weight == 1.0 and objective.penalty_key == "r1"
+    history = G.fit_gan(gen, dis, x, loss=objective, steps=5, batch_size=32, latent_dim=4, progress=False)
+    assert "r1" in history and all(v >= 0 for v in history["r1"])
+    with pytest.raises(ValueError):
+        G.non_saturating_r1_loss(gamma=0.0)
+
+
+def test_fgsm_is_the_sign_of_the_autograd_gradient_within_the_budget():
+    torch.manual_seed(0)
+    clf = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+    x = torch.rand(6, 64, generator=torch.Generator().manual_seed(5)) * 0.8 + 0.1
+    y = torch.arange(6)
+    eps = 0.05
+    x_adv = G.fgsm_perturb(clf, x, y, eps)
+    assert (x_adv - x).abs().max() <= eps + 1e-7 and x_adv.min() >= 0 and x_adv.max() <= 1
+    # for a linear classifier the gradient of the cross-entropy is W^T (softmax - onehot), computed here by hand
+    W_, b_ = clf[1].weight.detach(), clf[1].bias.detach()
+    p = torch.softmax(x @ W_.T + b_, 1)
+    grad = (p - F.one_hot(y, 10).float()) @ W_
+    torch.testing.assert_close(x_adv, (x + eps * grad.sign()).clamp(0, 1))
+    # the loss goes up
+    loss = lambda t: F.cross_entropy(clf(t), y).item()
+    assert loss(x_adv) > loss(x)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        G.fgsm_perturb(clf, x + 1, y, eps)
+    with pytest.raises(ValueError, match="labels"):
+        G.fgsm_perturb(clf, x, y.float(), eps)
+    with pytest.raises(ValueError, match="epsilon"):
+        G.fgsm_perturb(clf, x, y, -0.1)

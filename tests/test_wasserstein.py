@@ -478,3 +478,25 @@ def test_wgan_objectives_carry_the_papers_defaults():
             W.wgan_clip_loss(bad)
     assert W.recipe_objective("wgan_gp").penalty_weight == W.RECIPES_2D["wgan_gp"].gp_weight
     assert W.recipe_objective("vanilla") is gan.GAN_LOSSES["minimax"]
+
+
+def test_regularised_recipes_differ_from_non_saturating_only_in_the_discriminator():
+    base, sn, r1 = (W.RECIPES_2D[k] for k in ("non_saturating", "spectral_norm", "r1"))
+    for rec in (sn, r1):
+        for field in ("loss", "steps", "hidden", "activation", "batch_size", "lr_g", "lr_d", "betas", "lr_schedule"):
+            assert getattr(rec, field) == getattr(base, field), field
+    assert sn.spectral_norm and not base.spectral_norm and r1.r1_gamma > 0 == base.r1_gamma
+    obj = W.recipe_objective("r1")
+    assert obj.name == "non_saturating_r1" and obj.penalty_weight == r1.r1_gamma / 2
+    assert W.recipe_objective("spectral_norm").name == "non_saturating"
+    bad = W.Recipe2D(name="bad", loss="minimax", steps={"smoke": 1, "cpu": 2, "gpu": 3}, r1_gamma=1.0, source="x")
+    with pytest.raises(ValueError, match="r1_gamma"):
+        W.recipe_objective(bad)
+
+
+def test_spectral_norm_recipe_trains_a_normalised_discriminator():
+    run = W.train_2d_gans("spectral_norm", ("ring",), seeds=(0, 1), steps=40, progress=False)
+    for w in run["discriminator"].weights:  # each member's every layer has spectral norm ~1
+        torch.testing.assert_close(torch.linalg.matrix_norm(w.detach(), ord=2), torch.ones(2), rtol=0.05, atol=0)
+    run_r1 = W.train_2d_gans("r1", ("ring",), seeds=(0,), steps=3, progress=False)
+    assert "r1" in run_r1["history"]
