@@ -644,3 +644,19 @@ def test_monte_carlo_mean_and_standard_error(gen):
     assert abs(est.item() - 5.0) < 4 * err.item()
     with pytest.raises(ValueError, match="S >= 2"):
         monte_carlo_mean(torch.zeros(1))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_discrete_functions_keep_the_dtype_and_batch_shape(dtype):
+    p = random_simplex(5, 3, seed=1).to(dtype)
+    q = random_simplex(5, 3, seed=2).to(dtype)
+    _, joint = random_joint(2, 4, n=3, seed=3)
+    joint = joint.to(dtype)
+    support = torch.arange(5, dtype=dtype)
+    outs = [entropy(p), cross_entropy(p, q), hellinger(p, q), js_divergence(p, q), kl_from_log_probs(p.log(), q.log()),
+            wasserstein1_grid(p, q, support), mutual_information(joint), conditional_entropy(joint)]
+    for out in outs:
+        assert out.shape == (3,) and out.dtype == dtype
+    lv = torch.zeros(3, 2, dtype=dtype)
+    for out in (gaussian_entropy(lv), gaussian_hellinger(lv, lv, lv + 1, lv)):
+        assert out.shape == (3,) and out.dtype == dtype
