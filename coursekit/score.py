@@ -62,6 +62,7 @@ from ._validate import (
     check_tensor,
 )
 from .mixtures import gaussian_mixture_log_prob, gaussian_mixture_score
+from .nets import UNet
 from .wasserstein import gaussian_kernel_matrix, median_bandwidths, mmd2_unbiased
 
 __all__ = [
@@ -85,6 +86,7 @@ __all__ = [
     "mmd_permutation_test",
     "NoiseConditionalMLP",
     "NoiseConditionalConvNet8x8",
+    "NoiseConditionalUNet8x8",
 ]
 
 
@@ -890,4 +892,40 @@ class NoiseConditionalConvNet8x8(nn.Module):
         for conv, shift in zip(self.convs, self.shifts):
             h = h + self.act(conv(h) + shift(emb)[:, :, None, None])
         out = self.out(h).reshape(shape)
+        return out / sigma.reshape(-1, *([1] * (len(shape) - 1)))
+
+
+class NoiseConditionalUNet8x8(nn.Module):
+    r"""A noise-conditional score network for 8x8 images built on chapter 08's U-Net (:class:`coursekit.nets.UNet`):
+    :math:`s_\theta(x, \sigma) = f_\theta(x, \tau(\sigma)) / \sigma`.
+
+    The noise level enters through the U-Net's sinusoidal time embedding at the "time"
+    :math:`\tau(\sigma) = 100\,(\log\sigma + 5)`, a fixed affine map of :math:`\log\sigma` that sends
+    :math:`\sigma \in [e^{-5}, e^{5}]` to :math:`[0, 1000]`, the range of times the embedding's frequencies were
+    designed for. As in :class:`NoiseConditionalMLP`, dividing by :math:`\sigma` (Song & Ermon 2020, sec. 3.3) makes
+    :math:`f_\theta = \sigma s_\theta = -\hat\varepsilon` of order one; the U-Net's output layer starts at zero, so the
+    initial score is 0 and the initial :func:`ncsn_loss` is :math:`D/2`.
+
+    Args:
+        channels: the U-Net's width C (>= 8, divisible by 8).
+
+    Shapes:
+        ``forward(x, sigma)``: x float (N, 64) or (N, 1, 8, 8), sigma a float or (N,) tensor of positive levels ->
+        the same shape as x.
+
+    Raises:
+        ValueError: bad ``channels``, a wrong image shape, or non-positive sigma.
+    """
+
+    def __init__(self, channels: int = 16):
+        super().__init__()
+        self.unet = UNet(in_channels=1, channels=check_positive_int("channels", channels))
+
+    def forward(self, x: torch.Tensor, sigma) -> torch.Tensor:
+        check_tensor("x", x)
+        shape = x.shape
+        if not ((x.ndim == 2 and x.shape[1] == 64) or (x.ndim == 4 and tuple(x.shape[1:]) == (1, 8, 8))):
+            raise ValueError(f"x must have shape (N, 64) or (N, 1, 8, 8), got {tuple(x.shape)}")
+        sigma = _sigma_column(sigma, x)
+        out = self.unet(x.reshape(-1, 1, 8, 8), 100.0 * (torch.log(sigma) + 5.0)).reshape(shape)
         return out / sigma.reshape(-1, *([1] * (len(shape) - 1)))

@@ -575,3 +575,34 @@ def test_annealed_step_size_minimises_the_ratio():
     assert all(gaps[i] > gaps[i + 1] for i in range(len(gaps) - 1))
     with pytest.raises(ValueError, match="4 sigma_min"):
         S.annealed_variance_ratio(4.5 * sigma_l**2, sigma_l, gamma, T)
+
+
+def test_noise_conditional_unet():
+    """s(x, sigma) = UNet(x, 100 (log sigma + 5)) / sigma, computed here from the wrapped U-Net directly; zero at
+    initialisation (zero output layer), so the initial NCSN loss is D / 2; it trains (the loss falls)."""
+    torch.manual_seed(0)
+    net = S.NoiseConditionalUNet8x8(channels=8)
+    x = torch.rand(6, 64)
+    sigma = torch.tensor([0.02, 0.1, 0.5, 1.0, 2.0, 4.8])
+    assert torch.count_nonzero(net(x, sigma)) == 0
+    torch.nn.init.normal_(net.unet.out[-1].weight, std=0.1)  # make the output non-zero
+    want = net.unet(x.reshape(6, 1, 8, 8), 100 * (torch.log(sigma) + 5)).reshape(6, 64) / sigma[:, None]
+    assert torch.allclose(net(x, sigma), want, atol=1e-6)
+    assert torch.allclose(net(x.reshape(6, 1, 8, 8), sigma).reshape(6, 64), want, atol=1e-6)
+    assert torch.allclose(net(x, 0.5), net(x, torch.full((6,), 0.5)))
+    fresh = S.NoiseConditionalUNet8x8(channels=8)
+    levels = S.geometric_sigmas(3.0, 0.05, 5)
+    assert abs(S.ncsn_loss(fresh, x, levels).item() - 32.0) < 8.0  # 1/2 E|eps|^2 = D / 2 at s = 0
+    opt = torch.optim.Adam(fresh.parameters(), lr=3e-3)
+    g = torch.Generator().manual_seed(0)
+    data = torch.rand(64, 64)
+    first = S.ncsn_loss(fresh, data, levels, generator=torch.Generator().manual_seed(1)).item()
+    for _ in range(60):
+        opt.zero_grad()
+        S.ncsn_loss(fresh, data, levels, generator=g).backward()
+        opt.step()
+    assert S.ncsn_loss(fresh, data, levels, generator=torch.Generator().manual_seed(1)).item() < 0.8 * first
+    with pytest.raises(ValueError, match="shape"):
+        net(torch.rand(3, 63), 0.5)
+    with pytest.raises(ValueError, match="> 0"):
+        net(x, -1.0)
