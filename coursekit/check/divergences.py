@@ -25,6 +25,15 @@ def _simplex(ctx: Ctx, *shape: int, zeros: bool) -> torch.Tensor:
     return w / w.sum(-1, keepdim=True)
 
 
+def _fail_values(ctx: Ctx, out: torch.Tensor, ref: torch.Tensor, cands: dict, tol: dict, *, default: str,
+                 not_finite: str, shown: Callable[[int], str]) -> None:
+    """Fail with the named mistake (else ``not_finite`` or ``default``) and the first failing input, ``shown(i)``."""
+    hint = hint_for(out, cands, **tol, default=default, not_finite=not_finite)
+    i = first_bad(out, ref, **tol)
+    ctx.fail(f"wrong values: {hint}\n  e.g. {shown(i)}:\n  expected {float(ref[i]):.6f}, got "
+             f"{float(out.detach().reshape(-1)[i]):.6f}")
+
+
 def discrete_entropy(fn: Callable, *, seed: int | None = None) -> None:
     r"""Check ``fn(p) -> H(p) = -sum_k p_k log p_k`` in nats for probability vectors along the last dim.
 
@@ -53,12 +62,10 @@ def discrete_entropy(fn: Callable, *, seed: int | None = None) -> None:
             "the sign is flipped: H(p) = -sum p log p is >= 0 because log p <= 0.": -ref,
             f"you averaged over the {k} outcomes: the entropy is a SUM over k of -p_k log p_k.": ref / k,
         }
-        hint = hint_for(out, cands, **_TOL, default="expected -sum_k p_k log p_k over the last dim, in nats.",
-                        not_finite="your result is not finite: an outcome with p_k = 0 contributes 0 (0 log 0 = 0, "
-                                   "the limit of x log x). Use torch.xlogy(p, p) or torch.where, not p * log(p).")
-        i = first_bad(out, ref, **_TOL)
-        ctx.fail(f"wrong values: {hint}\n  e.g. p = {fmt(p[i])}:\n  expected {float(ref[i]):.6f}, got "
-                 f"{float(out.detach().reshape(-1)[i]):.6f}")
+        _fail_values(ctx, out, ref, cands, _TOL, default="expected -sum_k p_k log p_k over the last dim, in nats.",
+                     not_finite="your result is not finite: an outcome with p_k = 0 contributes 0 (0 log 0 = 0, "
+                                "the limit of x log x). Use torch.xlogy(p, p) or torch.where, not p * log(p).",
+                     shown=lambda i: f"p = {fmt(p[i])}")
     special = torch.zeros(2, k, dtype=torch.float64)
     special[0, 2] = 1.0
     special[1] = 1.0 / k
@@ -102,12 +109,10 @@ def sample_exponential(fn: Callable, *, seed: int | None = None) -> None:
             "you returned the CDF F(u) = 1 - exp(-rate * u); invert it: solve F(x) = u for x.":
                 1 - torch.exp(-rate * u),
         }
-        hint = hint_for(out, cands, **tol, default="expected x = -log(1 - u) / rate, the solution of "
-                                                   "1 - exp(-rate x) = u.",
-                        not_finite="your result is not finite for u in (0.01, 0.99); check the logarithm's argument.")
-        i = first_bad(out, ref, **tol)
-        ctx.fail(f"wrong values: {hint}\n  e.g. u = {float(u[i]):.4f}, rate = {float(rate[i]):.4f}: expected "
-                 f"{float(ref[i]):.6f}, got {float(out.detach().reshape(-1)[i]):.6f}")
+        _fail_values(ctx, out, ref, cands, tol, default="expected x = -log(1 - u) / rate, the solution of "
+                                                        "1 - exp(-rate x) = u.",
+                     not_finite="your result is not finite for u in (0.01, 0.99); check the logarithm's argument.",
+                     shown=lambda i: f"u = {float(u[i]):.4f}, rate = {float(rate[i]):.4f}")
     tiny = torch.tensor([1e-6, 1e-4, 0.5, 1 - 1e-9], dtype=torch.float64)
     ones = torch.ones(4, dtype=torch.float64)
     got = ctx.call(tiny, ones)
@@ -152,12 +157,10 @@ def mutual_info(fn: Callable, *, seed: int | None = None) -> None:
             "this is KL(p(x) p(y) || p(x, y)), the arguments reversed: I = KL(p(x, y) || p(x) p(y)).":
                 kl_divergence(product, flat),
         }
-        hint = hint_for(out, cands, **_TOL, default="expected sum_{x,y} p(x,y) log(p(x,y) / (p(x) p(y))) with "
-                                                    "p(x) = joint.sum(-1), p(y) = joint.sum(-2).",
-                        not_finite="your result is not finite; cells with p(x, y) = 0 contribute 0.")
-        i = first_bad(out, ref, **_TOL)
-        ctx.fail(f"wrong values: {hint}\n  e.g. joint = {fmt(joint[i])}:\n  expected {float(ref[i]):.6f}, got "
-                 f"{float(out.detach().reshape(-1)[i]):.6f}")
+        _fail_values(ctx, out, ref, cands, _TOL, default="expected sum_{x,y} p(x,y) log(p(x,y) / (p(x) p(y))) "
+                                                         "with p(x) = joint.sum(-1), p(y) = joint.sum(-2).",
+                     not_finite="your result is not finite; cells with p(x, y) = 0 contribute 0.",
+                     shown=lambda i: f"joint = {fmt(joint[i])}")
     px, py = _simplex(ctx, k, zeros=False), _simplex(ctx, l, zeros=False)
     indep = (px[:, None] * py[None, :])[None]
     got = ctx.call(indep)
