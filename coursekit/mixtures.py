@@ -77,9 +77,18 @@ __all__ = [
 ]
 
 
+def _floating_if_tensor(name, v):
+    """A tensor argument must be floating point (an integer tensor is a mistake); numbers and lists pass."""
+    if isinstance(v, torch.Tensor):
+        check_floating(name, v, finite=False)
+    return v
+
+
 def _mixture_args(x, means, stds, weights, sigma):
     """Validate the mixture; return ``(x, means (k, D), var (k,), weights (k,) normalised)`` in x's dtype."""
     x = check_matrix("x", x)
+    for name, v in (("means", means), ("stds", stds), ("weights", weights)):
+        _floating_if_tensor(name, v)
     means = torch.as_tensor(means, dtype=x.dtype, device=x.device)
     check_shape("means", means, ("k", x.shape[1]))
     k = means.shape[0]
@@ -114,8 +123,10 @@ def gaussian_mixture_log_prob(x: torch.Tensor, means, stds, weights=None, sigma:
         (N,) log-densities in nats, same dtype/device as ``x``.
 
     Raises:
-        TypeError / ValueError: for a bad ``x``, means not of shape (k, D), non-finite values, stds <= 0,
-            negative weights or weights summing to 0, or sigma < 0.
+        TypeError: ``x`` not a floating-point tensor, or ``means`` / ``stds`` / ``weights`` given as an integer
+            (or boolean) tensor.
+        ValueError: means not of shape (k, D), non-finite values, stds <= 0, negative weights or weights
+            summing to 0, or sigma < 0.
     """
     x, means, var, w = _mixture_args(x, means, stds, weights, sigma)
     return torch.logsumexp(_mixture_log_terms(x, means, var, w), dim=1)
@@ -546,7 +557,7 @@ def _gmm_params(x, weights, means, covariances):
     k = means.shape[0]
     weights = check_floating("weights", torch.as_tensor(weights))
     check_shape("weights", weights, (k,))
-    check_probability_vectors(weights=weights.to(torch.float64))
+    check_probability_vectors(weights=weights)  # in the weights' own dtype: its tolerance, before any upcast
     covariances = check_floating("covariances", torch.as_tensor(covariances))
     check_shape("covariances", covariances, (k, d, d))
     cov = covariances.to(device=x.device, dtype=torch.float64)
@@ -576,7 +587,8 @@ def gmm_log_prob(x: torch.Tensor, weights, means, covariances) -> torch.Tensor:
     by log-sum-exp over the components (Bishop 2006, sec. 9.2), computed in float64 with Cholesky factors.
 
     Args:
-        x: (N, D) float points. weights: (K,) probabilities summing to 1. means: (K, D).
+        x: (N, D) float points. weights: (K,) probabilities summing to 1 within the tolerance of their own
+            dtype (:data:`coursekit._validate.PROBABILITY_SUM_ATOL`, 1e-8 for float64). means: (K, D).
         covariances: (K, D, D) symmetric positive definite.
 
     Returns:

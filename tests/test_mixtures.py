@@ -224,6 +224,46 @@ def test_gmm_log_prob_rejects_bad_input(args, match):
         M.gmm_log_prob(*[torch.as_tensor(a, dtype=torch.float32) for a in args])
 
 
+@pytest.mark.parametrize("fn", [M.gaussian_mixture_log_prob, M.gaussian_mixture_score])
+@pytest.mark.parametrize("name", ["x", "means", "stds", "weights"])
+def test_mixture_density_rejects_an_integer_tensor_by_name(fn, name):
+    """An integer tensor is a mistake (e.g. ``torch.tensor([1, 2])`` for stds), not something to cast silently."""
+    args = {"x": torch.zeros(3, 2), "means": torch.zeros(2, 2), "stds": torch.ones(2), "weights": torch.ones(2)}
+    args[name] = args[name].long()
+    with pytest.raises(TypeError, match=rf"^{name} must be a floating-point tensor"):
+        fn(**args)
+
+
+@pytest.mark.parametrize("fn", [M.gmm_log_prob, M.gmm_responsibilities])
+@pytest.mark.parametrize("name", ["x", "weights", "means", "covariances"])
+def test_gmm_rejects_an_integer_tensor_by_name(fn, name):
+    args = {"x": torch.zeros(3, 2), "weights": torch.tensor([0.5, 0.5]), "means": torch.zeros(2, 2),
+            "covariances": torch.eye(2).expand(2, 2, 2).clone()}
+    args[name] = args[name].long() if name != "weights" else torch.tensor([1, 0])
+    with pytest.raises(TypeError, match=rf"^{name} must be a floating-point tensor"):
+        fn(**args)
+
+
+@pytest.mark.parametrize("fn", [M.gmm_log_prob, M.gmm_responsibilities])
+def test_gmm_weights_sum_is_checked_at_the_tolerance_of_their_own_dtype(fn):
+    """float32 weights off 1 by round-off (3e-7 > float64's 1e-8, < float32's tolerance) are accepted; the same
+    deviation in float64 is rejected, naming the weights."""
+    _, mu, cov = _random_gmm(2, 2)
+    x = torch.randn(5, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    w32 = torch.tensor([0.5, 0.5 + 3e-7], dtype=torch.float32)
+    dev = float((w32.double().sum() - 1).abs())
+    assert 1e-8 < dev < 1e-5, dev
+    out = fn(x, w32, mu, cov)
+    ref = fn(x, w32.double() / w32.double().sum(), mu, cov)
+    assert torch.allclose(out, ref, atol=1e-5)
+    g = torch.Generator().manual_seed(1)
+    for _ in range(20):  # a float32 softmax is accepted, whatever its round-off
+        w_soft = torch.softmax(3 * torch.randn(7, generator=g), 0)
+        assert torch.isfinite(fn(x.float(), w_soft, torch.randn(7, 2, generator=g), torch.eye(2).expand(7, 2, 2))).all()
+    with pytest.raises(ValueError, match=r"^weights must sum to 1"):
+        fn(x, w32.double(), mu, cov)
+
+
 @pytest.mark.parametrize("covariance_type", ["full", "diag"])
 def test_em_log_likelihood_never_decreases_and_matches_sklearn(covariance_type):
     x = _blobs(scale=1.2, seed=1)
@@ -270,6 +310,23 @@ def test_covariance_floor_prevents_a_singular_component():
     assert evals.min() >= 1e-3 * (1 - 1e-9)
     assert evals[1].max() == pytest.approx(1e-3, rel=1e-6)  # the lone point's component sits at the floor
     assert np.isfinite(fit.log_likelihoods).all() and (np.diff(fit.log_likelihoods) >= -1e-10).all()
+
+
+def test_without_a_floor_the_likelihood_of_a_lone_point_component_is_unbounded():
+    """As the floor eps shrinks 1000-fold, the lone point's component stays at eps I and the mean log-likelihood
+    rises by (D/2) log(1000) / N each time (its term log w - (D/2) log(2 pi eps); the others do not change):
+    it does not level off, so without a floor there is no maximum."""
+    x = torch.cat([_blobs(n_per=60, centres=((0.0, 0.0), (4.0, 0.0))), torch.tensor([[20.0, 20.0]],
+                                                                                   dtype=torch.float64)])
+    init = torch.tensor([[0.0, 0.0], [4.0, 0.0], [20.0, 20.0]], dtype=torch.float64)
+    lls = []
+    for eps in (1e-3, 1e-6, 1e-9, 1e-12):
+        fit = M.fit_gmm(x, 3, init_means=init, reg_covar=eps, max_iter=100)
+        evals = torch.linalg.eigvalsh(fit.covariances[2])
+        assert torch.allclose(evals, torch.full((2,), eps, dtype=torch.float64), rtol=1e-6), (eps, evals)
+        lls.append(fit.log_likelihoods[-1])
+    rise = np.diff(lls)
+    assert np.allclose(rise, math.log(1e3) / x.shape[0], rtol=1e-6), rise
 
 
 @pytest.mark.filterwarnings("ignore:Best performing initialization")
@@ -371,6 +428,11 @@ def test_pca_and_factor_analysis_disagree_when_one_feature_is_noisy():
     cos_pca, cos_fa = float((u_pca @ w_true).abs()), float((u_fa @ w_true).abs())
     assert cos_fa > 0.99 and cos_pca < 0.5, (cos_fa, cos_pca)
     assert fa.noise_variance[0] == pytest.approx(9.0, rel=0.1)
+    # PPCA's one sigma^2 cannot absorb feature 0's noise: W = V_d (Lambda_d - sigma^2 I)^{1/2} is PCA's direction
+    w_ppca = M.fit_ppca(x, 1).loadings[:, 0]
+    u_ppca = w_ppca / w_ppca.norm()
+    assert float((u_ppca @ u_pca).abs()) > 1 - 1e-9
+    assert float((u_ppca @ w_true).abs()) < 0.5
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -397,7 +459,8 @@ def test_pca_minimises_reconstruction_error_over_random_subspaces():
     x = _correlated(300, 6, seed=3)
     p = M.pca(x, 2)
     n = x.shape[0]
-    lam = torch.linalg.eigvalsh(torch.cov(x.T, correction=0)).flip(0)
+    lam, v = torch.linalg.eigh(torch.cov(x.T, correction=0))
+    lam, v = lam.flip(0), v.flip(1)
     err_pca = float(((x - p.decode(p.encode(x))) ** 2).sum(1).mean())
     assert err_pca == pytest.approx(float(lam[2:].sum()), rel=1e-10)
     assert float(p.explained_variance.sum()) * (n - 1) / n == pytest.approx(float(lam[:2].sum()), rel=1e-10)
@@ -409,6 +472,12 @@ def test_pca_minimises_reconstruction_error_over_random_subspaces():
         s = torch.cov(x.T, correction=0)
         assert err == pytest.approx(float(torch.trace(s) - torch.trace(u.T @ s @ u)), rel=1e-10)
         assert err >= err_pca - 1e-12
+        # the proof's weights a_j = ||U^T v_j||^2: in [0, 1], summing to d = 2
+        a = ((u.T @ v) ** 2).sum(0)
+        assert float(a.min()) >= -1e-12 and float(a.max()) <= 1 + 1e-12 and float(a.sum()) == pytest.approx(2.0)
+    # for PCA's U they are 1 on the top d = 2 eigenvectors and 0 on the others (the equality case)
+    a_pca = ((p.components @ v) ** 2).sum(0)
+    assert torch.allclose(a_pca, torch.tensor([1.0, 1, 0, 0, 0, 0], dtype=torch.float64), atol=1e-10)
 
 
 def _log_joint_scipy(x, w, mu, cov):
