@@ -937,29 +937,36 @@ def spectral_norm_power_iteration(weight: torch.Tensor, n_iter: int = 1, u: torc
         u = torch.randn(weight.shape[:-1], generator=generator, dtype=weight.dtype).to(weight.device)
     elif tuple(u.shape) != tuple(weight.shape[:-1]):
         raise ValueError(f"u must have shape {tuple(weight.shape[:-1])} (one vector per matrix), got {tuple(u.shape)}")
+    return _power_iteration(weight, n_iter, u, eps)
+
+
+def _power_iteration(weight: torch.Tensor, n_iter: int, u: torch.Tensor, eps: float = 1e-12):
+    """The unchecked loop of :func:`spectral_norm_power_iteration` (batched matrix products; runs at every step)."""
     with torch.no_grad():
         w = weight.detach()
-        u = u / (u.norm(dim=-1, keepdim=True) + eps)
+        u = (u / (u.norm(dim=-1, keepdim=True) + eps)).unsqueeze(-2)  # (..., 1, m)
         for _ in range(n_iter):
-            v = torch.einsum("...mn,...m->...n", w, u)
+            v = u @ w  # (..., 1, n) = (W^T u)^T
             v = v / (v.norm(dim=-1, keepdim=True) + eps)
-            u = torch.einsum("...mn,...n->...m", w, v)
+            u = v @ w.transpose(-1, -2)  # (..., 1, m) = (W v)^T
             u = u / (u.norm(dim=-1, keepdim=True) + eps)
-    sigma = torch.einsum("...m,...mn,...n->...", u, weight, v)
-    return sigma, u, v
+    sigma = ((u @ weight) * v).sum(-1).squeeze(-1)
+    return sigma, u.squeeze(-2), v.squeeze(-2)
 
 
 class EnsembleSpectralNorm(nn.Module):
     """Spectral normalisation as a ``torch.nn.utils.parametrize`` parametrisation of a batch of weight matrices.
 
-    ``forward(W)`` returns ``W / sigma(W)`` for each matrix of ``W`` ``(..., m, n)``, with sigma from one step of
-    :func:`spectral_norm_power_iteration` per training-mode call, its u kept in a buffer between calls (Miyato et
-    al. 2018, Algorithm 1). Every normalised matrix then has spectral norm about 1, so a network of such layers
-    with 1-Lipschitz activations is about 1-Lipschitz. Works for the stacked ``(E, fan_in, fan_out)`` weights of
-    :class:`EnsembleMLP` (see :func:`add_spectral_norm`); a matrix and its transpose have the same sigma.
+    ``forward(W)`` returns ``W / sigma(W)`` for each matrix of ``W`` ``(..., m, n)``, with
+    :math:`\\sigma = u^\\top W v` differentiable in W and the vectors u, v from :func:`spectral_norm_power_iteration`.
+    As in Miyato et al. (2018), Algorithm 1, u and v are kept in buffers and refined by ``n_iter`` power
+    iterations at every forward pass in training mode (as ``torch.nn.utils.spectral_norm`` does); in eval mode the
+    stored vectors are used as they are. Every normalised matrix then has spectral norm about 1, and a network of such
+    layers with 1-Lipschitz activations is about 1-Lipschitz. Works for the stacked ``(E, fan_in, fan_out)`` weights
+    of :class:`EnsembleMLP` (see :func:`add_spectral_norm`); a matrix and its transpose have the same sigma.
 
     Args:
-        shape: the weight's shape ``(..., m, n)``. n_iter: power iterations per call (>= 1). seed: seeds u.
+        shape: the weight's shape ``(..., m, n)``. n_iter: power iterations per update (>= 1). seed: seeds u.
     """
 
     def __init__(self, shape, n_iter: int = 1, seed: int = 0):
@@ -970,12 +977,18 @@ class EnsembleSpectralNorm(nn.Module):
         self.n_iter = check_positive_int("n_iter", n_iter)
         u = torch.randn(shape[:-1], generator=torch.Generator().manual_seed(int(seed)))
         self.register_buffer("u", u / u.norm(dim=-1, keepdim=True))
+        self.register_buffer("v", torch.zeros(shape[:-2] + shape[-1:]))
+        self.register_buffer("started", torch.zeros((), dtype=torch.bool))
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
-        n_iter = self.n_iter if self.training else 1
-        sigma, u, _ = spectral_norm_power_iteration(weight, n_iter, self.u.to(weight.dtype))
-        if self.training:
+        if self.training or not bool(self.started):
+            _, u, v = _power_iteration(weight, self.n_iter, self.u.to(weight.dtype))
             self.u.copy_(u)
+            self.v.copy_(v)
+            self.started.fill_(True)
+        else:  # copies: the graph of sigma must not see later in-place updates of the buffers
+            u, v = self.u.to(weight.dtype, copy=True), self.v.to(weight.dtype, copy=True)
+        sigma = ((u.unsqueeze(-2) @ weight).squeeze(-2) * v).sum(-1)
         return weight / sigma[..., None, None]
 
 

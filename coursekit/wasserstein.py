@@ -766,9 +766,9 @@ BEST_RECIPE_2D = "vanilla"
 
 #: Two regularised discriminators beside the recipes above, on exactly the non-saturating recipe's networks,
 #: batch, learning rates and budget (only the discriminator's regulariser differs): spectral normalisation of every
-#: discriminator layer (Miyato et al. 2018; one power iteration per step, as in their Algorithm 1) and the R1
-#: penalty on real data with gamma = 1 (Mescheder et al. 2018 use gamma = 10 on images; the 2-D data here have
-#: unit scale, so a smaller weight).
+#: discriminator layer (Miyato et al. 2018; one power iteration per training-mode forward pass) and the R1
+#: penalty on real data with gamma = 1 (Mescheder et al. 2018; a weight chosen for 2-D data of unit scale, not
+#: tuned).
 RECIPES_2D["spectral_norm"] = dataclasses.replace(
     RECIPES_2D["non_saturating"], name="spectral_norm", spectral_norm=True,
     source="non-saturating recipe with a spectrally normalised discriminator, Miyato et al. (2018), Algorithm 1 "

@@ -705,8 +705,20 @@ def test_add_spectral_norm_makes_every_layer_of_every_member_norm_one():
     G.add_spectral_norm(model, n_iter=1)
     model.train()
     x = torch.randn(5, 3, 2)
-    for _ in range(60):  # one power iteration per forward pass, u kept between calls
-        model(x)
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+    sn0 = model.weights.parametrizations["0"][0]
+    model(x)
+    u_first = sn0.u.clone()
+    model.eval()
+    model(x)  # eval mode: the stored vectors, no new power iteration
+    torch.testing.assert_close(sn0.u, u_first, rtol=0, atol=0)
+    model.train()
+    for _ in range(60):  # one power iteration per training-mode forward pass, u kept between calls
+        opt.zero_grad()
+        model(x).sum().backward()
+        opt.step()
+    assert not torch.equal(sn0.u, u_first)
+    model(x)
     for w in model.weights:  # the parametrised (normalised) weights
         torch.testing.assert_close(torch.linalg.matrix_norm(w, ord=2), torch.ones(3), rtol=1e-3, atol=0)
     # the Lipschitz bound holds for each member: |f(x) - f(y)| <= |x - y| (ReLU is 1-Lipschitz)
@@ -715,8 +727,9 @@ def test_add_spectral_norm_makes_every_layer_of_every_member_norm_one():
         ratio = (model(a) - model(b)).norm(dim=-1) / (a - b).norm(dim=-1)
     assert ratio.max() <= 1.0 + 1e-3
     # gradients reach the raw weights
+    opt.zero_grad()
     model(x).sum().backward()
-    assert model.weights.parametrizations["0"].original.grad is not None
+    assert model.weights.parametrizations["0"].original.grad.abs().sum() > 0
     with pytest.raises(TypeError, match="EnsembleMLP"):
         G.add_spectral_norm(torch.nn.Linear(2, 2))
 
