@@ -26,8 +26,8 @@ Samplers
   :math:`\alpha_i = \varepsilon\, \sigma_i^2 / \sigma_L^2` at noise level :math:`\sigma_i`.
 
 Noise-level and step-size rules of Song & Ermon (2020), "Improved techniques for training score-based generative
-models": :func:`shell_overlap`, :func:`noise_ratio_for_overlap` and :func:`n_noise_levels` (technique 2, the ratio of
-consecutive levels), :func:`annealed_variance_ratio` and :func:`annealed_step_size` (technique 4, the step size).
+models": :func:`shell_overlap`, :func:`noise_ratio_for_overlap` and :func:`n_noise_levels` (the ratio of consecutive
+levels), :func:`annealed_variance_ratio` and :func:`annealed_step_size` (the number of steps and the step size).
 
 Models and helpers: :class:`NoiseConditionalMLP` (2-D data), :class:`NoiseConditionalConvNet8x8` (8x8 digits),
 :func:`geometric_sigmas`, the exact log-density and score of an isotropic Gaussian mixture convolved with
@@ -625,7 +625,8 @@ def _std_normal_cdf(z: float) -> float:
 
 
 def shell_overlap(gamma: float, dim: int) -> float:
-    r"""The overlap of the noise shells of two consecutive levels (Song & Ermon 2020, technique 2).
+    r"""The overlap of the noise shells of two consecutive levels (Song & Ermon 2020, their rule for the
+    noise levels after the first).
 
     For :math:`x \sim \mathcal{N}(0, \sigma^2 I_D)` the norm concentrates on a thin shell,
     :math:`\lVert x \rVert \approx \mathcal{N}(\sqrt{D}\,\sigma,\ \sigma^2/2)` for large D. With
@@ -656,7 +657,7 @@ def shell_overlap(gamma: float, dim: int) -> float:
 
 def noise_ratio_for_overlap(dim: int, overlap: float = 0.5) -> float:
     r"""The ratio :math:`\gamma > 1` of consecutive noise levels whose :func:`shell_overlap` is ``overlap``
-    (Song & Ermon 2020, technique 2, recommend 0.5), found by bisection. For D >= 5 the overlap starts at
+    (Song & Ermon 2020 recommend 0.5), found by bisection. For D >= 5 the overlap starts at
     :math:`\Phi(3) - \Phi(-3)` at :math:`\gamma = 1`, rises slightly, then decreases towards 0, so every target
     below its value at 1 is crossed exactly once; for D <= 4 (:math:`\sqrt{2D} < 3`) it tends to 1 instead and the
     rule does not apply.
@@ -692,7 +693,7 @@ def n_noise_levels(sigma_max: float, sigma_min: float, dim: int, overlap: float 
     r"""The number of geometric noise levels L from ``sigma_max`` down to ``sigma_min`` whose ratio is at most
     :func:`noise_ratio_for_overlap` ``(dim, overlap)``: the smallest L with
     :math:`(\sigma_1/\sigma_L)^{1/(L-1)} \le \gamma`, i.e.
-    :math:`L = \lceil 1 + \log(\sigma_1/\sigma_L)/\log\gamma \rceil` (Song & Ermon 2020, technique 2).
+    :math:`L = \lceil 1 + \log(\sigma_1/\sigma_L)/\log\gamma \rceil` (Song & Ermon 2020).
 
     Args:
         sigma_max, sigma_min: :math:`\sigma_1 > \sigma_L > 0`. dim: data dimension D >= 5. overlap: see
@@ -714,8 +715,8 @@ def n_noise_levels(sigma_max: float, sigma_min: float, dim: int, overlap: float 
 
 def annealed_variance_ratio(step_size: float, sigma_min: float, gamma: float, n_steps_each: int) -> float:
     r"""The variance, in units of :math:`\sigma_i^2`, that :func:`annealed_langevin_sample` reaches after
-    ``n_steps_each`` = T steps at level :math:`\sigma_i` when the data are one point (Song & Ermon 2020,
-    proposition 3, rewritten for this module's convention :math:`x + \tfrac{\alpha}{2} s + \sqrt{\alpha}\, z`).
+    ``n_steps_each`` = T steps at level :math:`\sigma_i` when the data are one point (Song & Ermon 2020's
+    analysis, rewritten for this module's convention :math:`x + \tfrac{\alpha}{2} s + \sqrt{\alpha}\, z`).
 
     Then :math:`q_{\sigma_i} = \mathcal{N}(0, \sigma_i^2 I)`, the score is :math:`-x/\sigma_i^2`, and with
     :math:`\alpha_i = \varepsilon\sigma_i^2/\sigma_L^2` a step is :math:`x \leftarrow a x + \sqrt{\alpha_i} z`,
@@ -755,7 +756,7 @@ def annealed_variance_ratio(step_size: float, sigma_min: float, gamma: float, n_
 
 def annealed_step_size(sigma_min: float, gamma: float, n_steps_each: int, *, n_grid: int = 4000) -> float:
     r"""The step size :math:`\varepsilon` that brings :func:`annealed_variance_ratio` closest to 1 for a given
-    number of steps per level (Song & Ermon 2020, technique 4: choose T as large as the budget allows, then
+    number of steps per level (Song & Ermon 2020: choose T as large as the budget allows, then
     :math:`\varepsilon` to make the ratio maximally close to 1).
 
     The ratio depends on :math:`\varepsilon` only through :math:`u = \varepsilon/\sigma_L^2 \in (0, 4)`; this searches a
@@ -902,7 +903,7 @@ class NoiseConditionalUNet8x8(nn.Module):
     The noise level enters through the U-Net's sinusoidal time embedding at the "time"
     :math:`\tau(\sigma) = 100\,(\log\sigma + 5)`, a fixed affine map of :math:`\log\sigma` that sends
     :math:`\sigma \in [e^{-5}, e^{5}]` to :math:`[0, 1000]`, the range of times the embedding's frequencies were
-    designed for. As in :class:`NoiseConditionalMLP`, dividing by :math:`\sigma` (Song & Ermon 2020, sec. 3.3) makes
+    designed for. As in :class:`NoiseConditionalMLP`, dividing by :math:`\sigma` (Song & Ermon 2020) makes
     :math:`f_\theta = \sigma s_\theta = -\hat\varepsilon` of order one; the U-Net's output layer starts at zero, so the
     initial score is 0 and the initial :func:`ncsn_loss` is :math:`D/2`.
 
