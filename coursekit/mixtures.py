@@ -167,12 +167,12 @@ class PCA:
 
     Attributes:
         mean: (D,) the data mean :math:`\bar x`.
-        components: (k, D) orthonormal rows :math:`u_1, \dots, u_k`, sorted by decreasing variance; the sign of
-            each row is fixed so that its entry of largest magnitude is positive.
-        explained_variance: (k,) the variance of the data along each component, :math:`u_i^\top S u_i`, with the
+        components: (d, D) orthonormal rows :math:`u_1, \dots, u_d` (d, the latent dimension), sorted by
+            decreasing variance; the sign of each row is fixed so that its entry of largest magnitude is positive.
+        explained_variance: (d,) the variance of the data along each component, :math:`u_i^\top S u_i`, with the
             sample covariance :math:`S = \frac{1}{N-1} \sum_n (x_n - \bar x)(x_n - \bar x)^\top` (as scikit-learn).
-        noise_variance: the mean of the :math:`D - k` discarded eigenvalues of :math:`S` (0.0 when k = D or
-            k >= N - 1); the maximum-likelihood noise variance of probabilistic PCA (Tipping & Bishop 1999)
+        noise_variance: the mean of the :math:`D - d` discarded eigenvalues of :math:`S` (0.0 when d = D or
+            d >= N - 1); the maximum-likelihood noise variance of probabilistic PCA (Tipping & Bishop 1999)
             up to the factor (N - 1) / N of the covariance's normalisation.
         n_samples: N, the number of points fitted.
     """
@@ -184,7 +184,7 @@ class PCA:
     n_samples: int = 0
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        r"""Coordinates :math:`z = U (x - \bar x)` of ``x`` (N, D) in the principal subspace: (N, k).
+        r"""Coordinates :math:`z = U (x - \bar x)` of ``x`` (N, D) in the principal subspace: (N, d).
 
         Raises:
             TypeError / ValueError: if ``x`` is not a finite float (N, D) tensor with this D.
@@ -193,10 +193,10 @@ class PCA:
         return (x - self.mean.to(x)) @ self.components.to(x).T
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        r"""Reconstructions :math:`\hat x = \bar x + U^\top z` of codes ``z`` (N, k): (N, D).
+        r"""Reconstructions :math:`\hat x = \bar x + U^\top z` of codes ``z`` (N, d): (N, D).
 
         Raises:
-            TypeError / ValueError: if ``z`` is not a finite float (N, k) tensor with this k.
+            TypeError / ValueError: if ``z`` is not a finite float (N, d) tensor with this d.
         """
         z = check_matrix("z", z, self.components.shape[0], min_rows=0)
         return z @ self.components.to(z) + self.mean.to(z)
@@ -212,13 +212,13 @@ def pca(x: torch.Tensor, n_components: int) -> PCA:
 
     Args:
         x: (N, D) float data, N >= 2.
-        n_components: k, 1 <= k <= min(N, D).
+        n_components: the latent dimension d, 1 <= d <= min(N, D).
 
     Returns:
         A frozen :class:`PCA` with tensors in ``x``'s dtype and on its device (computed in float64).
 
     Raises:
-        TypeError / ValueError: for a bad ``x`` (not float (N, D), N < 2, NaN/Inf) or k out of range.
+        TypeError / ValueError: for a bad ``x`` (not float (N, D), N < 2, NaN/Inf) or d out of range.
     """
     x = check_matrix("x", x, min_rows=2)
     n, d = x.shape
@@ -246,11 +246,11 @@ def pca(x: torch.Tensor, n_components: int) -> PCA:
 
 @dataclass
 class LinearGaussianFit:
-    r"""A linear-Gaussian latent model :math:`z \sim \mathcal{N}(0, I_k)`, :math:`x \mid z \sim \mathcal{N}(Wz + \mu,
+    r"""A linear-Gaussian latent model :math:`z \sim \mathcal{N}(0, I_d)`, :math:`x \mid z \sim \mathcal{N}(Wz + \mu,
     \Psi)` with diagonal :math:`\Psi`, so that :math:`x \sim \mathcal{N}(\mu, WW^\top + \Psi)`.
 
     Attributes:
-        mean: (D,) :math:`\mu`. loadings: (D, k) :math:`W`. noise_variance: (D,) the diagonal of :math:`\Psi`
+        mean: (D,) :math:`\mu`. loadings: (D, d) :math:`W`. noise_variance: (D,) the diagonal of :math:`\Psi`
             (all equal for probabilistic PCA). log_likelihoods: mean log-likelihood per point in nats after each
             EM iteration (factor analysis; one value for the closed-form PPCA fit).
     """
@@ -274,7 +274,7 @@ def linear_gaussian_log_prob(x: torch.Tensor, mean, loadings, noise_variance) ->
     (Bishop 2006, sec. 12.2), in float64 by a Cholesky factor.
 
     Args:
-        x: (N, D) float. mean: (D,). loadings: (D, k) :math:`W`. noise_variance: scalar (PPCA) or (D,) > 0.
+        x: (N, D) float. mean: (D,). loadings: (D, d) :math:`W`. noise_variance: scalar (PPCA) or (D,) > 0.
 
     Returns:
         (N,) log-densities in nats, ``x``'s dtype.
@@ -298,18 +298,18 @@ def linear_gaussian_log_prob(x: torch.Tensor, mean, loadings, noise_variance) ->
 
 def fit_ppca(x: torch.Tensor, n_components: int) -> LinearGaussianFit:
     r"""Maximum-likelihood probabilistic PCA in closed form (Tipping & Bishop 1999):
-    :math:`W = U_k (\Lambda_k - \sigma^2 I)^{1/2}` and :math:`\sigma^2 = \frac{1}{D-k} \sum_{i > k} \lambda_i`, with
+    :math:`W = U_d (\Lambda_d - \sigma^2 I)^{1/2}` and :math:`\sigma^2 = \frac{1}{D-d} \sum_{i > d} \lambda_i`, with
     :math:`\lambda_i, U` the eigenvalues and eigenvectors of the sample covariance :math:`S = \frac1N \sum_n (x_n -
     \bar x)(x_n - \bar x)^\top` (the 1/N of maximum likelihood) and the rotation ambiguity fixed to the identity.
 
     Args:
-        x: (N, D) float data. n_components: k with 1 <= k < D and k < N - 1.
+        x: (N, D) float data. n_components: the latent dimension d, 1 <= d < D and d < N - 1.
 
     Returns:
         :class:`LinearGaussianFit` in float64 with equal noise variances and ``log_likelihoods = [mean LL]``.
 
     Raises:
-        TypeError / ValueError: a bad ``x`` or k out of range.
+        TypeError / ValueError: a bad ``x`` or d out of range.
     """
     x = check_matrix("x", x, min_rows=2)
     n, d = x.shape
@@ -339,14 +339,14 @@ def fit_factor_analysis(x: torch.Tensor, n_components: int, *, max_iter: int = 5
     (:func:`fit_ppca`); stops when the mean log-likelihood rises by less than ``tol`` nats.
 
     Args:
-        x: (N, D) float data. n_components: k, 1 <= k < min(D, N - 1).
+        x: (N, D) float data. n_components: the latent dimension d, 1 <= d < min(D, N - 1).
         max_iter: >= 0. tol: >= 0 nats per point. noise_floor: > 0, the smallest noise variance.
 
     Returns:
         :class:`LinearGaussianFit` in float64; ``log_likelihoods[t]`` after t iterations, non-decreasing.
 
     Raises:
-        TypeError / ValueError: a bad ``x``, k out of range, or bad iteration settings.
+        TypeError / ValueError: a bad ``x``, d out of range, or bad iteration settings.
     """
     fit = fit_ppca(x, n_components)
     max_iter = check_nonnegative_int("max_iter", max_iter)
