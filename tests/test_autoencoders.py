@@ -265,14 +265,14 @@ def test_contractive_loss_is_mse_plus_weighted_penalty_and_trains():
     x = torch.rand(32, 6, dtype=torch.float64)
     generic = ae.Autoencoder(6, 4, hidden=(5,), code_activation="sigmoid").double()
     loss, m = ae.contractive_loss(generic, x, weight=0.7)
-    pen = float(ae.jacobian_frobenius_sq(generic.encode, x).mean())
+    pen = float(ae.jacobian_frobenius_sq(generic.encode, x).detach().mean())
     assert math.isclose(float(loss), m["mse"] + 0.7 * pen, rel_tol=1e-10)
     assert math.isclose(m["jacobian"], pen, rel_tol=1e-10)
     loss.backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in generic.parameters())
     tied = ae.TiedSigmoidAutoencoder(6, 4).double()
     _, m_t = ae.contractive_loss(tied, x, weight=2.0)
-    assert math.isclose(m_t["jacobian"], float(ae.jacobian_frobenius_sq(tied.encode, x).mean()), rel_tol=1e-10)
+    assert math.isclose(m_t["jacobian"], float(ae.jacobian_frobenius_sq(tied.encode, x).detach().mean()), rel_tol=1e-10)
     with pytest.raises(ValueError, match="weight"):
         ae.contractive_loss(tied, x, weight=-1.0)
 
