@@ -266,7 +266,7 @@ def test_contractive_loss_is_mse_plus_weighted_penalty_and_trains():
     generic = ae.Autoencoder(6, 4, hidden=(5,), code_activation="sigmoid").double()
     loss, m = ae.contractive_loss(generic, x, weight=0.7)
     pen = float(ae.jacobian_frobenius_sq(generic.encode, x).detach().mean())
-    assert math.isclose(float(loss), m["mse"] + 0.7 * pen, rel_tol=1e-10)
+    assert math.isclose(float(loss.detach()), m["mse"] + 0.7 * pen, rel_tol=1e-10)
     assert math.isclose(m["jacobian"], pen, rel_tol=1e-10)
     loss.backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in generic.parameters())
