@@ -17,6 +17,7 @@ Conventions: all losses take raw logits of shape ``(N,)`` or ``(N, 1)`` and retu
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 import math
@@ -479,6 +480,13 @@ class _GANPlayers:
         return penalty(critic, x.reshape((-1,) + rest), fake.reshape((-1,) + rest), generator=rng)
 
     def discriminator_loss(self, batch) -> tuple[torch.Tensor, dict]:
+        # A parametrised discriminator (spectral normalisation) computes its weights once per step, shared by the
+        # real, generated and penalty batches, instead of once per call.
+        parametrised = any(parametrize.is_parametrized(m) for m in self.discriminator.modules())
+        with parametrize.cached() if parametrised else contextlib.nullcontext():
+            return self._discriminator_loss(batch)
+
+    def _discriminator_loss(self, batch) -> tuple[torch.Tensor, dict]:
         x = batch[0]
         self.y = batch[1] if len(batch) > 1 else None
         with torch.no_grad():
@@ -960,8 +968,10 @@ class EnsembleSpectralNorm(nn.Module):
     ``forward(W)`` returns ``W / sigma(W)`` for each matrix of ``W`` ``(..., m, n)``, with
     :math:`\\sigma = u^\\top W v` differentiable in W and the vectors u, v from :func:`spectral_norm_power_iteration`.
     As in Miyato et al. (2018), Algorithm 1, u and v are kept in buffers and refined by ``n_iter`` power
-    iterations at every forward pass in training mode (as ``torch.nn.utils.spectral_norm`` does); in eval mode the
-    stored vectors are used as they are. Every normalised matrix then has spectral norm about 1, and a network of such
+    iterations whenever the weights are computed to train the discriminator (training mode and weights that require
+    gradients; :func:`fit_gan` computes them once per discriminator step, shared by its real, generated and penalty
+    batches). Otherwise (eval mode, or the generator's step, when the discriminator is frozen) the stored vectors
+    are used as they are. Every normalised matrix then has spectral norm about 1, and a network of such
     layers with 1-Lipschitz activations is about 1-Lipschitz. Works for the stacked ``(E, fan_in, fan_out)`` weights
     of :class:`EnsembleMLP` (see :func:`add_spectral_norm`); a matrix and its transpose have the same sigma.
 
@@ -981,7 +991,7 @@ class EnsembleSpectralNorm(nn.Module):
         self.register_buffer("started", torch.zeros((), dtype=torch.bool))
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
-        if self.training or not bool(self.started):
+        if (self.training and weight.requires_grad) or not self.started:
             _, u, v = _power_iteration(weight, self.n_iter, self.u.to(weight.dtype))
             self.u.copy_(u)
             self.v.copy_(v)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from coursekit.check.vae import iwae_from_log_weights, kl_std_normal, reparameterise
+from coursekit.check.vae import free_bits_kl, iwae_from_log_weights, kl_std_normal, reparameterise
 
 from _helpers import assert_fails, assert_fresh_inputs_and_seeded, stub
 
@@ -180,3 +180,54 @@ def test_iwae_k1_check():
 def test_checker_rejects_non_callable():
     with pytest.raises(TypeError, match="expects your function"):
         kl_std_normal(None)
+
+
+# ----------------------------------------------------------------------------- free_bits_kl
+
+
+def fb_ok(kl_dims, free_bits):
+    return kl_dims.mean(0).clamp_min(free_bits).sum()
+
+
+def fb_ok_maximum(kl_dims, free_bits):
+    return torch.maximum(kl_dims.mean(dim=0), torch.tensor(free_bits)).sum()
+
+
+def test_free_bits_correct_passes(capsys):
+    free_bits_kl(fb_ok)
+    free_bits_kl(fb_ok_maximum)
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 2 and all(line.startswith("✓ free_bits_kl passed") for line in out)
+
+
+@pytest.mark.parametrize(
+    "fn, patterns",
+    [
+        (stub, ["not implemented yet"]),
+        (lambda k, lam: k.clamp_min(lam).mean(0).sum(), ["each example", "average"]),
+        (lambda k, lam: k.sum(-1).mean().clamp_min(lam), ["per-dimension threshold", "own lambda"]),
+        (lambda k, lam: k.sum(-1).mean(), ["ordinary kl term"]),
+        (lambda k, lam: k.mean(0).clamp_max(lam).sum(), ["min instead of max"]),
+        (lambda k, lam: k.mean(0).clamp_min(lam).mean(), ["averaged over the dimensions"]),
+        (lambda k, lam: (k.mean(0) - lam).clamp_min(0).sum(), ["hinge"]),
+        (lambda k, lam: k.mean(0).clamp_min(lam), ["one value per dimension"]),
+        (lambda k, lam: k.clamp_min(lam).sum(-1), ["one value per example"]),
+        (lambda k, lam: torch.tensor(sum(max(lam, float(v)) for v in k.detach().mean(0))), ["not differentiable"]),
+        (lambda k, lam: k.mean(0).clamp_min(lam).sum() * 1.1, ["wrong value", "expected"]),
+    ],
+)
+def test_free_bits_wrong_implementations_fail_helpfully(fn, patterns):
+    assert_fails(free_bits_kl, fn, *patterns)
+
+
+def test_free_bits_gradient_check():
+    # right values, but the gradient leaks below the threshold (a straight-through trick)
+    def leaky(k, lam):
+        m = k.mean(0)
+        return (m + (m.clamp_min(lam) - m).detach()).sum()
+
+    assert_fails(free_bits_kl, leaky, "gradient 0")
+
+
+def test_free_bits_fresh_inputs_and_seeded():
+    assert_fresh_inputs_and_seeded(free_bits_kl, fb_ok, seed=3)

@@ -29,7 +29,7 @@ from .flows import coupling_forward, coupling_inverse, digits_bits_per_dim
 from .gan import jsd_discrete, mode_counts, non_saturating_loss, optimal_discriminator
 from .mixtures import e_step, kmeans_assign, m_step_covariances
 from .score import dsm_target, langevin_step, score_jacobian_trace
-from .vae import iwae_from_log_weights, kl_std_normal, reparameterise
+from .vae import free_bits_kl, iwae_from_log_weights, kl_std_normal, reparameterise
 from .wasserstein import density_ratio_from_logits, gradient_penalty, mmd2_unbiased
 
 __all__ = [
@@ -40,7 +40,7 @@ __all__ = [
     # chapter 03: autoencoders
     "sigmoid_contractive_penalty", "kl_sparsity", "mixture_denoiser",
     # chapter 04: variational autoencoders
-    "kl_std_normal", "reparameterise", "iwae_from_log_weights",
+    "kl_std_normal", "reparameterise", "iwae_from_log_weights", "free_bits_kl",
     # chapter 05: normalizing flows
     "coupling_forward", "coupling_inverse", "digits_bits_per_dim",
     # chapter 06: GANs

@@ -1,5 +1,5 @@
-"""Checkers for chapter 04 (variational autoencoders): the Gaussian KL term, the reparameterisation trick and
-the importance-weighted bound from log weights."""
+"""Checkers for chapter 04 (variational autoencoders): the Gaussian KL term, the reparameterisation trick,
+the importance-weighted bound from log weights and the free-bits KL term."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import torch
 from ..divergences import gaussian_kl
 from ._harness import Ctx, close, diagnose, first_bad, fmt, hint_for
 
-__all__ = ["kl_std_normal", "reparameterise", "iwae_from_log_weights"]
+__all__ = ["kl_std_normal", "reparameterise", "iwae_from_log_weights", "free_bits_kl"]
 
 
 # --------------------------------------------------------------------------- exercise 1: KL to N(0, I)
@@ -277,3 +277,75 @@ def iwae_from_log_weights(fn: Callable, *, seed: int | None = None) -> None:
                 f"  expected {float(ref_big[j]):.4f}, got {fmt(out_big.reshape(-1)[j:j + 1])}"
             )
     ctx.passed("matches logsumexp(log_w, 0) - log k, k = 1 gives the log weight, stable for |log_w| ~ 1000")
+
+
+# --------------------------------------------------------------------------- exercise 4: the free-bits KL term
+def free_bits_kl(fn: Callable, *, seed: int | None = None) -> None:
+    r"""Check ``fn(kl_dims, free_bits) -> sum_j max(free_bits, mean_n kl_dims[n, j])`` (a 0-dim tensor, nats).
+
+    Reference: :func:`coursekit.vae.free_bits_kl` (Kingma et al. 2016, "free bits", one group per latent
+    dimension). Inputs: float32 ``kl_dims`` of shape ``(N, d)`` with entries >= 0, and a python float
+    ``free_bits``. Checks the shape, the values (with hints for thresholding each example, thresholding the total,
+    a missing threshold, min instead of max, averaging over dimensions), ``free_bits = 0`` (the ordinary KL term
+    averaged over the batch), and that a dimension whose batch mean is below the threshold gets zero gradient.
+
+    Args:
+        fn: the student's function. seed: optional seed for reproducible inputs.
+
+    Raises:
+        AssertionError: with an explanation when a check fails or ``fn`` is a stub.
+    """
+    lam = {"value": 0.3}
+    ctx = Ctx("free_bits_kl", lambda k: fn(k, lam["value"]), seed)
+    n, d = 8, 5
+    scale = torch.tensor([0.05, 0.2, 0.6, 1.5, 0.01])
+    kl = ctx.uniform(0.0, 2.0, n, d) * scale
+    out = ctx.call(kl, what=f" and free_bits={lam['value']}")
+    if out.ndim != 0:
+        hint = ("you returned one value per dimension: sum over the dimensions." if tuple(out.shape) == (d,) else
+                "you returned one value per example: average each dimension over the batch first, then threshold "
+                "and sum." if tuple(out.shape) == (n,) else "return a single number (a 0-dim tensor).")
+        ctx.fail(f"expected a 0-dim tensor for kl_dims of shape ({n}, {d}), got shape {tuple(out.shape)}: {hint}")
+    k64, lv = kl.double(), lam["value"]
+    ref = k64.mean(0).clamp_min(lv).sum()
+    tol = {"rtol": 1e-5, "atol": 1e-5}
+    if not close(out, ref, **tol):
+        candidates = {
+            "you applied the threshold to each example's KL before averaging; free bits threshold the minibatch "
+            "AVERAGE of each dimension: sum_j max(lambda, mean_n KL[n, j]).": k64.clamp_min(lv).mean(0).sum(),
+            "there is no per-dimension threshold: that is the ordinary KL term (one threshold on the total KL "
+            "changes nothing once the total exceeds lambda). Free bits give every latent dimension its own lambda: "
+            "sum_j max(lambda, mean_n KL[n, j]).": k64.sum(-1).mean(),
+            "you used min instead of max: a dimension below lambda must still be charged lambda, "
+            "max(lambda, mean KL).": k64.mean(0).clamp_max(lv).sum(),
+            "you averaged over the dimensions: SUM the thresholded terms over the latent dimensions.":
+                k64.mean(0).clamp_min(lv).mean(),
+            "you subtracted lambda (that is a hinge max(0, KL - lambda), which changes the value by d * lambda "
+            "where the KL is above it): use max(lambda, KL).": (k64.mean(0) - lv).clamp_min(0).sum(),
+        }
+        hint = hint_for(out, candidates, **tol, default="expected sum_j max(free_bits, mean_n kl_dims[n, j]).",
+                        not_finite="your result contains inf or NaN.")
+        ctx.fail(f"wrong value: {hint}\n  failing input: kl_dims with per-dimension means {fmt(k64.mean(0))}, "
+                 f"free_bits = {lv}\n  expected {float(ref):.6f}, got {float(out.detach()):.6f}")
+
+    lam["value"] = 0.0
+    out0 = ctx.call(kl, what=" and free_bits=0.0")
+    if not close(out0, k64.sum(-1).mean(), **tol):
+        ctx.fail(f"with free_bits = 0 the result must be the ordinary KL term averaged over the batch, "
+                 f"{float(k64.sum(-1).mean()):.6f}; got {float(out0.detach()):.6f}")
+
+    lam["value"] = 0.3
+    kl_req = kl.clone().requires_grad_(True)
+    out_g = ctx.call(kl_req, what=" and free_bits=0.3")
+    if not out_g.requires_grad:
+        ctx.fail("your result is not differentiable in kl_dims (did you use .item(), python max() or numpy?). "
+                 "Use torch operations such as clamp_min or torch.maximum.")
+    (grad,) = torch.autograd.grad(out_g, kl_req)
+    below = kl.mean(0) < lam["value"]
+    if grad[:, below].abs().max() > 1e-6 or not torch.allclose(grad[:, ~below], torch.full_like(grad[:, ~below], 1 / n),
+                                                               atol=1e-5):
+        ctx.fail(f"wrong gradient: a dimension whose batch mean is below free_bits must get gradient 0 (it is not "
+                 f"charged at the margin), the others 1/N = {1 / n:.4f} per entry; got per-dimension gradients "
+                 f"{fmt(grad.sum(0))} for means {fmt(kl.mean(0))}")
+    ctx.passed("matches sum_j max(free_bits, mean_n KL[n, j]); free_bits = 0 gives the mean KL; zero gradient below "
+               "the threshold")
