@@ -317,7 +317,7 @@ def test_l1_penalty_and_sparse_loss():
     h = torch.tensor([[-1.0, 2.0], [0.5, 0.0]])
     torch.testing.assert_close(ae.l1_activity_penalty(h), torch.tensor([3.0, 0.5]))
     torch.manual_seed(0)
-    model = ae.Autoencoder(5, 4, hidden=(), code_activation="sigmoid").double()
+    model = ae.Autoencoder(5, 4, hidden=(), code_activation="sigmoid").double().requires_grad_(False)
     x = torch.rand(16, 5, dtype=torch.float64)
     h = model.encode(x)
     mse = float(ae.reconstruction_error(x, model.decode(h)).mean())
