@@ -286,7 +286,7 @@ def test_contractive_penalty_shrinks_the_jacobian_when_trained():
         ck.train.fit(model, torch.optim.Adam(model.parameters(), lr=1e-2),
                      lambda m, b, lam=lam: ae.contractive_loss(m, b, lam), x, steps=150, batch_size=64,
                      progress=False)
-        norms[lam] = float(model.contractive_penalty(x).mean())
+        norms[lam] = float(model.contractive_penalty(x).detach().mean())
     assert norms[1.0] < 0.5 * norms[0.0], norms
 
 
