@@ -228,7 +228,7 @@ def total_variation(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
 #
 # With 0 log 0 = 0 (the limit of x log x as x -> 0+), for probability vectors p, q on K outcomes:
 #   H(p) = -sum_k p_k log p_k in [0, log K];  H(p, q) = -sum_k p_k log q_k = H(p) + KL(p || q)  (Shannon 1948);
-#   Hellinger: H^2(p, q) = 1/2 sum_k (sqrt p_k - sqrt q_k)^2 = 1 - BC(p, q), BC = sum_k sqrt(p_k q_k) in [0, 1].
+#   Hellinger: Hel^2(p, q) = 1/2 sum_k (sqrt p_k - sqrt q_k)^2 = 1 - BC(p, q), BC = sum_k sqrt(p_k q_k) in [0, 1].
 
 
 def entropy(p: torch.Tensor) -> torch.Tensor:
@@ -307,13 +307,15 @@ def kl_from_log_probs(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
 
 
 def hellinger(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
-    r"""Hellinger distance :math:`H(p, q) = \big(\tfrac12 \sum_k (\sqrt{p_k} - \sqrt{q_k})^2\big)^{1/2}`, in [0, 1].
+    r"""Hellinger distance :math:`\mathrm{Hel}(p, q) = \big(\tfrac12 \sum_k (\sqrt{p_k} - \sqrt{q_k})^2\big)^{1/2}`.
 
-    A metric on distributions (the Euclidean distance of the vectors ``sqrt(p)``, ``sqrt(q)`` divided by
-    ``sqrt 2``); :math:`H^2 = 1 - \mathrm{BC}(p, q)` with the Bhattacharyya coefficient
+    In [0, 1]. Written Hel, not H, so that it is not confused with the cross-entropy :math:`H(p, q)`. A metric on
+    distributions (the Euclidean distance of the vectors ``sqrt(p)``, ``sqrt(q)`` divided by ``sqrt 2``);
+    :math:`\mathrm{Hel}^2 = 1 - \mathrm{BC}(p, q)` with the Bhattacharyya coefficient
     :math:`\mathrm{BC} = \sum_k \sqrt{p_k q_k}`. 0 iff ``p == q``, 1 iff the supports are disjoint. Bounds:
-    :math:`H^2 \le \mathrm{TV} \le \sqrt2\, H` and :math:`\mathrm{KL}(p\|q) \ge -2 \log(1 - H^2) \ge 2 H^2`.
-    Conventions differ: some texts drop the 1/2 (then the maximum is sqrt 2) or call :math:`H^2` the distance.
+    :math:`\mathrm{Hel}^2 \le \mathrm{TV} \le \mathrm{Hel}\sqrt{2 - \mathrm{Hel}^2} \le \sqrt2\, \mathrm{Hel}` and
+    :math:`\mathrm{KL}(p\|q) \ge -2 \log(1 - \mathrm{Hel}^2) \ge 2 \mathrm{Hel}^2`.
+    Conventions differ: some texts drop the 1/2 (then the maximum is sqrt 2) or call the square the distance.
 
     Args:
         p, q: float tensors of shape ``(..., K)`` (broadcastable), probability vectors along the last dim.
@@ -458,7 +460,7 @@ def gaussian_entropy(logvar: torch.Tensor) -> torch.Tensor:
 def gaussian_hellinger(
     mu_p: torch.Tensor, logvar_p: torch.Tensor, mu_q: torch.Tensor, logvar_q: torch.Tensor
 ) -> torch.Tensor:
-    r"""Hellinger distance between two diagonal Gaussians, in [0, 1], with :math:`H^2 = 1 - \mathrm{BC}`.
+    r"""Hellinger distance between two diagonal Gaussians, in [0, 1], with :math:`\mathrm{Hel}^2 = 1 - \mathrm{BC}`.
 
     The Bhattacharyya coefficient :math:`\mathrm{BC} = \int \sqrt{p(x) q(x)}\, dx` factorises over coordinates,
     and for one coordinate (complete the square in the exponent, then use the Gaussian integral)
@@ -701,13 +703,15 @@ class GaussianClassifier:
 
 def fit_gaussian_classifier(x: torch.Tensor, y: torch.Tensor, n_classes: int, *, shared_covariance: bool = True,
                             reg: float = 1e-2) -> GaussianClassifier:
-    r"""Maximum-likelihood fit of a :class:`GaussianClassifier` to labelled data (closed form).
+    r"""Closed-form fit of a :class:`GaussianClassifier`: maximum likelihood plus a ridge on the covariances.
 
     Maximising :math:`\sum_n \log \pi_{y_n} + \log \mathcal N(x_n; \mu_{y_n}, \Sigma_{y_n})` gives class
     frequencies for :math:`\pi`, class means for :math:`\mu_c`, and the class covariances (divided by the class
-    count) or, with ``shared_covariance``, the pooled within-class covariance (divided by N). ``reg * I`` is
-    added to each covariance (a Gaussian prior on the precision, in effect): with fewer examples than dimensions,
-    or constant features (the border pixels of the digits), the MLE covariance is singular.
+    count) or, with ``shared_covariance``, the pooled within-class covariance (divided by N). The returned
+    covariances are these maximum-likelihood covariances plus ``reg * I``: a regularised (shrinkage) estimate,
+    not the maximum-likelihood one, which makes them invertible; with fewer examples than dimensions, or constant
+    features (the border pixels of the digits), the maximum-likelihood covariance is singular. ``reg = 0`` gives
+    the maximum-likelihood fit.
 
     Args:
         x: float (N, D). y: integer (N,) labels in 0..n_classes-1, every class present.

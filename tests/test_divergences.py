@@ -660,3 +660,72 @@ def test_discrete_functions_keep_the_dtype_and_batch_shape(dtype):
     lv = torch.zeros(3, 2, dtype=dtype)
     for out in (gaussian_entropy(lv), gaussian_hellinger(lv, lv, lv + 1, lv)):
         assert out.shape == (3,) and out.dtype == dtype
+
+
+# ------------------------------------------------------------------------------- chapter 01's identities again
+def test_kl_chain_rule_on_random_joint_tables():
+    # KL(p(x,y) || q(x,y)) = KL(p(x) || q(x)) + E_p(x) KL(p(y|x) || q(y|x)); the left side from scipy's rel_entr
+    for seed in range(5):
+        p = random_simplex(20, seed=seed, zeros=True).reshape(5, 4)
+        q = random_simplex(20, seed=60 + seed).reshape(5, 4)
+        lhs = rel_entr(p.numpy(), q.numpy()).sum()
+        px, qx = p.sum(1), q.sum(1)
+        cond = kl_divergence(p / px[:, None], q / qx[:, None])  # (5,) every row of p has mass (column 0)
+        rhs = kl_divergence(px, qx) + (px * cond).sum()
+        assert abs(rhs.item() - lhs) < 1e-12
+        assert kl_divergence(px, qx).item() <= lhs + 1e-12  # the joint KL bounds the marginal one
+
+
+def test_total_variation_is_the_largest_difference_over_all_events():
+    # TV = sup_A |P(A) - Q(A)| by brute force over the 2^K events, attained at A = {p > q}
+    k = 6
+    events = torch.tensor([[(a >> j) & 1 for j in range(k)] for a in range(2**k)], dtype=torch.float64)
+    p, q = random_simplex(k, 50, seed=21, zeros=True), random_simplex(k, 50, seed=22, zeros=True)
+    sup = (p @ events.T - q @ events.T).abs().max(-1).values
+    tv = total_variation(p, q)
+    assert torch.allclose(tv, sup, atol=1e-12, rtol=0)
+    assert torch.allclose(tv, (p - q).clamp(min=0).sum(-1), atol=1e-12, rtol=0)  # P(A*) - Q(A*), A* = {p > q}
+
+
+def test_tv_hellinger_middle_bound():
+    # Hel^2 <= TV <= Hel sqrt(2 - Hel^2) <= sqrt(2) Hel; the middle bound is what the Cauchy-Schwarz step gives
+    p, q = random_simplex(5, 500, seed=31, zeros=True), random_simplex(5, 500, seed=32)
+    hel, tv = hellinger(p, q), total_variation(p, q)
+    middle = hel * torch.sqrt(2 - hel**2)
+    assert torch.all(hel**2 <= tv + 1e-12) and torch.all(tv <= middle + 1e-12)
+    assert torch.all(middle <= math.sqrt(2) * hel + 1e-12)
+    # two-point distributions p = (a, 1 - a), q = (1 - a, a) come close to the middle bound: it is not loose
+    a = torch.tensor([0.45, 0.49], dtype=torch.float64)
+    p2, q2 = torch.stack([a, 1 - a], -1), torch.stack([1 - a, a], -1)
+    h2 = hellinger(p2, q2)
+    assert torch.all(total_variation(p2, q2) / (h2 * torch.sqrt(2 - h2**2)) > 0.99)
+
+
+def test_rescaling_the_data_shifts_the_gaussian_nll_by_d_log_s(gen):
+    # MLE of s x is (s mu, s^2 Sigma), and its mean NLL is the old one plus D log s (scipy's density as reference)
+    x = torch.randn(200, 3, generator=gen, dtype=torch.float64) @ torch.tensor(
+        [[1.0, 0.4, 0.0], [0.0, 0.8, 0.2], [0.0, 0.0, 0.5]], dtype=torch.float64) - 1.0
+    mu, sigma = gaussian_mle(x)
+    nll = -gaussian_log_prob(x, mu, sigma).mean().item()
+    for s in (0.01, 3.0, 255.0):
+        mu_s, sigma_s = gaussian_mle(s * x)
+        assert torch.allclose(mu_s, s * mu, atol=1e-10 * s, rtol=0)
+        assert torch.allclose(sigma_s, s**2 * sigma, atol=1e-10 * s**2, rtol=0)
+        nll_s = -scipy.stats.multivariate_normal(mu_s.numpy(), sigma_s.numpy()).logpdf((s * x).numpy()).mean()
+        assert abs((nll_s - nll) - 3 * math.log(s)) < 1e-9
+        nll_ck = -gaussian_log_prob(s * x, mu_s, sigma_s).mean().item()
+        assert abs(nll_ck - nll_s) < 1e-9
+
+
+def test_differential_entropy_scaling_law(gen):
+    # h(sX) = h(X) + D log|s|: for the Gaussian closed form and, independently, torch's Laplace entropy
+    logvar = torch.randn(4, generator=gen, dtype=torch.float64)
+    for s in (0.1, 7.0):
+        shift = gaussian_entropy(logvar + 2 * math.log(s)) - gaussian_entropy(logvar)
+        ref = _normal(torch.zeros(4, dtype=torch.float64), logvar + 2 * math.log(s)).entropy()
+        assert abs(gaussian_entropy(logvar + 2 * math.log(s)).item() - ref.item()) < 1e-12
+        assert abs(shift.item() - 4 * math.log(s)) < 1e-12
+        scale = torch.rand(4, generator=gen, dtype=torch.float64) + 0.5
+        h_x = Independent(torch.distributions.Laplace(torch.zeros(4, dtype=torch.float64), scale), 1).entropy()
+        h_sx = Independent(torch.distributions.Laplace(torch.zeros(4, dtype=torch.float64), s * scale), 1).entropy()
+        assert abs((h_sx - h_x).item() - 4 * math.log(s)) < 1e-12
