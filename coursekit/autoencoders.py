@@ -454,7 +454,7 @@ def kl_sparsity_penalty(h: torch.Tensor, rho: float) -> torch.Tensor:
     Raises:
         TypeError / ValueError: bad h, h outside [0, 1], or rho not in (0, 1).
     """
-    check_probability("h", check_matrix("h", h))
+    check_probability("h", check_matrix("h", check_tensor("h", h).detach()))  # detached: checks need no graph
     rho = check_positive_float("rho", rho)
     if rho >= 1:
         raise ValueError(f"rho must lie in (0, 1), got {rho}")
