@@ -15,9 +15,10 @@ every call (so the notebook's global random state is untouched), or reproducibly
 
 Every failure message ends with the seed that reproduces it: ``check.kl_std_normal(fn, seed=...)``.
 
-There is one checker module per concept module with exercises (``check.vae`` for chapter 04, ``check.flows`` 05,
-``check.gan`` 06, ``check.wasserstein`` 07, ``check.diffusion`` 08, ``check.score`` 09), all built on the
-shared machinery in ``check._harness``; this package re-exports every checker.
+There is one checker module per concept module with exercises (``check.divergences`` for chapter 01,
+``check.mixtures`` 02, ``check.autoencoders`` 03, ``check.vae`` 04, ``check.flows`` 05, ``check.gan`` 06,
+``check.wasserstein`` 07, ``check.diffusion`` 08, ``check.score`` 09), all built on the shared machinery in
+``check._harness``; this package re-exports every checker.
 """
 
 from __future__ import annotations
