@@ -17,7 +17,7 @@ holds the models and objectives the chapter derives:
   optimal denoiser :math:`\mathbb E[x \mid \tilde x]` of an isotropic Gaussian mixture in closed form, which
   equals :math:`\tilde x + \sigma^2 \nabla \log q_\sigma(\tilde x)` (Tweedie's formula; Efron 2011).
 * :func:`jacobian_frobenius_sq` (``torch.func``), :func:`sigmoid_jacobian_frobenius_sq` (its closed form for a
-  sigmoid layer) and :func:`contractive_loss` (Rifai et al. 2011, eq. 2).
+  sigmoid layer) and :func:`contractive_loss` (Rifai et al. 2011, the contractive objective).
 * :func:`l1_activity_penalty`, :func:`kl_sparsity_penalty` and :func:`sparse_loss` (Ng 2011).
 * :func:`nearest_code_distance`, :func:`far_from_codes_fraction` - how much of a sampling distribution over
   codes lands far from every training code (why decoding prior samples fails).
@@ -34,6 +34,7 @@ from torch import nn
 
 from ._validate import (
     check_choice,
+    check_floating,
     check_matrix,
     check_nonnegative_float,
     check_positive_float,
@@ -77,6 +78,14 @@ def _batch_x(batch) -> torch.Tensor:
     x = batch[0] if isinstance(batch, (tuple, list)) else batch
     check_shape("x", check_tensor("x", x), ("N", "D"))
     return x
+
+
+def _as_float_tensor(name: str, v, like: torch.Tensor) -> torch.Tensor:
+    """A tensor argument must be floating (an integer tensor is a TypeError naming it); a python number or
+    list is converted. The result has ``like``'s dtype and device."""
+    if isinstance(v, torch.Tensor):
+        check_floating(name, v, finite=False)
+    return torch.as_tensor(v, dtype=like.dtype, device=like.device)
 
 
 def _sq_err(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
@@ -155,7 +164,7 @@ class Autoencoder(nn.Module):
 
 class TiedSigmoidAutoencoder(nn.Module):
     r"""One sigmoid layer with tied weights: :math:`h = \mathrm{sigmoid}(Wx + b)`, :math:`r = W^\top h + c`
-    (Rifai et al. 2011, sec. 2 and 4; Vincent et al. 2010, sec. 2.3).
+    (Rifai et al. 2011, tied weights with a sigmoid encoder; the tied autoencoders of Vincent et al. 2010).
 
     Tying the decoder to :math:`W^\top` stops the encoder from shrinking :math:`W` (which lowers a Jacobian
     penalty) while the decoder scales up to compensate.
@@ -289,7 +298,7 @@ def dae_score(reconstruction: torch.Tensor, x_noisy: torch.Tensor, sigma) -> tor
     r"""The score estimate of a denoising autoencoder, :math:`(r(\tilde x) - \tilde x) / \sigma^2`.
 
     For the optimal denoiser :math:`r^\star(\tilde x) = \mathbb E[x \mid \tilde x]` this is exactly the score
-    :math:`\nabla \log q_\sigma(\tilde x)` of the noisy density (Tweedie's formula; Alain & Bengio 2014, sec. 3;
+    :math:`\nabla \log q_\sigma(\tilde x)` of the noisy density (Tweedie's formula; Alain & Bengio 2014;
     Vincent 2011).
 
     Args:
@@ -314,9 +323,9 @@ def mixture_posterior_mean(x_noisy: torch.Tensor, means, stds, weights=None, sig
 
     .. math::
 
-        \mathbb E[x \mid \tilde x] = \sum_k r_k(\tilde x)\,
+        \mathbb E[x \mid \tilde x] = \sum_k \gamma_k(\tilde x)\,
         \frac{s_k^2\, \tilde x + \sigma^2 \mu_k}{s_k^2 + \sigma^2},
-        \qquad r_k(\tilde x) = \frac{w_k \mathcal N(\tilde x; \mu_k, (s_k^2 + \sigma^2) I)}{q_\sigma(\tilde x)}
+        \qquad \gamma_k(\tilde x) = \frac{w_k \mathcal N(\tilde x; \mu_k, (s_k^2 + \sigma^2) I)}{q_\sigma(\tilde x)}
 
     (the posterior of the component given x~, times the Gaussian posterior mean within it). It is computed
     without the score, so it checks Tweedie's formula :math:`\tilde x + \sigma^2 \nabla \log q_\sigma(\tilde x)`
@@ -330,15 +339,19 @@ def mixture_posterior_mean(x_noisy: torch.Tensor, means, stds, weights=None, sig
         (N, D) tensor in x_noisy's dtype and device.
 
     Raises:
-        TypeError / ValueError: as :func:`coursekit.mixtures.gaussian_mixture_log_prob`.
+        TypeError: a tensor argument (x_noisy, means, stds, weights) that is not floating point.
+        ValueError: NaN/Inf entries, wrong shapes (means not (K, D), stds not scalar or (K,)), stds <= 0, invalid
+            weights or sigma < 0, each naming the argument (as :func:`coursekit.mixtures.gaussian_mixture_log_prob`).
     """
     x = check_matrix("x_noisy", x_noisy)
-    means = torch.as_tensor(means, dtype=x.dtype, device=x.device)
-    check_shape("means", means, ("K", x.shape[1]))
+    means = check_matrix("means", _as_float_tensor("means", means, x), x.shape[1])
     n_comp = means.shape[0]
-    stds = torch.as_tensor(stds, dtype=x.dtype, device=x.device).expand(n_comp)
+    stds = check_floating("stds", _as_float_tensor("stds", stds, x))
+    if stds.ndim > 1 or stds.numel() not in (1, n_comp):
+        raise ValueError(f"stds must be a scalar or have shape ({n_comp},), got shape {tuple(stds.shape)}")
+    stds = stds.expand(n_comp)
     w = torch.full((n_comp,), 1.0 / n_comp, dtype=x.dtype, device=x.device) if weights is None else \
-        torch.as_tensor(weights, dtype=x.dtype, device=x.device)
+        check_floating("weights", _as_float_tensor("weights", weights, x))
     total = gaussian_mixture_log_prob(x, means, stds, w, sigma)  # validates every argument; (N,)
     w = w / w.sum()
     out = torch.zeros_like(x)
@@ -374,7 +387,7 @@ def jacobian_frobenius_sq(encoder, x: torch.Tensor) -> torch.Tensor:
 
 def sigmoid_jacobian_frobenius_sq(weight: torch.Tensor, bias: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     r"""Closed form of :math:`\lVert J(x) \rVert_F^2` for a sigmoid layer :math:`h = \mathrm{sigmoid}(Wx + b)`
-    (Rifai et al. 2011, sec. 4):
+    (the closed form of Rifai et al. 2011 for a sigmoid encoder):
 
     .. math::
 
@@ -389,12 +402,12 @@ def sigmoid_jacobian_frobenius_sq(weight: torch.Tensor, bias: torch.Tensor, x: t
         (N,) tensor.
 
     Raises:
-        TypeError / ValueError: bad tensors or inconsistent shapes.
+        TypeError: weight, bias or x not a floating-point tensor.
+        ValueError: NaN/Inf entries or inconsistent shapes (weight not (k, D), bias not (k,)), naming the argument.
     """
     x = check_matrix("x", x)
-    check_matrix("weight", weight)
-    check_shape("weight", weight, ("k", x.shape[1]))
-    check_shape("bias", check_tensor("bias", bias), (weight.shape[0],))
+    check_matrix("weight", weight, x.shape[1])
+    check_shape("bias", check_floating("bias", bias), (weight.shape[0],))
     h = torch.sigmoid(x @ weight.T + bias)
     return ((h * (1 - h)) ** 2) @ (weight**2).sum(1)
 
@@ -402,7 +415,7 @@ def sigmoid_jacobian_frobenius_sq(weight: torch.Tensor, bias: torch.Tensor, x: t
 def contractive_loss(model: nn.Module, batch, weight: float):
     r"""Loss for :func:`coursekit.train.fit`: the contractive autoencoder's
     :math:`\frac1N \sum_n \big[\lVert x_n - g(f(x_n)) \rVert^2 + \lambda \lVert J_f(x_n) \rVert_F^2\big]`
-    (Rifai et al. 2011, eq. 2; squared error in place of their cross-entropy).
+    (the objective of Rifai et al. 2011; squared error in place of their cross-entropy).
 
     The penalty is ``model.contractive_penalty(x)`` if the model has one (the closed form of
     :class:`TiedSigmoidAutoencoder`), else :func:`jacobian_frobenius_sq` of ``model.encode``.

@@ -198,7 +198,8 @@ def test_denoising_loss_uses_fresh_noise_and_checks_sigma():
     l1, _ = ae.denoising_loss(model, x, 0.3, generator=g1)
     l2, _ = ae.denoising_loss(model, x, 0.3, generator=g2)
     l3, _ = ae.denoising_loss(model, x, 0.3, generator=g1)
-    assert float(l1) == float(l2) and float(l1) != float(l3)
+    v1, v2, v3 = (t.detach().item() for t in (l1, l2, l3))  # detached: no grad-to-scalar conversion
+    assert v1 == v2 and v1 != v3
     with pytest.raises(ValueError, match="sigma"):
         ae.denoising_loss(model, x, 0.0)
     with pytest.raises(ValueError, match="sigma"):
@@ -217,6 +218,25 @@ def test_mixture_posterior_mean_rejects_bad_input():
         ae.mixture_posterior_mean(x, MEANS, STDS, WEIGHTS, -0.5)
     with pytest.raises(ValueError, match="NaN"):
         ae.mixture_posterior_mean(torch.full((3, 2), float("nan")), MEANS, STDS, WEIGHTS, 0.5)
+
+
+@pytest.mark.parametrize("arg", ["x_noisy", "means", "stds", "weights"])
+def test_mixture_posterior_mean_rejects_integer_tensors_by_name(arg):
+    args = {"x_noisy": torch.zeros(3, 2), "means": MEANS.float(), "stds": STDS.float(), "weights": WEIGHTS.float()}
+    args[arg] = args[arg].round().long()
+    with pytest.raises(TypeError, match=f"{arg} must be a floating-point tensor"):
+        ae.mixture_posterior_mean(args["x_noisy"], args["means"], args["stds"], args["weights"], 0.5)
+
+
+def test_mixture_posterior_mean_rejects_non_finite_parameters_and_wrong_sizes():
+    x = torch.zeros(3, 2, dtype=torch.float64)
+    with pytest.raises(ValueError, match="means.*NaN"):
+        ae.mixture_posterior_mean(x, torch.full_like(MEANS, float("nan")), STDS, WEIGHTS, 0.5)
+    with pytest.raises(ValueError, match=r"stds must be a scalar or have shape \(3,\)"):
+        ae.mixture_posterior_mean(x, MEANS, STDS[:2], WEIGHTS, 0.5)
+    # python numbers and lists are still accepted and converted to x_noisy's dtype
+    out = ae.mixture_posterior_mean(x, MEANS.tolist(), 0.5, None, 0.5)
+    assert out.dtype == torch.float64 and out.shape == (3, 2)
 
 
 # ----------------------------------------------------------------------------- contractive
@@ -258,6 +278,19 @@ def test_sigmoid_closed_form_matches_torch_func_and_finite_differences():
         ae.sigmoid_jacobian_frobenius_sq(tied.weight, tied.bias[:2], x)
     with pytest.raises(ValueError, match="weight"):
         ae.sigmoid_jacobian_frobenius_sq(tied.weight[:, :5], tied.bias, x)
+
+
+@pytest.mark.parametrize("arg", ["weight", "bias", "x"])
+def test_sigmoid_closed_form_rejects_integer_and_non_finite_tensors_by_name(arg):
+    args = {"weight": torch.randn(4, 6), "bias": torch.randn(4), "x": torch.randn(5, 6)}
+    bad_int = dict(args, **{arg: args[arg].round().long()})
+    with pytest.raises(TypeError, match=f"{arg} must be a floating-point tensor"):
+        ae.sigmoid_jacobian_frobenius_sq(bad_int["weight"], bad_int["bias"], bad_int["x"])
+    for value in (float("nan"), float("inf")):
+        bad = dict(args, **{arg: args[arg].clone()})
+        bad[arg].view(-1)[0] = value
+        with pytest.raises(ValueError, match=f"{arg} .*(NaN|Inf|finite)"):
+            ae.sigmoid_jacobian_frobenius_sq(bad["weight"], bad["bias"], bad["x"])
 
 
 def test_contractive_loss_is_mse_plus_weighted_penalty_and_trains():

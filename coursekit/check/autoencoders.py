@@ -34,8 +34,8 @@ def _contractive_candidates(w, b, x) -> dict[str, torch.Tensor]:
 def sigmoid_contractive_penalty(fn: Callable, *, seed: int | None = None) -> None:
     r"""Check ``fn(W, b, x) -> ||J(x)||_F^2`` per example for the layer ``h = sigmoid(x @ W.T + b)``.
 
-    Expected: ``sum_j (h_j (1 - h_j))**2 * sum_i W_ji**2``, shape ``(N,)`` (Rifai et al. 2011, sec. 4). Inputs:
-    float32 ``W`` (k, D), ``b`` (k,), ``x`` (N, D) with k != D. The reference is the Jacobian computed by
+    Expected: ``sum_j (h_j (1 - h_j))**2 * sum_i W_ji**2``, shape ``(N,)`` (the closed form of Rifai et al. 2011).
+    Inputs: float32 ``W`` (k, D), ``b`` (k,), ``x`` (N, D) with k != D. The reference is the Jacobian computed by
     ``torch.func`` (:func:`coursekit.autoencoders.jacobian_frobenius_sq`); hints for a missing square, the
     wrong sigmoid derivative, unsquared weights and a square root.
 
