@@ -729,3 +729,20 @@ def test_differential_entropy_scaling_law(gen):
         h_x = Independent(torch.distributions.Laplace(torch.zeros(4, dtype=torch.float64), scale), 1).entropy()
         h_sx = Independent(torch.distributions.Laplace(torch.zeros(4, dtype=torch.float64), s * scale), 1).entropy()
         assert abs((h_sx - h_x).item() - 4 * math.log(s)) < 1e-12
+
+
+def test_classifier_covariances_are_the_mle_plus_the_ridge():
+    # the docstring's claim: reg = 0 gives the per-class maximum-likelihood covariances (numpy, divisor N_c, as
+    # the reference) and reg > 0 adds exactly reg * I to them, a ridge, not a maximum-likelihood estimate
+    x, y = _labelled(seed=3)
+    for reg in (0.0, 0.3):
+        clf = fit_gaussian_classifier(x, y, 3, shared_covariance=False, reg=reg)
+        for c in range(3):
+            mle = np.cov(x[y == c].numpy().T, bias=True)
+            np.testing.assert_allclose(clf.covariances[c].numpy(), mle + reg * np.eye(3), atol=1e-12)
+            np.testing.assert_allclose(clf.means[c].numpy(), x[y == c].numpy().mean(0), atol=1e-12)
+        np.testing.assert_allclose(clf.log_priors.exp().numpy(), np.bincount(y.numpy()) / len(y), atol=1e-15)
+    # the ridge lowers the training log-likelihood: it is not the maximiser
+    nll = [-fit_gaussian_classifier(x, y, 3, shared_covariance=False, reg=r).log_joint(x)[torch.arange(len(y)), y]
+           .mean().item() for r in (0.0, 0.3)]
+    assert nll[0] < nll[1]
