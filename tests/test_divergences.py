@@ -746,3 +746,18 @@ def test_classifier_covariances_are_the_mle_plus_the_ridge():
     nll = [-fit_gaussian_classifier(x, y, 3, shared_covariance=False, reg=r).log_joint(x)[torch.arange(len(y)), y]
            .mean().item() for r in (0.0, 0.3)]
     assert nll[0] < nll[1]
+
+
+def test_gaussian_has_the_largest_entropy_for_a_given_covariance(gen):
+    # h(p) <= 1/2 log det(2 pi e Sigma) in D = 4: x = A u with independent unit-variance Laplace or uniform u has
+    # covariance A A^T and entropy sum_i h(u_i) + log|det A| (torch's closed forms); the bound from coursekit
+    a = torch.randn(4, 4, generator=gen, dtype=torch.float64) + 2 * torch.eye(4, dtype=torch.float64)
+    sigma = a @ a.T
+    bound = gaussian_entropy(torch.linalg.eigvalsh(sigma).log()).item()
+    assert abs(bound - 0.5 * torch.logdet(2 * math.pi * math.e * sigma).item()) < 1e-10
+    zero = torch.zeros(4, dtype=torch.float64)
+    for u in (torch.distributions.Laplace(zero, zero + 1 / math.sqrt(2)),
+              torch.distributions.Uniform(zero - math.sqrt(3), zero + math.sqrt(3))):
+        assert torch.allclose(u.variance, torch.ones(4, dtype=torch.float64))
+        h = u.entropy().sum().item() + torch.linalg.slogdet(a)[1].item()
+        assert h < bound - 1e-3
