@@ -766,13 +766,13 @@ BEST_RECIPE_2D = "vanilla"
 
 #: Two regularised discriminators beside the recipes above, on exactly the non-saturating recipe's networks,
 #: batch, learning rates and budget (only the discriminator's regulariser differs): spectral normalisation of every
-#: discriminator layer (Miyato et al. 2018; one power iteration per training-mode forward pass) and the R1
+#: discriminator layer (Miyato et al. 2018; one power iteration per discriminator step) and the R1
 #: penalty on real data with gamma = 1 (Mescheder et al. 2018; a weight chosen for 2-D data of unit scale, not
 #: tuned).
 RECIPES_2D["spectral_norm"] = dataclasses.replace(
     RECIPES_2D["non_saturating"], name="spectral_norm", spectral_norm=True,
     source="non-saturating recipe with a spectrally normalised discriminator, Miyato et al. (2018), Algorithm 1 "
-           "(one power iteration per forward pass); everything else as the non_saturating recipe.")
+           "(one power iteration per discriminator step); everything else as the non_saturating recipe.")
 RECIPES_2D["r1"] = dataclasses.replace(
     RECIPES_2D["non_saturating"], name="r1", r1_gamma=1.0,
     source="non-saturating recipe with the R1 penalty (gamma / 2) E_data |grad D|^2 of Mescheder et al. (2018), "
