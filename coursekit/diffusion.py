@@ -34,6 +34,7 @@ import numbers
 import torch
 
 from ._validate import (
+    check_all_positive,
     check_batch,
     check_choice,
     check_floating,
@@ -43,7 +44,6 @@ from ._validate import (
     check_positive_int,
     check_same_shape,
     check_shape,
-    check_tensor,
 )
 
 __all__ = [
@@ -809,9 +809,21 @@ def vlb_weights(alphas_cumprod: torch.Tensor) -> torch.Tensor:
 def normal_kl(mean1, var1, mean2, var2) -> torch.Tensor:
     r"""Elementwise :math:`\mathrm{KL}(\mathcal{N}(m_1, v_1) \,\|\, \mathcal{N}(m_2, v_2))
     = \frac12\big(\log\frac{v_2}{v_1} + \frac{v_1 + (m_1 - m_2)^2}{v_2} - 1\big)`
-    in nats (broadcasting; variances > 0)."""
-    for name, v in (("mean1", mean1), ("var1", var1), ("mean2", mean2), ("var2", var2)):
-        check_tensor(name, v)
+    in nats (broadcasting; variances > 0).
+
+    Args:
+        mean1, var1, mean2, var2: floating-point tensors that broadcast together; the variances > 0.
+
+    Returns:
+        The broadcast tensor of KL values, nats, >= 0 up to rounding.
+
+    Raises:
+        TypeError: an argument is not a floating-point tensor. ValueError: NaN/Inf, or a variance <= 0.
+    """
+    for name, m in (("mean1", mean1), ("mean2", mean2)):
+        check_floating(name, m)
+    for name, v in (("var1", var1), ("var2", var2)):
+        check_all_positive(name, check_floating(name, v))
     return 0.5 * (torch.log(var2) - torch.log(var1) + (var1 + (mean1 - mean2) ** 2) / var2 - 1.0)
 
 
@@ -835,12 +847,15 @@ def discretized_gaussian_log_likelihood(x: torch.Tensor, mean: torch.Tensor, log
         float64 tensor of x's shape: log-probabilities (<= 0).
 
     Raises:
-        ValueError: levels < 2, or x off the grid / outside [-1, 1].
+        TypeError: x, mean or log_scale not a floating-point tensor. ValueError: levels < 2, NaN/Inf in x, mean
+            or log_scale, or x off the grid / outside [-1, 1].
     """
     levels = check_positive_int("levels", levels)
     if levels < 2:
         raise ValueError(f"levels must be >= 2, got {levels}")
     check_batch("x", x)
+    check_floating("mean", mean)
+    check_floating("log_scale", log_scale)
     half = 1.0 / (levels - 1)
     x64 = x.to(torch.float64)
     k = (x64 + 1) / (2 * half)

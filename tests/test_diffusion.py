@@ -330,6 +330,31 @@ def test_discretized_gaussian_is_a_distribution():
         assert bool((lp <= 0).all())
 
 
+def test_normal_kl_matches_torch_and_rejects_bad_input():
+    g = gen(11)
+    m1, m2 = torch.randn(2, 5, 3, generator=g, dtype=torch.float64)
+    v1, v2 = torch.rand(2, 5, 3, generator=g, dtype=torch.float64) + 0.1
+    ref = torch.distributions.kl_divergence(torch.distributions.Normal(m1, v1.sqrt()),
+                                            torch.distributions.Normal(m2, v2.sqrt()))
+    assert torch.allclose(d.normal_kl(m1, v1, m2, v2), ref, atol=1e-12)
+    with pytest.raises(ValueError, match="var2"):
+        d.normal_kl(m1, v1, m2, -v2)
+    with pytest.raises(ValueError, match="mean1"):
+        d.normal_kl(m1.clone().fill_(float("nan")), v1, m2, v2)
+    with pytest.raises(TypeError, match="var1"):
+        d.normal_kl(m1, torch.ones(5, 3, dtype=torch.long), m2, v2)
+
+
+def test_discretized_gaussian_rejects_bad_mean_and_scale():
+    grid = torch.linspace(-1, 1, 17, dtype=torch.float64)
+    with pytest.raises(ValueError, match="mean"):
+        d.discretized_gaussian_log_likelihood(grid, torch.full_like(grid, float("nan")), torch.zeros_like(grid),
+                                              levels=17)
+    with pytest.raises(TypeError, match="log_scale"):
+        d.discretized_gaussian_log_likelihood(grid, torch.zeros_like(grid), torch.zeros(17, dtype=torch.long),
+                                              levels=17)
+
+
 def test_low_discrepancy_sampler():
     T, n = 200, 64
     t = d.sample_timesteps(n, T, method="low_discrepancy", generator=gen(0))
