@@ -853,6 +853,14 @@ class NoiseConditionalMLP(nn.Module):
         return self.net(h) / sigma[:, None]
 
 
+def _digits_and_sigma(x, sigma):
+    """The shape of a batch of 8x8 digits, (N, 64) or (N, 1, 8, 8), and its noise levels, one per example (N,)."""
+    check_tensor("x", x)
+    if not ((x.ndim == 2 and x.shape[1] == 64) or (x.ndim == 4 and tuple(x.shape[1:]) == (1, 8, 8))):
+        raise ValueError(f"x must have shape (N, 64) or (N, 1, 8, 8), got {tuple(x.shape)}")
+    return x.shape, _sigma_column(sigma, x)
+
+
 class NoiseConditionalConvNet8x8(nn.Module):
     r"""A small noise-conditional convolutional score network for 8x8 images,
     :math:`s_\theta(x, \sigma) = f_\theta(x, \sigma) / \sigma`.
@@ -883,11 +891,7 @@ class NoiseConditionalConvNet8x8(nn.Module):
         self.act = nn.SiLU()
 
     def forward(self, x: torch.Tensor, sigma) -> torch.Tensor:
-        check_tensor("x", x)
-        shape = x.shape
-        if not ((x.ndim == 2 and x.shape[1] == 64) or (x.ndim == 4 and tuple(x.shape[1:]) == (1, 8, 8))):
-            raise ValueError(f"x must have shape (N, 64) or (N, 1, 8, 8), got {tuple(x.shape)}")
-        sigma = _sigma_column(sigma, x)
+        shape, sigma = _digits_and_sigma(x, sigma)
         emb = self.embed(torch.log(sigma))
         h = self.act(self.inp(x.reshape(-1, 1, 8, 8)))
         for conv, shift in zip(self.convs, self.shifts):
@@ -923,10 +927,6 @@ class NoiseConditionalUNet8x8(nn.Module):
         self.unet = UNet(in_channels=1, channels=check_positive_int("channels", channels))
 
     def forward(self, x: torch.Tensor, sigma) -> torch.Tensor:
-        check_tensor("x", x)
-        shape = x.shape
-        if not ((x.ndim == 2 and x.shape[1] == 64) or (x.ndim == 4 and tuple(x.shape[1:]) == (1, 8, 8))):
-            raise ValueError(f"x must have shape (N, 64) or (N, 1, 8, 8), got {tuple(x.shape)}")
-        sigma = _sigma_column(sigma, x)
+        shape, sigma = _digits_and_sigma(x, sigma)
         out = self.unet(x.reshape(-1, 1, 8, 8), 100.0 * (torch.log(sigma) + 5.0)).reshape(shape)
         return out / sigma.reshape(-1, *([1] * (len(shape) - 1)))
