@@ -145,6 +145,23 @@ def test_trained_linear_autoencoder_spans_the_principal_subspace():
     assert np.abs(gram - np.eye(2)).max() > 0.05
 
 
+def test_l2_weight_penalty_keeps_an_orthogonal_symmetry_but_not_a_general_one():
+    """(A, B) -> (O^T A, B O) leaves both the reconstruction and ||A||_F^2 + ||B||_F^2 unchanged for orthogonal O
+    (so an L2 penalty cannot pin the principal directions down by itself); a non-orthogonal G changes the penalty."""
+    g = torch.Generator().manual_seed(3)
+    a = torch.randn(3, 7, generator=g, dtype=torch.float64)
+    b = torch.randn(7, 3, generator=g, dtype=torch.float64)
+    x = torch.randn(20, 7, generator=g, dtype=torch.float64)
+    o, _ = torch.linalg.qr(torch.randn(3, 3, generator=g, dtype=torch.float64))
+    def penalty(a_, b_):
+        return float((a_**2).sum() + (b_**2).sum())
+    torch.testing.assert_close(x @ (o.T @ a).T @ (b @ o).T, x @ a.T @ b.T, rtol=1e-12, atol=1e-12)
+    assert math.isclose(penalty(o.T @ a, b @ o), penalty(a, b), rel_tol=1e-12)
+    gm = torch.diag(torch.tensor([2.0, 1.0, 0.5], dtype=torch.float64))
+    torch.testing.assert_close(x @ (torch.linalg.inv(gm) @ a).T @ (b @ gm).T, x @ a.T @ b.T, rtol=1e-10, atol=1e-10)
+    assert abs(penalty(torch.linalg.inv(gm) @ a, b @ gm) - penalty(a, b)) > 1e-3
+
+
 # ----------------------------------------------------------------------------- denoising
 def test_mixture_posterior_mean_is_tweedie_with_the_exact_score():
     g = torch.Generator().manual_seed(2)
