@@ -172,17 +172,19 @@ F_DIVERGENCES: dict[str, FDivergence] = {
 }
 
 
-def _by_name(value, cls: type, table: dict, what: str):
-    """``value`` itself if it is a ``cls``, else ``table[value]``; ValueError naming the valid keys otherwise."""
+def _by_name(value, cls: type, table: dict, what: str, arg: str):
+    """``value`` itself if it is a ``cls``, else ``table[value]``; a ValueError naming the argument ``arg`` and the
+    valid keys otherwise."""
     if isinstance(value, cls):
         return value
     if value not in table:
-        raise ValueError(f"unknown {what} {value!r}; valid names are {', '.join(table)}")
+        raise ValueError(f"{arg} must be one of {', '.join(table)} or a {cls.__name__}; got the unknown {what} "
+                         f"{value!r}")
     return table[value]
 
 
-def _get_f(name) -> FDivergence:
-    return _by_name(name, FDivergence, F_DIVERGENCES, "f-divergence")
+def _get_f(name, arg: str = "name") -> FDivergence:
+    return _by_name(name, FDivergence, F_DIVERGENCES, "f-divergence", arg)
 
 
 def f_divergence(p: torch.Tensor, q: torch.Tensor, name: str = "kl") -> torch.Tensor:
@@ -496,7 +498,7 @@ def f_gan_value(real_v: torch.Tensor, fake_v: torch.Tensor, divergence: str = "g
     Returns:
         0-dim tensor (the critic maximises it).
     """
-    fd = _get_f(divergence)
+    fd = _get_f(divergence, "divergence")
     real_v = check_scores("real_v", real_v)
     fake_v = check_scores("fake_v", fake_v)
     return fd.activation(real_v).mean() - fd.conjugate(fd.activation(fake_v)).mean()
@@ -511,7 +513,7 @@ def f_gan_generator_loss(fake_v: torch.Tensor, divergence: str = "gan") -> torch
     r"""Generator loss of the f-GAN saddle point: the part of :func:`f_gan_value` that depends on the
     generator, :math:`-\mathbb E_Q[f^*(g_f(V(G(z))))]` (Nowozin et al. 2016, eq. (6); the generator minimises
     the value). For "gan" it is the minimax loss :math:`\mathbb E \log(1 - D(G(z)))`. 0-dim tensor."""
-    fd = _get_f(divergence)
+    fd = _get_f(divergence, "divergence")
     fake_v = check_scores("fake_v", fake_v)
     return -fd.conjugate(fd.activation(fake_v)).mean()
 
@@ -633,7 +635,14 @@ def ssgan_discriminator_loss(labelled_logits: torch.Tensor, labels: torch.Tensor
     Args:
         labelled_logits: (N_l, C) logits of labelled real images; labels: (N_l,) int64 in [0, C).
         real_logits: (N_u, C) logits of unlabelled real images; fake_logits: (N_f, C) of generated ones.
+
+    Raises:
+        TypeError: non-floating-point logits. ValueError: NaN/Inf, shapes that do not share C, or labels that are
+            not int64 (N_l,) in [0, C).
     """
+    for name, logits in (("labelled_logits", labelled_logits), ("real_logits", real_logits),
+                         ("fake_logits", fake_logits)):
+        check_matrix(name, logits)
     if labels.dtype != torch.int64 or labels.ndim != 1 or labels.shape[0] != labelled_logits.shape[0]:
         raise ValueError("labels must be int64 of shape (N_l,) matching labelled_logits")
     c = labelled_logits.shape[-1]
@@ -649,9 +658,13 @@ def ssgan_discriminator_loss(labelled_logits: torch.Tensor, labels: torch.Tensor
 
 def feature_matching_loss(real_features: torch.Tensor, fake_features: torch.Tensor) -> torch.Tensor:
     r"""Feature matching (Salimans et al. 2016, sec. 3.1): :math:`\lVert \mathbb E f(x) - \mathbb E f(G(z)) \rVert_2^2`
-    for intermediate critic features (N, F) and (M, F); the generator loss of the semi-supervised GAN. 0-dim."""
-    if real_features.ndim != 2 or fake_features.ndim != 2 or real_features.shape[1] != fake_features.shape[1]:
-        raise ValueError("real_features and fake_features must have shapes (N, F) and (M, F)")
+    for intermediate critic features (N, F) and (M, F); the generator loss of the semi-supervised GAN. 0-dim.
+
+    Raises:
+        TypeError: a non-floating-point argument. ValueError: NaN/Inf, not 2-D, or different F.
+    """
+    check_matrix("real_features", real_features)
+    check_matrix("fake_features", fake_features, real_features.shape[1])
     return (real_features.mean(0) - fake_features.mean(0)).pow(2).sum()
 
 
@@ -799,7 +812,7 @@ def recipe_objective(recipe) -> GANLoss:
 
 
 def _recipe(recipe) -> Recipe2D:
-    return _by_name(recipe, Recipe2D, RECIPES_2D, "2-D recipe")
+    return _by_name(recipe, Recipe2D, RECIPES_2D, "2-D recipe", "recipe")
 
 
 def train_2d_gans(recipe, benchmarks=("ring",), seeds=COURSE_SEEDS, *, profile: str | None = None,

@@ -500,3 +500,29 @@ def test_spectral_norm_recipe_trains_a_normalised_discriminator():
         torch.testing.assert_close(torch.linalg.matrix_norm(w.detach(), ord=2), torch.ones(2), rtol=0.05, atol=0)
     run_r1 = W.train_2d_gans("r1", ("ring",), seeds=(0,), steps=3, progress=False)
     assert "r1" in run_r1["history"]
+
+
+def test_feature_matching_and_ssgan_losses_reject_bad_input_by_name():
+    real, fake = torch.randn(5, 3), torch.randn(4, 3)
+    assert W.feature_matching_loss(real, fake).shape == ()
+    with pytest.raises(ValueError, match="fake_features"):
+        W.feature_matching_loss(real, torch.full((4, 3), float("nan")))
+    with pytest.raises(TypeError, match="real_features"):
+        W.feature_matching_loss(torch.ones(5, 3, dtype=torch.long), fake)
+    with pytest.raises(ValueError, match="fake_features"):
+        W.feature_matching_loss(real, torch.randn(4, 2))
+    labelled, labels = torch.randn(3, 4), torch.tensor([0, 1, 3])
+    with pytest.raises(ValueError, match="real_logits"):
+        W.ssgan_discriminator_loss(labelled, labels, torch.full((2, 4), float("inf")), torch.randn(2, 4))
+    with pytest.raises(TypeError, match="fake_logits"):
+        W.ssgan_discriminator_loss(labelled, labels, torch.randn(2, 4), torch.ones(2, 4, dtype=torch.long))
+
+
+@pytest.mark.parametrize("call, arg", [
+    (lambda: W.f_divergence(torch.tensor([0.5, 0.5]), torch.tensor([0.5, 0.5]), "kullback"), "name"),
+    (lambda: W.f_gan_generator_loss(torch.randn(3), "kullback"), "divergence"),
+    (lambda: W.train_2d_gans("no_such_recipe"), "recipe"),
+])
+def test_an_unknown_name_is_reported_with_its_argument(call, arg):
+    with pytest.raises(ValueError, match=rf"^{arg} must be one of .*kullback|^{arg} must be one of .*no_such_recipe"):
+        call()
