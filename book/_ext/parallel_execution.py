@@ -11,6 +11,11 @@ notebooks it finds every one in the cache ("Using cached notebook") and executes
 
 A notebook whose execution fails stops the build with its traceback, after the notebooks that succeeded
 have been cached. Nothing happens unless the execution mode is ``cache``.
+
+Each kernel talks to its client over IPC sockets in a directory of its own rather than over TCP ports on
+localhost: a TCP port is chosen by binding port 0 and releasing it, so kernels started at the same moment (two
+here, and others in the test suite's workers) can be handed the same port, and a client then waits forever for a
+reply that went to another kernel.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from jupyter_cache import get_cache
 from jupyter_cache.base import CacheBundleIn
 from jupyter_cache.cache.db import NbProjectRecord
 from jupyter_cache.executors.utils import single_nb_execution
+from jupyter_client.manager import KernelManager
 from sphinx.errors import ExtensionError
 from sphinx.util import logging
 
@@ -64,9 +70,15 @@ def notebook_as_myst_nb_reads_it(path: Path, config):
 def execute(path: Path, nb, config):
     """Execute ``nb`` (from ``path``) as myst-nb's cache client does; returns jupyter-cache's result."""
     cwd_context = TemporaryDirectory() if config.execution_in_temp else nullcontext(str(path.parent))
-    with cwd_context as cwd:
-        return single_nb_execution(nb, cwd=os.path.abspath(cwd), allow_errors=config.execution_allow_errors,
-                                   timeout=config.execution_timeout, meta_override=True)
+    kernel = nb.metadata.get("kernelspec", {}).get("name", "python3")
+    with cwd_context as cwd, TemporaryDirectory(prefix="kernel-ipc-") as sockets:
+        km = KernelManager(kernel_name=kernel, transport="ipc", ip=os.path.join(sockets, "kernel"))
+        try:
+            return single_nb_execution(nb, cwd=os.path.abspath(cwd), allow_errors=config.execution_allow_errors,
+                                       timeout=config.execution_timeout, meta_override=True, km=km)
+        finally:
+            if km.has_kernel:
+                km.shutdown_kernel(now=True)
 
 
 def outdated_notebooks(env, docnames, cache) -> list[tuple[Path, object, object]]:
