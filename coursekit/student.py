@@ -259,16 +259,18 @@ def _raises_not_implemented(stmt: ast.stmt) -> bool:
     return isinstance(target, ast.Name) and target.id == "NotImplementedError"
 
 
-def _solution_functions(nb) -> dict[str, tuple[str, ast.FunctionDef]]:
-    """``{function name: (cell source, its def)}`` for the functions defined at top level by ``solution`` cells."""
+def _solution_functions(nb) -> dict[str, tuple[str, ast.FunctionDef, int]]:
+    """``{function name: (cell source, its def, the cell's number of top-level statements)}`` for the functions
+    defined at top level by ``solution`` cells."""
     found = {}
     for i, cell in enumerate(nb.cells):
         if cell.get("cell_type") != "code" or SOLUTION_TAG not in _tags(cell):
             continue
         source = _source(cell)
-        for node in _parse(source, f"solution cell {i}").body:
+        body = _parse(source, f"solution cell {i}").body
+        for node in body:
             if isinstance(node, ast.FunctionDef):
-                found[node.name] = (source, node)
+                found[node.name] = (source, node, len(body))
     return found
 
 
@@ -287,10 +289,9 @@ def _merge_stub_and_solution(stub: str, solutions: dict, where: str) -> tuple[st
     name = defs[0].name
     if name not in solutions:
         raise AssignmentError(f"{where}: no cell tagged {SOLUTION_TAG!r} defines {name}()")
-    sol_source, sol_def = solutions[name]
-    sol_tree = _parse(sol_source, f"the solution of {name}()")
+    sol_source, sol_def, n_statements = solutions[name]
     stub_lines, sol_lines = stub.splitlines(), sol_source.splitlines()
-    if len(sol_tree.body) != 1 or not sol_def.body:
+    if n_statements != 1 or not sol_def.body:
         return f"{stub.rstrip()}\n\n{BEGIN_SOLUTION}\n{sol_source.strip()}\n{END_SOLUTION}\n", name
     raise_stmt = next(s for s in defs[0].body if _raises_not_implemented(s))
     indent = stub_lines[raise_stmt.lineno - 1][: raise_stmt.col_offset]
