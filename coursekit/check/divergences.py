@@ -97,7 +97,9 @@ def sample_exponential(fn: Callable, *, seed: int | None = None) -> None:
     if out.shape != (n,):
         ctx.fail(f"expected one sample per u, shape ({n},), got {tuple(out.shape)}: the map is elementwise.")
     ref = -torch.log1p(-u) / rate
-    tol = {"rtol": 1e-6, "atol": 1e-9}
+    # Loose enough that a float32 computation (relative error up to ~1e-5 for u near 0.01) passes here and is
+    # reported by the accuracy check below, which names log1p; tight enough for every wrong formula above.
+    tol = {"rtol": 1e-4, "atol": 1e-9}
     if not close(out, ref, **tol):
         cands = {
             "you returned -log(u) / rate. It has the right distribution (1 - u is uniform too), but it is "
