@@ -11,7 +11,9 @@ training needs and nothing more:
 * records a :class:`History` of losses and metrics;
 * stops at ``steps`` or when a wall-clock budget ``max_seconds`` is used up;
 * raises :class:`TrainingDiverged` as soon as a loss or a gradient norm is NaN or Inf, with the
-  step number and hints, instead of silently training on garbage;
+  step number and hints, instead of silently training on garbage. The values are read from the device
+  once per ``check_every`` steps, all at once: every step on the CPU (before the optimiser steps on a bad
+  gradient), every logging window on a GPU, where a read per step would stall the device;
 * decays the learning rates linearly to 0 if asked (``lr_schedule="linear"``);
 * saves checkpoints and resumes from them such that an interrupted and resumed run ends
   *bit-identical* to an uninterrupted one (everything random is in the checkpoint, including the
@@ -331,19 +333,55 @@ class _Window:
         return True
 
 
-class _Run:
-    """The state of one :func:`fit_players` call: players, sampler, named RNG streams, history, step."""
+@dataclass(eq=False)
+class _Update:
+    """One optimiser update whose loss, gradient norm and tensor metrics may still be on the device.
 
-    def __init__(self, players, tensors, single, steps, batch_size, seed, generators, title, advice):
+    ``values`` is ``(loss, gradient norm, tensor metric 1, ...)``, copied (by ``torch.stack``) before the
+    optimiser stepped; ``slots`` gives, for each metric in the order ``loss_fn`` returned them, its key and
+    either its index in ``values`` or its python value. ``floats`` is filled in when the values are read.
+    """
+
+    step: int
+    player: Player
+    values: torch.Tensor
+    slots: list
+    last: bool  # the player's last update of its step: the one that is logged
+    floats: list | None = None
+
+
+def _read_dtype(device: torch.device) -> torch.dtype:
+    # float64 holds a float32 or float64 loss exactly; Apple's MPS has no float64.
+    return torch.float32 if device.type == "mps" else torch.float64
+
+
+def _global_grad_norm(grads: list[torch.Tensor]) -> torch.Tensor:
+    """The global 2-norm of all the gradients' entries, a 0-d tensor on their device (nothing is read back).
+
+    One norm of the concatenated gradients: for the course's small networks this costs less than a norm per
+    tensor (the form ``clip_grad_norm_`` uses, kept for gradients on several devices); the two agree to rounding.
+    """
+    if len({g.device for g in grads}) == 1:
+        return torch.linalg.vector_norm(torch.cat([g.reshape(-1) for g in grads]))
+    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g).to(grads[0].device) for g in grads]))
+
+
+class _Run:
+    """The state of one :func:`fit_players` call: players, sampler, named RNG streams, history, step, and the
+    updates whose values have not been read from the device yet."""
+
+    def __init__(self, players, tensors, single, steps, batch_size, seed, generators, title, advice, check_every):
         self.players, self.tensors, self.single = players, tensors, single
         self.n, self.steps, self.batch_size = tensors[0].shape[0], steps, batch_size
         self.sampler = _EpochSampler(self.n, batch_size, seed)
         self.generators = generators
         self.title, self.advice = title, advice
+        self.check_every = check_every
         self.history = History()
         self.window = _Window(self.history)
         self.step = 0  # number of completed steps
         self.reserved = set(_history_keys(players))
+        self.pending: list[_Update] = []  # updates since the last read, in order
 
     # -- one optimiser update of one player ---------------------------------------------------------
     def batch(self):
@@ -351,15 +389,16 @@ class _Run:
         batch = tuple(t[idx] if t.device == idx.device else t[idx.to(t.device)] for t in self.tensors)
         return batch[0] if self.single else batch
 
-    def diverged(self, player: Player, quantity: str, value: float, loss_value=None) -> TrainingDiverged:
-        quantity = quantity if len(self.players) == 1 else f"{player.name} {quantity}"
+    def diverged(self, update: _Update, quantity: str, value: float, loss_value=None) -> TrainingDiverged:
+        quantity = quantity if len(self.players) == 1 else f"{update.player.name} {quantity}"
         extra = f" (the loss was {loss_value:.6g})" if loss_value is not None else ""
-        msg = (f"{self.title} diverged: the {quantity} is {value} at step {self.step + 1} of {self.steps}{extra}. "
-               f"Try: {self.advice(player)}")
-        return TrainingDiverged(msg, step=self.step + 1, quantity=quantity, value=value)
+        late = (f" It was noticed after step {self.step}: the values are read from the device every "
+                f"{self.check_every} steps." if self.step >= update.step else "")
+        msg = (f"{self.title} diverged: the {quantity} is {value} at step {update.step} of {self.steps}{extra}."
+               f"{late} Try: {self.advice(update.player)}")
+        return TrainingDiverged(msg, step=update.step, quantity=quantity, value=value)
 
-    def update(self, player: Player) -> tuple[float, float, dict]:
-        """Loss, divergence guard, backward, gradient norm, (clip,) step; returns (loss, grad norm, metrics)."""
+    def _loss_and_metrics(self, player: Player):
         out = player.loss_fn(self.batch() if player.uses_batch else None)
         if isinstance(out, tuple) and len(out) != 2:
             raise ValueError(f"loss_fn must return loss or (loss, metrics), got a tuple of {len(out)} items")
@@ -375,12 +414,11 @@ class _Run:
         if self.reserved & set(metrics):
             names = " and ".join(repr(k) for k in sorted(self.reserved))
             raise ValueError(f"the metric names {names} are reserved; rename them")
-        # Read the metrics now, before optimizer.step() can change a metric that views a parameter.
-        metric_values = {key: _to_float(key, v) for key, v in metrics.items()}
-        loss_value = float(loss.detach())  # one device sync per update, needed for the NaN/Inf guard
-        if not math.isfinite(loss_value):
-            raise self.diverged(player, "loss", loss_value)
+        return loss, metrics
 
+    def update(self, player: Player, last: bool) -> None:
+        """Loss, backward, gradient norm, divergence guard (here, or later when ``check_every`` > 1), (clip,) step."""
+        loss, metrics = self._loss_and_metrics(player)
         optimizer = player.optimizer
         optimizer.zero_grad(set_to_none=True)
         (loss if player.grad_scale == 1.0 else player.grad_scale * loss).backward()
@@ -390,32 +428,68 @@ class _Run:
             of = "" if len(self.players) == 1 else f" of the {player.name}"
             raise ValueError(f"no optimised parameter{of} received a gradient: does the loss depend on the "
                              f"parameters given to the optimizer?")
-        # the global 2-norm, as clip_grad_norm_ computes it (get_total_norm would need torch >= 2.6)
-        grad_norm = float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])))
-        if not math.isfinite(grad_norm):
-            raise self.diverged(player, "gradient norm", grad_norm, loss_value)
+        # The loss, the gradient norm and the tensor metrics in one tensor, copied now (before optimizer.step()
+        # can change a metric that views a parameter) and read from the device with the others later.
+        dtype = _read_dtype(loss.device)
+        scalars, slots = [loss.detach(), _global_grad_norm(grads)], []
+        for key, v in metrics.items():
+            if isinstance(v, torch.Tensor):
+                if v.numel() != 1:
+                    raise ValueError(f"metric {key!r} must be a scalar, got a tensor of shape {tuple(v.shape)}")
+                slots.append((key, len(scalars), None))
+                scalars.append(v.detach())
+            else:
+                slots.append((key, None, _to_float(key, v)))
+        values = torch.stack([t.reshape(()).to(device=loss.device, dtype=dtype) for t in scalars])
+        self.pending.append(_Update(self.step + 1, player, values, slots, last))
+        if self.check_every == 1:
+            self.read()  # the guard runs before the optimiser steps on a bad gradient
         if player.grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(params, player.grad_clip)
         optimizer.step()
         if player.after_update is not None:
             player.after_update()
-        return loss_value, grad_norm, metric_values
+
+    def read(self) -> None:
+        """Read the pending updates' values from the device at once (one synchronisation) and check them in order:
+        the first NaN/Inf loss or gradient norm raises :class:`TrainingDiverged` naming its step."""
+        todo = [u for u in self.pending if u.floats is None]
+        if not todo:
+            return
+        flat = torch.cat([u.values for u in todo]).tolist()
+        pos = 0
+        for u in todo:
+            u.floats, pos = flat[pos:pos + u.values.numel()], pos + u.values.numel()
+            loss_value, grad_norm = u.floats[0], u.floats[1]
+            if not math.isfinite(loss_value):
+                raise self.diverged(u, "loss", loss_value)
+            if not math.isfinite(grad_norm):
+                raise self.diverged(u, "gradient norm", grad_norm, loss_value)
+
+    def settle(self) -> None:
+        """Read the pending updates and add each completed step's logged values (every player's loss and gradient
+        norm, then every player's metrics, from its last update of the step) to the logging window."""
+        self.read()
+        done = [u for u in self.pending if u.step <= self.step and u.last]
+        self.pending = [u for u in self.pending if u.step > self.step]
+        for step in sorted({u.step for u in done}):
+            logged = [u for u in done if u.step == step]
+            for u in logged:
+                self.window.add(u.player.loss_key, u.floats[0])
+                if u.player.grad_norm_key:
+                    self.window.add(u.player.grad_norm_key, u.floats[1])
+            for u in logged:
+                for key, index, value in u.slots:
+                    self.window.add(key, u.floats[index] if index is not None else value)
 
     def run_step(self) -> None:
-        """Every player's updates in order, then the step's losses and metrics into the logging window."""
-        last = []
+        """Every player's updates in order; the values are read every ``check_every`` steps."""
         for player in self.players:
-            for _ in range(player.updates):
-                result = self.update(player)
-            last.append(result)
+            for k in range(player.updates):
+                self.update(player, last=k == player.updates - 1)
         self.step += 1
-        for player, (loss_value, grad_norm, _) in zip(self.players, last):
-            self.window.add(player.loss_key, loss_value)
-            if player.grad_norm_key:
-                self.window.add(player.grad_norm_key, grad_norm)
-        for _, _, metric_values in last:
-            for key, value in metric_values.items():
-                self.window.add(key, value)
+        if self.step % self.check_every == 0:
+            self.settle()
 
     # -- checkpoints --------------------------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -495,12 +569,14 @@ def _train(run: _Run, *, base_lrs, lr_schedule, log_every, max_seconds, path, ch
                     for group, lr0 in zip(p.optimizer.param_groups, lrs):
                         group["lr"] = lr0 * (1.0 - step / steps)
             if step % log_every == 0:
+                run.settle()
                 run.window.flush(step)
                 show()
             bar.update(1)
             if callback is not None:
                 callback(step, history)
             if checkpoint_every is not None and step % checkpoint_every == 0:
+                run.settle()
                 _save_checkpoint(path, run.state_dict())
                 saved_step = step
             if max_seconds is not None and time.perf_counter() - t0 >= max_seconds and step < steps:
@@ -509,6 +585,7 @@ def _train(run: _Run, *, base_lrs, lr_schedule, log_every, max_seconds, path, ch
                     tqdm.write(f"{desc}: stopped at step {step} of {steps}, "
                                f"the wall-clock budget of {max_seconds:g} s is used up")
                 break
+        run.settle()
         if path is not None and run.step > start_step and saved_step != run.step:
             _save_checkpoint(path, run.state_dict())
         # Log the last, partial window only now, after the checkpoint: the checkpoint keeps the running
@@ -547,6 +624,7 @@ def fit_players(
     resume: bool = True,
     title: str = "Training",
     advice=None,
+    check_every: int | None = None,
 ) -> History:
     """The training loop of the course: train one or more :class:`Player` s in turn and return the History.
 
@@ -580,6 +658,12 @@ def fit_players(
             its step; ``False`` starts afresh and overwrites it.
         title: first words of the :class:`TrainingDiverged` message (``"Training"``, ``"GAN training"``).
         advice: optional ``advice(player) -> str``, the hints after "Try:" in that message.
+        check_every: read the losses, gradient norms and metrics from the device every this many steps (one
+            synchronisation for all of them) and check them then. ``1`` checks every update before its optimiser
+            step, so a NaN/Inf gradient is never applied; ``k > 1`` lets an accelerator run ahead of the host and
+            stops training at most ``k - 1`` steps after the first bad step (the message names that step and the
+            parameters may by then be NaN). ``None``: 1 when the data is on the CPU, where a read costs nothing,
+            else ``log_every``.
 
     Returns:
         The :class:`History` (restored and extended when resuming), ``stop_reason`` ``"steps"`` or
@@ -612,8 +696,11 @@ def fit_players(
             raise ValueError("checkpoint_every needs a checkpoint_path to save to")
     if callback is not None and not callable(callback):
         raise TypeError("callback must be callable as callback(step, history)")
+    if check_every is None:
+        check_every = 1 if tensors[0].device.type == "cpu" else log_every
+    check_every = check_positive_int("check_every", check_every)
     run = _Run(players, tensors, single, steps, batch_size, seed, _check_generators(generators), title,
-               advice or _default_advice)
+               advice or _default_advice, check_every)
     # Initial learning rates, read before a checkpoint overwrites them with decayed ones.
     base_lrs = [[group["lr"] for group in p.optimizer.param_groups] for p in players]
     path = Path(checkpoint_path) if checkpoint_path is not None else None
@@ -646,6 +733,7 @@ def fit(
     callback=None,
     grad_clip: float | None = None,
     lr_schedule: str = "constant",
+    check_every: int | None = None,
 ) -> History:
     """Train ``model`` by minibatch gradient descent and return the loss :class:`History`.
 
@@ -683,6 +771,8 @@ def fit(
             completed steps, starting at 1).
         grad_clip: if given, clip the global gradient norm to this value (``clip_grad_norm_``).
         lr_schedule: ``"constant"`` (default) or ``"linear"`` (decay to 0 at ``steps``, see :func:`fit_players`).
+        check_every: how often the loss and gradient norm are read from the device and checked (see
+            :func:`fit_players`): by default every step on the CPU, every ``log_every`` steps on an accelerator.
 
     Returns:
         The :class:`History` (restored and extended when resuming).
@@ -704,6 +794,6 @@ def fit(
     return fit_players(
         [player], data, steps=steps, batch_size=batch_size, seed=seed, lr_schedule=lr_schedule,
         max_seconds=max_seconds, log_every=log_every, checkpoint_path=checkpoint_path,
-        checkpoint_every=checkpoint_every, resume=resume, progress=progress, desc=desc,
+        checkpoint_every=checkpoint_every, resume=resume, progress=progress, desc=desc, check_every=check_every,
         callback=None if callback is None else (lambda step, history: callback(step, model, history)),
     )

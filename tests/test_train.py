@@ -207,6 +207,75 @@ def test_fit_infinite_gradient_raises_training_diverged():
     assert torch.equal(w.detach(), torch.ones(2))  # the optimizer did not step on the bad gradient
 
 
+@pytest.mark.parametrize("check_every", [2, 5, 7])
+def test_deferred_reads_log_the_same_history(check_every):
+    """Reading the values every check_every steps instead of every step changes nothing that is recorded."""
+    x, y = _regression()
+    runs = []
+    for every in (1, check_every):
+        model, opt = _linear()
+        h = fit(model, opt, lambda m, b: (_mse(m, b), {"w0": m.weight[0, 0], "k": 3}), (x, y), steps=23,
+                batch_size=8, log_every=4, progress=False, check_every=every)
+        runs.append((h.state_dict(), model.weight.detach().clone()))
+    assert runs[0][0] == runs[1][0] and torch.equal(runs[0][1], runs[1][1])
+
+
+@pytest.mark.parametrize("bad_step, check_every", [(4, 5), (5, 5), (6, 5), (3, 10), (1, 3)])
+def test_deferred_nan_stops_within_check_every_steps(bad_step, check_every):
+    """With check_every = k the first NaN loss, at step s, stops training by step ceil(s / k) k (or at the end) with
+    a message naming step s; at most k - 1 further steps run."""
+    x, y = _regression()
+    model, opt = _linear()
+    calls = {"k": 0}
+
+    def loss_fn(m, batch):
+        calls["k"] += 1
+        loss = _mse(m, batch)
+        return loss * float("nan") if calls["k"] == bad_step else loss
+
+    steps = 12
+    with pytest.raises(TrainingDiverged, match=f"at step {bad_step} of {steps}") as err:
+        fit(model, opt, loss_fn, (x, y), steps=steps, batch_size=8, log_every=100, progress=False,
+            check_every=check_every)
+    noticed = min(math.ceil(bad_step / check_every) * check_every, steps)
+    assert calls["k"] == noticed and calls["k"] - bad_step <= check_every - 1
+    assert err.value.step == bad_step and err.value.quantity == "loss" and math.isnan(err.value.value)
+    assert f"noticed after step {noticed}" in str(err.value) and "lr=0.1" in str(err.value)
+
+
+def test_deferred_reads_check_every_update_of_a_player():
+    """A NaN in an update that is not logged (the first of a player's two updates per step) is still caught."""
+    players, gens, _ = _two_players()
+    reg = players[0]
+    count = {"k": 0}
+
+    def reg_loss(batch):
+        count["k"] += 1
+        loss = _mse(reg.module, batch)
+        return loss * math.inf if count["k"] == 3 else loss  # step 2, first of its two updates
+
+    bad = Player("reg", reg.module, reg.optimizer, reg_loss, updates=2, loss_key="loss_reg")
+    with pytest.raises(TrainingDiverged, match="the reg loss is inf at step 2 of 6") as err:
+        fit_players([bad, players[1]], _regression(), steps=6, batch_size=8, generators=gens, progress=False,
+                    check_every=3)
+    assert err.value.step == 2 and "noticed after step 3" in str(err.value)
+
+
+def test_check_every_is_validated_and_defaults_to_every_step_on_the_cpu():
+    x, y = _regression()
+    model, opt = _linear()
+    for bad in (0, -1, 1.5):
+        with pytest.raises((ValueError, TypeError), match="check_every"):
+            fit(model, opt, _mse, (x, y), steps=1, batch_size=8, progress=False, check_every=bad)
+    w = nn.Parameter(torch.ones(2))
+    module = nn.Module()
+    module.w = w
+    with pytest.raises(TrainingDiverged, match="gradient norm") as err:  # CPU data: checked before the step
+        fit(module, torch.optim.SGD([w], lr=0.1), lambda m, b: torch.sqrt(m.w - m.w.detach()).sum(),
+            torch.zeros(4, 1), steps=3, batch_size=2, log_every=2, progress=False)
+    assert "noticed" not in str(err.value) and torch.equal(w.detach(), torch.ones(2))
+
+
 def test_fit_wall_clock_budget():
     x, y = _regression()
     model, opt = _linear()
@@ -360,6 +429,21 @@ def test_resume_is_bit_identical(tmp_path, how):
     hist_c = fit(model_c, opt_c, _noisy_loss, (x, y), **FIT_KW, checkpoint_path=path)
     _assert_identical(model_a, hist_a, model_c, hist_c)
     assert opt_c.state_dict()["state"][0]["step"] == 40
+
+
+def test_resume_with_deferred_reads_is_bit_identical(tmp_path):
+    """A checkpoint in the middle of a read interval (check_every = 3, saved at step 20) holds every value read so
+    far, so the resumed run logs what the uninterrupted one logs."""
+    model_a, hist_a = _uninterrupted()
+    x, y = _regression(n=50)
+    path = tmp_path / "ckpt.pt"
+    model_b, opt_b = _fresh(0)
+    torch.manual_seed(11)
+    fit(model_b, opt_b, _noisy_loss, (x, y), **{**FIT_KW, "steps": 20}, checkpoint_path=path, check_every=3)
+    model_c, opt_c = _fresh(999)
+    torch.manual_seed(12345)
+    hist_c = fit(model_c, opt_c, _noisy_loss, (x, y), **FIT_KW, checkpoint_path=path, check_every=3)
+    _assert_identical(model_a, hist_a, model_c, hist_c)
 
 
 def test_resume_without_checkpoint_would_differ(tmp_path):
