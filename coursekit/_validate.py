@@ -13,6 +13,7 @@ Other coursekit modules may add small functions here (keep them short and docume
 
 from __future__ import annotations
 
+import math
 import numbers
 from collections.abc import Sequence
 
@@ -180,9 +181,13 @@ def check_probability(name: str, t) -> torch.Tensor:
     """
     if isinstance(t, numbers.Real) and not isinstance(t, bool):
         t = torch.tensor(float(t))
-    check_finite(name, t)
+    check_tensor(name, t)
     if t.numel() > 0:
-        lo, hi = float(t.min()), float(t.max())
+        # One read from the device: the extremes are NaN or +-Inf exactly when some entry is.
+        values = t.detach().to(torch.uint8) if t.dtype == torch.bool else t.detach()
+        lo, hi = (float(v) for v in torch.stack(torch.aminmax(values)).tolist())
+        if not (math.isfinite(lo) and math.isfinite(hi)):
+            check_finite(name, t)  # raises, counting the NaN and Inf entries
         if lo < 0.0 or hi > 1.0:
             raise ValueError(f"{name} must contain probabilities in [0, 1], got values in [{lo:g}, {hi:g}]")
     return t

@@ -90,6 +90,8 @@ def gaussian_kl(
     logvar_q: torch.Tensor,
     mu_p: torch.Tensor | None = None,
     logvar_p: torch.Tensor | None = None,
+    *,
+    validate_args: bool = True,
 ) -> torch.Tensor:
     r"""KL( N(mu_q, diag exp(logvar_q)) || N(mu_p, diag exp(logvar_p)) ), summed over the last dim.
 
@@ -109,6 +111,8 @@ def gaussian_kl(
             q, float tensors of shape ``(..., d)``.
         mu_p, logvar_p: mean and log-variance of p, or ``None`` for 0 (standard
             normal). Any shapes that broadcast with ``mu_q`` / ``logvar_q``.
+        validate_args: check the arguments (as ``torch.distributions`` does); a caller that has already
+            checked them, e.g. inside a training step, passes ``False`` to skip the reads from the device.
 
     Returns:
         Tensor of the broadcast batch shape ``(...)`` (last dim summed out), in
@@ -124,7 +128,8 @@ def gaussian_kl(
         args["mu_p"] = mu_p
     if logvar_p is not None:
         args["logvar_p"] = logvar_p
-    _check_diagonal_gaussian_args(**args)
+    if validate_args:
+        _check_diagonal_gaussian_args(**args)
 
     if mu_p is None:
         mu_p = torch.zeros((), dtype=mu_q.dtype, device=mu_q.device)

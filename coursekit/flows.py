@@ -102,6 +102,10 @@ def standard_normal_log_prob(z: torch.Tensor) -> torch.Tensor:
         TypeError / ValueError: for a non-tensor, a wrong rank or NaN/Inf.
     """
     check_matrix("z", z, min_rows=0)
+    return _standard_normal_log_prob(z)
+
+
+def _standard_normal_log_prob(z):
     return -0.5 * (z**2).sum(-1) - 0.5 * z.shape[-1] * LOG_2PI
 
 
@@ -469,8 +473,8 @@ class Flow(nn.Module):
         """Data -> latent: ``(z, sum of log|det dz/dx|)``, (N, D) and (N,)."""
         check_matrix("x", x, self.dim, min_rows=0)
         total = x.new_zeros(x.shape[0])
-        for layer in self.layers:
-            x, ld = layer(x)
+        for layer in self.layers:  # x is checked once, here: each layer's own check would read the device again
+            x, ld = layer._forward(x)
             total = total + ld
         return x, total
 
@@ -479,14 +483,14 @@ class Flow(nn.Module):
         check_matrix("z", z, self.dim, min_rows=0)
         total = z.new_zeros(z.shape[0])
         for layer in reversed(self.layers):
-            z, ld = layer.inverse(z)
+            z, ld = layer._inverse(z)
             total = total + ld
         return z, total
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
         """Exact log-density of each row of ``x`` (N, D) -> (N,), nats."""
         z, log_det = self.forward(x)
-        return standard_normal_log_prob(z) + log_det
+        return _standard_normal_log_prob(z) + log_det
 
     def sample(self, n: int, generator: torch.Generator | None = None, temperature: float = 1.0) -> torch.Tensor:
         """``n`` samples (n, D): ``inverse(temperature * z)``, ``z ~ N(0, I)`` drawn on the flow's device

@@ -82,6 +82,16 @@ def _randn(shape, generator, dtype, device) -> torch.Tensor:
     return torch.randn(shape, generator=generator, dtype=dtype, device=device)
 
 
+def _reparameterise(mu, logvar, eps):
+    """z = mu + sigma * eps on checked arguments (see :func:`reparameterise`)."""
+    return mu + torch.exp(0.5 * logvar) * eps
+
+
+def _bernoulli_log_likelihood(logits, x):
+    """sum_j x_j l_j - softplus(l_j) on checked arguments (see :func:`bernoulli_log_likelihood`)."""
+    return (x * logits - F.softplus(logits)).sum(-1)
+
+
 def _std_normal_log_prob(z: torch.Tensor) -> torch.Tensor:
     """log N(z; 0, I) summed over the last dim."""
     return -0.5 * (z.pow(2) + _LOG_2PI).sum(-1)
@@ -124,7 +134,7 @@ def reparameterise(
     else:
         check_floating("eps", eps)
         check_broadcastable(mu=mu, logvar=logvar, eps=eps)
-    return mu + torch.exp(0.5 * logvar) * eps
+    return _reparameterise(mu, logvar, eps)
 
 
 def bernoulli_log_likelihood(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -157,7 +167,7 @@ def bernoulli_log_likelihood(logits: torch.Tensor, x: torch.Tensor) -> torch.Ten
             f"logits {tuple(logits.shape)} and x {tuple(x.shape)}"
         )
     check_broadcastable(logits=logits, x=x)
-    return (x * logits - F.softplus(logits)).sum(-1)
+    return _bernoulli_log_likelihood(logits, x)
 
 
 def log_mean_exp(log_w: torch.Tensor, dim: int = 0) -> torch.Tensor:
@@ -314,14 +324,18 @@ def elbo(
     beta = check_nonnegative_float("beta", beta)
     n_samples = check_positive_int("n_samples", n_samples)
     x = model._flat(x) if hasattr(model, "_flat") else x
-    check_floating("x", x)
-    check_probability("x", x)
+    check_floating("x", x, finite=False)
+    check_probability("x", x)  # also rejects NaN/Inf
+    # Only x is checked: the encoder's and decoder's outputs are not read back from the device (in training, a
+    # NaN there makes the loss NaN, which the training loop's guard reports).
     mu, logvar = model.encode(x)
-    kl = gaussian_kl(mu, logvar)
+    kl = gaussian_kl(mu, logvar, validate_args=False)
     eps = _randn((n_samples,) + tuple(mu.shape), generator, mu.dtype, mu.device)
-    z = reparameterise(mu, logvar, eps)  # (S, N, d)
+    z = _reparameterise(mu, logvar, eps)  # (S, N, d)
     logits = model.decode(z)  # (S, N, D)
-    rec = bernoulli_log_likelihood(logits, x).mean(0)
+    if logits.shape[-1] != x.shape[-1]:
+        raise ValueError(f"the decoder must return logits of shape (..., {x.shape[-1]}), got {tuple(logits.shape)}")
+    rec = _bernoulli_log_likelihood(logits, x).mean(0)
     return {"elbo": rec - kl, "rec": rec, "kl": kl, "objective": rec - beta * kl}
 
 
@@ -335,12 +349,13 @@ def vae_loss(model: VAE, batch, beta: float = 1.0):
 
     Returns:
         ``(loss, metrics)``: ``loss`` a scalar tensor ``-mean(rec - beta*kl)``;
-        ``metrics`` a dict of python floats ``elbo``, ``rec``, ``kl`` (batch means, nats).
+        ``metrics`` a dict of detached 0-d tensors ``elbo``, ``rec``, ``kl`` (batch means, nats), left on the
+        device so that :func:`coursekit.train.fit` reads them with the loss in one synchronisation.
     """
     x = batch[0] if isinstance(batch, (tuple, list)) else batch
     out = elbo(model, x, beta=beta)
     loss = -out["objective"].mean()
-    metrics = {k: float(out[k].detach().mean()) for k in ("elbo", "rec", "kl")}
+    metrics = {k: out[k].detach().mean() for k in ("elbo", "rec", "kl")}
     return loss, metrics
 
 
