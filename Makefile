@@ -3,7 +3,8 @@
 #   make test     ruff, then the whole test suite (unit tests, notebooks under nbval, book build, student edition, browser)
 #   make student  write the solution-free student edition to _build/student
 #   make assignments  write an nbgrader source tree to _build/assignments/source (one folder per chapter)
-#   make bench    train the course's models and write _build/bench/results.json
+#   make bench    train the course's models and, beside them, the library reference implementations (zuko,
+#                 diffusers, a pytorch/examples-style VAE, a plain loop); write _build/bench/results.json
 #   make test-latest  a fresh .venv-latest with the newest release of every dependency (torch >= 2.14, a
 #                 large download); the unit tests and the notebooks under smoke there (not part of make test)
 #   make clean    remove build outputs (keeps .venv); make distclean also removes .venv
@@ -85,7 +86,9 @@ student: $(BOOK_STAMP)
 assignments: $(BOOK_STAMP)
 	$(PY) -m coursekit.student --nbgrader --src notebooks --dst _build/assignments/source
 
+# The `bench` extra holds the library reference implementations the course's models are measured against.
 bench: $(BOOK_STAMP)
+	$(PY) -m pip install --quiet -e ".[book,bench]"
 	MPLBACKEND=Agg $(PY) -m coursekit.bench --profile $(BENCH_PROFILE) --out _build/bench
 
 clean:

@@ -52,6 +52,10 @@ __all__ = [
     "Recipe",
     "REGISTRY",
     "register",
+    "Comparison",
+    "COMPARISONS",
+    "MOONS_RECIPE",
+    "register_comparison",
     "run_bench",
     "format_table",
     "main",
@@ -559,6 +563,302 @@ register(Recipe("wgan_gp", "07_wasserstein", "WGAN-GP, MLP generator and critic 
 
 
 # ------------------------------------------------------------------------------------------------
+# The library reference implementations, side by side with the course's models
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One pair in the side-by-side table: a course model and the implementation people would pick instead.
+
+    Attributes:
+        name: key in results.json's ``comparisons``.
+        course_model: the :data:`REGISTRY` entry whose numbers are the course side, or ``None`` when ``run``
+            trains both sides itself.
+        description: one line for the table.
+        run: ``run(ctx, course_entry) -> dict`` with keys ``metric`` (what is compared, with its unit),
+            ``lower_is_better``, ``course`` and ``reference`` (each ``{"value", "steps", "steps_per_second",
+            "parameters", "what"}``).
+    """
+
+    name: str
+    course_model: str | None
+    description: str
+    run: Callable[[BenchContext, dict | None], dict]
+
+
+#: name -> Comparison, run after the models by :func:`run_bench` (``references=True``).
+COMPARISONS: dict[str, Comparison] = {}
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _plain_loop(loss_of_batch, optimiser, x: torch.Tensor, steps: int, batch_size: int, seed: int,
+                after_step=None) -> float:
+    """The loop a PyTorch user writes (as in pytorch/examples): per epoch a permutation, then per minibatch
+    ``zero_grad``, ``loss.backward()``, ``step()``; no checks and no logging. Returns its wall time in seconds."""
+    g = torch.Generator().manual_seed(seed)
+    done = 0
+    _sync(x.device)
+    t0 = time.perf_counter()
+    while done < steps:
+        perm = torch.randperm(x.shape[0], generator=g).to(x.device)
+        for i in range(0, x.shape[0] - batch_size + 1, batch_size):
+            loss = loss_of_batch(x[perm[i:i + batch_size]])
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            if after_step is not None:
+                after_step()
+            done += 1
+            if done == steps:
+                break
+    _sync(x.device)
+    return time.perf_counter() - t0
+
+
+def _entry(value, steps, seconds, model, what) -> dict:
+    return {"value": _json_float(value), "steps": int(steps), "steps_per_second": float(steps / seconds),
+            "parameters": int(sum(p.numel() for p in model.parameters())), "what": what}
+
+
+def _loop_pair(ctx: BenchContext, build, x: torch.Tensor, loss_fn, batch_size: int, what: str) -> dict:
+    """``train.fit`` against the plain loop around the same model, loss, optimiser and minibatch size: the median
+    over interleaved repeats of each loop's steps per second (interleaving spreads other load over both)."""
+    steps = ctx.budget(smoke=10, cpu=400, gpu=400)
+    repeats = ctx.budget(smoke=1, cpu=5, gpu=5)
+    times = {"fit": [], "plain": []}
+    for r in range(repeats):
+        for loop in ("plain", "fit") if r % 2 == 0 else ("fit", "plain"):
+            torch.manual_seed(ctx.seed)
+            model = build().to(ctx.device)
+            optimiser = torch.optim.Adam(model.parameters(), lr=1e-3)
+            if loop == "plain":
+                seconds = _plain_loop(lambda b, m=model: loss_fn(m, b)[0], optimiser, x, steps, batch_size, ctx.seed)
+            else:
+                _sync(ctx.device)
+                t0 = time.perf_counter()
+                train.fit(model, optimiser, loss_fn, x, steps=steps, batch_size=batch_size, seed=ctx.seed,
+                          progress=False)
+                _sync(ctx.device)
+                seconds = time.perf_counter() - t0
+            times[loop].append(seconds)
+    med = {k: float(np.median(v)) for k, v in times.items()}
+    return {"metric": "steps per second (the same model, loss and optimiser)", "lower_is_better": False,
+            "course": _entry(steps / med["fit"], steps, med["fit"], model, f"coursekit.train.fit: {what}"),
+            "reference": _entry(steps / med["plain"], steps, med["plain"], model, f"plain PyTorch loop: {what}"),
+            "repeats": repeats}
+
+
+def _loop_vae(ctx: BenchContext, _course) -> dict:
+    r = ctx.resolve(VAE_RECIPE)
+    x, _ = data.load_digits("train", binarize=True, device=ctx.device)
+    return _loop_pair(ctx, lambda: vae.VAE(data_dim=x.shape[1], latent_dim=r["LATENT_DIM"], hidden=r["HIDDEN"]),
+                      x, lambda m, b: vae.vae_loss(m, b, beta=1.0), r["BATCH_SIZE"], "the chapter 04 VAE")
+
+
+#: The chapter 05 two-moons recipe (notebooks/05_flows.ipynb, "Train RealNVP and MAF on two moons").
+MOONS_RECIPE = {
+    "MOONS_STEPS": {"smoke": 40, "cpu": 2000, "gpu": 4000},
+    "MOONS_N": {"smoke": 500, "cpu": 4000, "gpu": 4000},
+}
+_MOONS_BATCH, _MOONS_LR, _MOONS_TEST_N = 256, 1e-3, 2000
+
+
+def _moons(ctx: BenchContext):
+    r = ctx.resolve(MOONS_RECIPE)
+    return (r, data.two_moons(r["MOONS_N"], noise=0.1, seed=0, device=ctx.device),
+            data.two_moons(_MOONS_TEST_N, noise=0.1, seed=1, device=ctx.device))
+
+
+def _loop_moons(ctx: BenchContext, _course) -> dict:
+    _, x, _ = _moons(ctx)
+    return _loop_pair(ctx, lambda: flows.realnvp(2, n_couplings=6, hidden=(64, 64)), x, flows.nll_loss,
+                      _MOONS_BATCH, "the chapter 05 two-moons RealNVP")
+
+
+def _zuko_flow(ctx: BenchContext, kind: str) -> dict:
+    """zuko's ``RealNVP`` or ``NSF`` on two moons with the chapter's steps, batch size, learning rate and data,
+    trained by the plain loop; held-out NLL in nats per point."""
+    import zuko  # the `bench` extra
+
+    r, x, x_test = _moons(ctx)
+    torch.manual_seed(ctx.seed)
+    if kind == "RealNVP":
+        flow = zuko.flows.RealNVP(2, transforms=6, hidden_features=(64, 64)).to(ctx.device)
+    else:
+        flow = zuko.flows.NSF(2, transforms=3, hidden_features=(64, 64)).to(ctx.device)
+    optimiser = torch.optim.Adam(flow.parameters(), lr=_MOONS_LR)
+    seconds = _plain_loop(lambda b: -flow().log_prob(b).mean(), optimiser, x, r["MOONS_STEPS"], _MOONS_BATCH,
+                          ctx.seed)
+    with torch.no_grad():
+        nll = -flow().log_prob(x_test).mean().item()
+    hidden = "6 affine couplings" if kind == "RealNVP" else "3 rational-quadratic spline transforms, 8 bins"
+    return _entry(nll, r["MOONS_STEPS"], seconds, flow, f"zuko.flows.{kind} ({hidden}, hidden (64, 64))")
+
+
+def _course_moons_flow(ctx: BenchContext, build, what: str) -> dict:
+    r, x, x_test = _moons(ctx)
+    torch.manual_seed(ctx.seed)
+    flow = build().to(ctx.device)
+    optimiser = torch.optim.Adam(flow.parameters(), lr=_MOONS_LR)
+    t0 = time.perf_counter()
+    train.fit(flow, optimiser, flows.nll_loss, x, steps=r["MOONS_STEPS"], batch_size=_MOONS_BATCH, seed=ctx.seed,
+              desc=f"bench: {what} on two moons", progress=ctx.progress)
+    seconds = time.perf_counter() - t0
+    flow.eval()
+    with torch.no_grad():
+        nll = -flow.log_prob(x_test).mean().item()
+    return _entry(nll, r["MOONS_STEPS"], seconds, flow, what)
+
+
+def _realnvp_vs_zuko(ctx: BenchContext, _course) -> dict:
+    return {"metric": "two-moons test NLL (nats per point)", "lower_is_better": True,
+            "course": _course_moons_flow(ctx, lambda: flows.realnvp(2, n_couplings=6, hidden=(64, 64)),
+                                         "coursekit.flows.realnvp (6 affine couplings, hidden (64, 64))"),
+            "reference": _zuko_flow(ctx, "RealNVP")}
+
+
+class _ExamplesVAE(nn.Module):
+    """The VAE of pytorch/examples (``vae/main.py``: fc1, fc21/fc22, fc3, fc4 with ReLU; Bernoulli decoder, loss
+    BCE + KLD), one more hidden layer on each side and sized for 8x8 digits: 64-256-256-(16, 16) and
+    16-256-256-64. ``encode``/``decode`` follow coursekit.vae's interface so the same bounds evaluate it."""
+
+    def __init__(self, data_dim: int = 64, hidden: int = 256, latent_dim: int = 16):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(data_dim, hidden), nn.Linear(hidden, hidden)
+        self.fc21, self.fc22 = nn.Linear(hidden, latent_dim), nn.Linear(hidden, latent_dim)
+        self.fc3, self.fc4 = nn.Linear(latent_dim, hidden), nn.Linear(hidden, hidden)
+        self.fc5 = nn.Linear(hidden, data_dim)
+
+    def encode(self, x):
+        h = torch.relu(self.fc2(torch.relu(self.fc1(x))))
+        return self.fc21(h), self.fc22(h)
+
+    def decode(self, z):
+        return self.fc5(torch.relu(self.fc4(torch.relu(self.fc3(z)))))
+
+    def loss(self, x):
+        mu, logvar = self.encode(x)
+        z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
+        bce = nn.functional.binary_cross_entropy_with_logits(self.decode(z), x, reduction="sum")
+        kld = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())
+        return (bce + kld) / x.shape[0]
+
+
+def _vae_vs_examples(ctx: BenchContext, course: dict) -> dict:
+    """The chapter 04 VAE (its bench entry) against the pytorch/examples-style VAE trained by the plain loop with
+    the same steps, batch size and binarised training digits (Adam, lr 1e-3 as in pytorch/examples); both
+    evaluated by the same IWAE bound with the chapter's k on the same test digits."""
+    r = ctx.resolve(VAE_RECIPE)
+    x, _ = data.load_digits("train", binarize=True, device=ctx.device)
+    x_test, _ = data.load_digits("test", binarize=True, device=ctx.device)
+    torch.manual_seed(ctx.seed)
+    ref = _ExamplesVAE(x.shape[1]).to(ctx.device)
+    optimiser = torch.optim.Adam(ref.parameters(), lr=1e-3)
+    seconds = _plain_loop(ref.loss, optimiser, x, r["STEPS"], r["BATCH_SIZE"], ctx.seed)
+    ref.eval()
+    torch.manual_seed(ctx.seed)
+    with torch.no_grad():
+        iwae = vae.iwae_bound(ref, x_test, k=r["IWAE_K"]).mean().item()
+    lik = course["likelihood"]
+    return {"metric": f"test NLL bound -IWAE (k = {r['IWAE_K']}, nats per image)", "lower_is_better": True,
+            "course": {"value": _json_float(-lik["test_iwae_nats"]), "steps": course["steps"],
+                       "steps_per_second": course["steps_per_second"], "parameters": course["parameters"],
+                       "what": f"coursekit.vae.VAE, hidden {r['HIDDEN']}, latent {r['LATENT_DIM']}"},
+            "reference": _entry(-iwae, r["STEPS"], seconds, ref, "pytorch/examples-style VAE, 64-256-256-16")}
+
+
+def _ddpm_vs_diffusers(ctx: BenchContext, course: dict) -> dict:
+    """The chapter 08 DDPM (its bench entry) against diffusers' ``UNet2DModel`` with its ``DDPMScheduler`` (the same
+    linear schedule and T), trained with the same steps, batch, optimiser, warm-up and EMA by the plain loop and
+    sampled with the scheduler's full ancestral chain; FID in the course classifier's features at the same n."""
+    import diffusers  # the `bench` extra
+
+    r = ctx.resolve(DIFFUSION_RECIPE)
+    dev = ctx.device
+    x = dm.to_model_space(data.load_digits("train", image_shape=True, device=dev)[0])
+    T = r["T"]
+    scheduler = diffusers.DDPMScheduler(num_train_timesteps=T, beta_schedule="linear", beta_start=1e-4 * 1000 / T,
+                                        beta_end=0.02 * 1000 / T)
+    torch.manual_seed(ctx.seed)
+    unet = diffusers.UNet2DModel(sample_size=8, in_channels=1, out_channels=1, layers_per_block=1,
+                                 block_out_channels=(32, 64), norm_num_groups=8,
+                                 down_block_types=("DownBlock2D", "AttnDownBlock2D"),
+                                 up_block_types=("AttnUpBlock2D", "UpBlock2D")).to(dev)
+    ema = AveragedModel(unet, multi_avg_fn=get_ema_multi_avg_fn(r["EMA_DECAY"]))
+    optimiser = torch.optim.Adam(unet.parameters(), lr=r["LR"])
+    warmup = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda step: min(1.0, (step + 1) / r["WARMUP"]))
+
+    def loss_of_batch(x0):
+        noise = torch.randn_like(x0)
+        t = torch.randint(0, T, (x0.shape[0],), device=dev)
+        return nn.functional.mse_loss(unet(scheduler.add_noise(x0, noise, t), t).sample, noise)
+
+    def after_step():
+        ema.update_parameters(unet)
+        warmup.step()
+
+    seconds = _plain_loop(loss_of_batch, optimiser, x, r["STEPS"], r["BATCH_SIZE"], ctx.seed, after_step)
+    net = ema.module.eval()
+    gen = torch.Generator(device=dev).manual_seed(ctx.seed)
+    sample = torch.randn(ctx.n_samples, 1, 8, 8, generator=gen, device=dev)
+    scheduler.set_timesteps(T)
+    with torch.no_grad():
+        for t in scheduler.timesteps:
+            sample = scheduler.step(net(sample, t).sample, t, sample, generator=gen).prev_sample
+    images = dm.to_image_space(sample.clamp(-1, 1)).reshape(ctx.n_samples, -1).cpu()
+    x_real = data.load_digits("test")[0][:ctx.n_samples]
+    fid = metrics.sample_quality(x_real, images, seed=ctx.seed)["fid"]
+    return {"metric": f"FID of {ctx.n_samples} ancestral samples (T = {T}), course classifier features",
+            "lower_is_better": True,
+            "course": {"value": course["fid"], "steps": course["steps"], "steps_per_second": course["steps_per_second"],
+                       "parameters": course["parameters"], "what": f"coursekit.nets.UNet, {r['CHANNELS']} channels"},
+            "reference": _entry(fid, r["STEPS"], seconds, unet,
+                                "diffusers UNet2DModel (32, 64) + DDPMScheduler")}
+
+
+def register_comparison(comparison: Comparison) -> Comparison:
+    """Add a comparison to :data:`COMPARISONS` (a name may be registered once)."""
+    if comparison.name in COMPARISONS:
+        raise ValueError(f"a comparison named {comparison.name!r} is already registered")
+    COMPARISONS[comparison.name] = comparison
+    return comparison
+
+
+register_comparison(Comparison("loop_vae", None, "training loop overhead, chapter 04 VAE", _loop_vae))
+register_comparison(Comparison("loop_moons", None, "training loop overhead, chapter 05 two-moons RealNVP",
+                               _loop_moons))
+register_comparison(Comparison("vae_examples", "vae", "chapter 04 VAE vs pytorch/examples-style VAE",
+                               _vae_vs_examples))
+register_comparison(Comparison("realnvp_zuko", None, "chapter 05 RealNVP vs zuko RealNVP (two moons)",
+                               _realnvp_vs_zuko))
+register_comparison(Comparison("ddpm_diffusers", "ddpm", "chapter 08 DDPM vs diffusers UNet2DModel + DDPMScheduler",
+                               _ddpm_vs_diffusers))
+
+
+def _run_comparisons(results: dict, profile: str, seed: int, n: int, device, progress: bool) -> dict:
+    """Every comparison whose course model was run (or that trains both sides): the two entries, the quality
+    difference (course - reference, in the metric's unit) and the steps-per-second ratio (course / reference)."""
+    out = {}
+    for name, comp in COMPARISONS.items():
+        course = results["models"].get(comp.course_model) if comp.course_model else None
+        if comp.course_model and course is None:
+            continue
+        runtime.seed_everything(seed)
+        ctx = BenchContext(profile=profile, seed=seed, device=device, n_samples=n, progress=progress)
+        res = comp.run(ctx, course)
+        c, ref = res["course"], res["reference"]
+        diff = None if c["value"] is None or ref["value"] is None else c["value"] - ref["value"]
+        ratio = c["steps_per_second"] / ref["steps_per_second"] if c["steps_per_second"] else None
+        out[name] = {"description": comp.description, **res, "difference": diff, "speed_ratio": ratio}
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
 # Driver
 # ------------------------------------------------------------------------------------------------
 
@@ -574,7 +874,7 @@ def _metrics_only(d: dict) -> dict:
 
 def run_bench(profile: str = "cpu", out="_build/bench", *, models=None, seed: int = 0,
               n: int = metrics.COURSE_SAMPLE_SIZE, device=None, threads: int | None = 1, progress: bool = True,
-              verbose: bool = True) -> dict:
+              verbose: bool = True, references: bool = True) -> dict:
     """Train and measure the registered models; write ``results.json`` and the samples to ``out``.
 
     Args:
@@ -589,6 +889,9 @@ def run_bench(profile: str = "cpu", out="_build/bench", *, models=None, seed: in
             cores are busy with other work, avoids the many-fold slow-down of threads waiting on each
             other; it also fixes the reduction order, so CPU numbers do not depend on the core count.
         progress: show training progress bars. verbose: print the table at the end.
+        references: also run :data:`COMPARISONS`, the library reference implementations (zuko, diffusers, a
+            pytorch/examples-style VAE and a plain training loop) beside the course's models; those whose course
+            model is not among ``models`` are left out. Needs the ``bench`` extra.
 
     Returns:
         The results dict, also written to ``out/results.json``::
@@ -606,7 +909,11 @@ def run_bench(profile: str = "cpu", out="_build/bench", *, models=None, seed: in
                             fid, kid_mean, kid_std, precision, recall, density, coverage, is_mean, is_std
                               (of the headline sample set),
                             headline_samples, samples_file,
-                            sample_sets: {set: {metrics..., file}}, notes}}
+                            sample_sets: {set: {metrics..., file}}, notes}},
+            comparisons: {name: {description, metric, lower_is_better,
+                                 course: {value, steps, steps_per_second, parameters, what},
+                                 reference: {...the same...}, difference (course - reference),
+                                 speed_ratio (course / reference steps per second)}}
 
         Metric floats that are not finite are stored as ``null``.
 
@@ -617,12 +924,12 @@ def run_bench(profile: str = "cpu", out="_build/bench", *, models=None, seed: in
     if threads is not None:
         torch.set_num_threads(int(threads))
     try:
-        return _run_bench(profile, out, models, seed, n, device, progress, verbose)
+        return _run_bench(profile, out, models, seed, n, device, progress, verbose, references)
     finally:
         torch.set_num_threads(threads_before)
 
 
-def _run_bench(profile, out, models, seed, n, device, progress, verbose) -> dict:
+def _run_bench(profile, out, models, seed, n, device, progress, verbose, references) -> dict:
     t_start = time.perf_counter()
     started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
     profile = runtime.validate_profile(profile, "passed to run_bench()")
@@ -709,6 +1016,7 @@ def _run_bench(profile, out, models, seed, n, device, progress, verbose) -> dict
         }
         results["models"][name] = entry
 
+    results["comparisons"] = _run_comparisons(results, profile, seed, n, device, progress) if references else {}
     results["total_seconds"] = time.perf_counter() - t_start
     with open(out / "results.json", "w") as fh:
         json.dump(results, fh, indent=2)
@@ -758,7 +1066,25 @@ def format_table(results: dict) -> str:
     lines += ["", "FID between real train and held-out digits vs sample size n (mean over repeats):"]
     for space, rows in results["fid_vs_n"].items():
         lines.append(f"  {space:10s} " + "  ".join(f"n={r['n']}: {r['fid_mean']:.3f}" for r in rows))
-    return "\n".join(lines)
+    return "\n".join(lines + _comparison_lines(results.get("comparisons", {})))
+
+
+def _comparison_lines(comparisons: dict) -> list[str]:
+    """The side-by-side table of the comparisons: each pair on two lines, then the quality difference and the
+    speed ratio."""
+    if not comparisons:
+        return []
+    lines = ["", "The course's models beside the library reference implementations (same data, steps, metric):",
+             f"      {'':54s} {'value':>9s} {'params':>9s} {'steps':>6s} {'steps/s':>8s}"]
+    for name, c in comparisons.items():
+        lines.append(f"{name}: {c['metric']} ({'lower' if c['lower_is_better'] else 'higher'} is better)")
+        for side in ("course", "reference"):
+            e = c[side]
+            lines.append(f"  {side[:3]} {e['what'][:54]:54s} {_fmt(e['value'], '9.3f')} {e['parameters']:9,d} "
+                         f"{e['steps']:6d} {_fmt(e['steps_per_second'], '8.1f')}")
+        lines.append(f"  difference (course - reference) {_fmt(c['difference'], '+.3f')}, "
+                     f"speed ratio (course / reference) {_fmt(c['speed_ratio'], '.2f')}")
+    return lines
 
 
 def main(argv=None) -> dict:
@@ -775,9 +1101,11 @@ def main(argv=None) -> dict:
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads (default 1; 0 keeps torch's default)")
     parser.add_argument("--no-progress", action="store_true", help="hide the training progress bars")
+    parser.add_argument("--no-references", action="store_true",
+                        help="skip the library reference implementations (zuko, diffusers, ...)")
     args = parser.parse_args(argv)
     return run_bench(args.profile, args.out, models=args.models, seed=args.seed, n=args.n, device=args.device,
-                     threads=args.threads or None, progress=not args.no_progress)
+                     threads=args.threads or None, progress=not args.no_progress, references=not args.no_references)
 
 
 if __name__ == "__main__":  # pragma: no cover - exercised by `make bench`

@@ -92,6 +92,40 @@ def test_table_lists_models_and_floor(smoke_run, capsys):
     assert "vae [mean]" in table and "FID" in table and "bits/dim" in table
 
 
+def test_comparisons_put_each_course_model_beside_its_reference(smoke_run):
+    """Every comparison ran (its course model is in the run), with both sides measured on the same steps and the
+    difference and speed ratio computed from them; the loop comparisons time the very same model."""
+    _, results = smoke_run
+    comps = results["comparisons"]
+    assert set(comps) == set(bench.COMPARISONS) >= {"loop_vae", "loop_moons", "vae_examples", "realnvp_zuko",
+                                                    "ddpm_diffusers"}
+    for name, c in comps.items():
+        course, ref = c["course"], c["reference"]
+        for e in (course, ref):
+            assert _finite(e["value"]) and _finite(e["steps_per_second"]) and e["steps_per_second"] > 0, name
+            assert isinstance(e["parameters"], int) and e["parameters"] > 0 and e["steps"] > 0 and e["what"]
+        assert course["steps"] == ref["steps"], name  # equal steps on both sides
+        assert c["difference"] == pytest.approx(course["value"] - ref["value"])
+        assert c["speed_ratio"] == pytest.approx(course["steps_per_second"] / ref["steps_per_second"])
+    for name in ("loop_vae", "loop_moons"):
+        c = comps[name]
+        assert c["course"]["parameters"] == c["reference"]["parameters"]
+        assert c["course"]["value"] == pytest.approx(c["course"]["steps_per_second"])
+    assert comps["vae_examples"]["course"]["value"] == -results["models"]["vae"]["likelihood"]["test_iwae_nats"]
+    assert comps["ddpm_diffusers"]["course"]["value"] == results["models"]["ddpm"]["fid"]
+    table = bench.format_table(results)
+    assert "speed ratio (course / reference)" in table and "zuko.flows.RealNVP" in table
+
+
+def test_comparisons_are_skipped_without_their_course_model(tmp_path):
+    results = bench.run_bench("smoke", tmp_path, models=[], progress=False, verbose=False)
+    standalone = {name for name, c in bench.COMPARISONS.items() if c.course_model is None}
+    assert results["models"] == {} and set(results["comparisons"]) == standalone
+    assert "vae_examples" not in standalone and "loop_vae" in standalone
+    results = bench.run_bench("smoke", tmp_path, models=[], progress=False, verbose=False, references=False)
+    assert results["comparisons"] == {}
+
+
 def test_registry_and_errors(tmp_path):
     assert next(iter(bench.REGISTRY)) == "vae"
     with pytest.raises(ValueError, match="already registered"):
@@ -130,6 +164,12 @@ def test_recipe_matches_its_chapter(name, recipe_attr, chapter):
     found = notebook_assignments(notebook, set(recipe))
     assert set(found) == set(recipe), f"missing in notebooks/{chapter}.ipynb: {set(recipe) - set(found)}"
     assert found == recipe, f"update coursekit.bench.{recipe_attr} to the budgets of notebooks/{chapter}.ipynb"
+
+
+def test_two_moons_recipe_matches_chapter_05():
+    found = notebook_assignments(Path(__file__).resolve().parents[1] / "notebooks" / "05_flows.ipynb",
+                                 set(bench.MOONS_RECIPE))
+    assert found == bench.MOONS_RECIPE, "update coursekit.bench.MOONS_RECIPE to notebooks/05_flows.ipynb"
 
 
 def test_recipe_details():
