@@ -276,6 +276,33 @@ def test_check_every_is_validated_and_defaults_to_every_step_on_the_cpu():
     assert "noticed" not in str(err.value) and torch.equal(w.detach(), torch.ones(2))
 
 
+@pytest.mark.parametrize("make, during", [
+    (lambda ps: torch.optim.Adam(ps, lr=0.05), {"fused": True, "foreach": None}),
+    (lambda ps: torch.optim.AdamW(ps, lr=0.05), {"fused": True, "foreach": None}),
+    (lambda ps: torch.optim.Adam(ps, lr=0.05, foreach=False), {"fused": None, "foreach": False}),
+    (lambda ps: torch.optim.Adam(ps, lr=0.05, foreach=True), {"fused": None, "foreach": True}),
+    (lambda ps: torch.optim.RMSprop(ps, lr=0.01), {"foreach": True}),
+    (lambda ps: torch.optim.SGD(ps, lr=0.05, momentum=0.9, foreach=False), {"foreach": False}),
+], ids=["adam", "adamw", "adam-foreach-false", "adam-foreach-true", "rmsprop", "sgd-foreach-false"])
+def test_fit_runs_a_faster_implementation_of_the_same_update_unless_told_otherwise(make, during):
+    """An optimiser at torch's defaults runs the fused (Adam, AdamW) or multi-tensor (others) implementation during
+    fit and gets its settings back after; an explicit setting is kept; the update is the per-tensor one to rounding."""
+    x, y = _regression()
+    model, _ = _linear()
+    opt = make(model.parameters())
+    before = {k: opt.param_groups[0].get(k) for k in during}
+    seen = []
+    fit(model, opt, _mse, (x, y), steps=20, batch_size=8, progress=False,
+        callback=lambda step, m, h: seen.append({k: opt.param_groups[0].get(k) for k in during}))
+    assert seen == [during] * 20 and {k: opt.param_groups[0].get(k) for k in during} == before
+    ref, _ = _linear()
+    ref_opt = make(ref.parameters())
+    for group in ref_opt.param_groups:
+        group.update({k: False if k == "foreach" else None for k in during if k in group})
+    fit(ref, ref_opt, _mse, (x, y), steps=20, batch_size=8, progress=False)
+    assert torch.allclose(model.weight, ref.weight, rtol=1e-5, atol=1e-6)
+
+
 def test_fit_wall_clock_budget():
     x, y = _regression()
     model, opt = _linear()
