@@ -507,13 +507,25 @@ def rq_spline_knots(widths: torch.Tensor, heights: torch.Tensor, derivatives: to
         raise ValueError(f"expected widths and heights of shape (..., K) with K >= 1 and derivatives of shape "
                          f"(..., K - 1), got {tuple(widths.shape)}, {tuple(heights.shape)} and "
                          f"{tuple(derivatives.shape)}")
-    bound = check_positive_float("bound", bound)
-    min_derivative = check_nonnegative_float("min_derivative", min_derivative)
-    knots = []
-    for name, u, minimum in (("min_bin_width", widths, min_bin_width), ("min_bin_height", heights, min_bin_height)):
+    _check_spline_settings(n_bins, bound, min_bin_width, min_bin_height, min_derivative)
+    return _rq_knots(widths, heights, derivatives, bound, min_bin_width, min_bin_height, min_derivative)
+
+
+def _check_spline_settings(n_bins, bound, min_bin_width, min_bin_height, min_derivative):
+    check_positive_int("bins", n_bins)
+    check_positive_float("bound", bound)
+    check_nonnegative_float("min_derivative", min_derivative)
+    for name, minimum in (("min_bin_width", min_bin_width), ("min_bin_height", min_bin_height)):
         minimum = check_nonnegative_float(name, minimum)
         if minimum * n_bins >= 1:
             raise ValueError(f"{name} * K must be < 1, got {name}={minimum} with K={n_bins} bins")
+
+
+def _rq_knots(widths, heights, derivatives, bound, min_bin_width, min_bin_height, min_derivative):
+    """:func:`rq_spline_knots` without the input checks (the settings checked once, by the caller)."""
+    n_bins = widths.shape[-1]
+    knots = []
+    for u, minimum in ((widths, min_bin_width), (heights, min_bin_height)):
         frac = minimum + (1 - minimum * n_bins) * torch.softmax(u, dim=-1)
         cum = nn.functional.pad(torch.cumsum(frac, dim=-1), (1, 0))
         k = 2 * bound * cum - bound
@@ -582,6 +594,11 @@ def rq_spline(x: torch.Tensor, knots_x: torch.Tensor, knots_y: torch.Tensor, der
         if t.shape[:-1] != x.shape or t.shape[-1] < 2 or t.shape != knots_x.shape:
             raise ValueError(f"{name} must have shape x.shape + (K + 1,) = {tuple(x.shape)} + (K + 1,) with K >= 1, "
                              f"like knots_x {tuple(knots_x.shape)}; got {tuple(t.shape)}")
+    return _rq_spline(x, knots_x, knots_y, derivatives, inverse)
+
+
+def _rq_spline(x, knots_x, knots_y, derivatives, inverse):
+    """:func:`rq_spline` without the input checks."""
     inside, x0, w, y0, h, d0, d1 = _rq_bin_values(x, knots_y if inverse else knots_x, knots_x, knots_y, derivatives)
     s = h / w
     beta = d1 + d0 - 2 * s
@@ -643,24 +660,22 @@ class SplineCoupling(FlowLayer):
         self.register_buffer("idx_b", (mask == 0).nonzero().reshape(-1))
         self.bins = check_positive_int("bins", bins)
         self.bound = check_positive_float("bound", bound)
-        self.minima = {"min_bin_width": min_bin_width, "min_bin_height": min_bin_height,
-                       "min_derivative": min_derivative}
-        rq_spline_knots(torch.zeros(self.bins), torch.zeros(self.bins), torch.zeros(self.bins - 1), self.bound,
-                        **self.minima)  # validates the minima now rather than at the first forward pass
+        _check_spline_settings(self.bins, self.bound, min_bin_width, min_bin_height, min_derivative)
+        self.minima = (float(min_bin_width), float(min_bin_height), float(min_derivative))
         self.net = MLP(len(self.idx_a), len(self.idx_b) * (3 * self.bins - 1), hidden=hidden, activation=activation)
 
     def knots(self, x_a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(knots_x, knots_y, derivatives)``, each (N, |b|, K + 1), from the conditioning coordinates (N, |a|)."""
         params = self.net(x_a).reshape(x_a.shape[0], len(self.idx_b), 3 * self.bins - 1)
         w, h, d = params.split([self.bins, self.bins, self.bins - 1], dim=-1)
-        return rq_spline_knots(w, h, d, self.bound, **self.minima)
+        return _rq_knots(w, h, d, self.bound, *self.minima)
 
     def _forward(self, x):
-        z_b, ld = rq_spline(x[:, self.idx_b], *self.knots(x[:, self.idx_a]))
+        z_b, ld = _rq_spline(x[:, self.idx_b], *self.knots(x[:, self.idx_a]), False)
         return x.index_copy(1, self.idx_b, z_b), ld.sum(-1)
 
     def _inverse(self, z):
-        x_b, ld = rq_spline(z[:, self.idx_b], *self.knots(z[:, self.idx_a]), inverse=True)
+        x_b, ld = _rq_spline(z[:, self.idx_b], *self.knots(z[:, self.idx_a]), True)
         return z.index_copy(1, self.idx_b, x_b), ld.sum(-1)
 
 
