@@ -468,7 +468,7 @@ def rq_spline_knots(widths: torch.Tensor, heights: torch.Tensor, derivatives: to
                     min_derivative: float = 1e-3) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     r"""Knots of a monotonic rational-quadratic spline on :math:`[-B, B]` from unconstrained network outputs.
 
-    Durkan et al. (2019, sec. 3.1): K bins with widths and heights given by a softmax, so they are positive and
+    Durkan et al. (2019): K bins with widths and heights given by a softmax, so they are positive and
     sum to 2B; positive derivatives at the K - 1 interior knots; derivative 1 at the two boundary knots, so
     that the spline joins the identity tails outside :math:`[-B, B]` with a continuous derivative.
 
@@ -557,7 +557,7 @@ def rq_spline(x: torch.Tensor, knots_x: torch.Tensor, knots_y: torch.Tensor, der
 
     In bin k, with :math:`w_k = x^{(k+1)} - x^{(k)}`, :math:`h_k = y^{(k+1)} - y^{(k)}`, the slope
     :math:`s_k = h_k / w_k`, :math:`\xi = (x - x^{(k)}) / w_k \in [0, 1]` and
-    :math:`\beta_k = \delta^{(k+1)} + \delta^{(k)} - 2 s_k` (Gregory & Delbourgo 1982; Durkan et al. 2019, sec. 3.1),
+    :math:`\beta_k = \delta^{(k+1)} + \delta^{(k)} - 2 s_k` (Gregory & Delbourgo 1982; Durkan et al. 2019),
 
     .. math::
 
@@ -623,7 +623,7 @@ def _rq_spline(x, knots_x, knots_y, derivatives, inverse):
 
 
 class SplineCoupling(FlowLayer):
-    r"""Rational-quadratic spline coupling layer (neural spline flow, Durkan et al. 2019, sec. 3.2 and 3.1).
+    r"""Rational-quadratic spline coupling layer (neural spline flow, Durkan et al. 2019).
 
     As in :class:`AffineCoupling`, a binary ``mask`` b splits x into a conditioning half :math:`x_a`
     (b = 1, passed through) and a transformed half :math:`x_b` (b = 0), but each :math:`x_{b,i}` goes through
