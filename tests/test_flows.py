@@ -1,6 +1,8 @@
 """Tests for coursekit.flows: every layer type is invertible (1e-5) and its log-determinant matches
 torch.autograd.functional.jacobian; MADE is autoregressive; MAF/IAF pass counts; the densities
-integrate to one; dequantisation and bits/dim; the course's RealNVP against zuko's on two moons."""
+integrate to one; dequantisation and bits/dim; the course's RealNVP against zuko's on two moons; the
+rational-quadratic spline (knots, monotonicity, tails, the stable inverse) against its formulas, autograd and
+zuko's spline, and the course's NSF against zuko's on two moons."""
 
 import math
 
