@@ -527,11 +527,10 @@ def _rq_knots(widths, heights, derivatives, bound, min_bin_width, min_bin_height
     knots = []
     for u, minimum in ((widths, min_bin_width), (heights, min_bin_height)):
         frac = minimum + (1 - minimum * n_bins) * torch.softmax(u, dim=-1)
-        cum = nn.functional.pad(torch.cumsum(frac, dim=-1), (1, 0))
-        k = 2 * bound * cum - bound
-        # pin the end points (the cumulative sum may miss 1 by rounding), keeping the first and last bins positive
-        knots.append(torch.cat([torch.full_like(k[..., :1], -bound), k[..., 1:-1], torch.full_like(k[..., :1], bound)],
-                               dim=-1))
+        inner = 2 * bound * torch.cumsum(frac[..., :-1], dim=-1) - bound
+        # the end points exactly -B and B (a cumulative sum may miss 1 by rounding)
+        end = torch.full_like(frac[..., :1], bound)
+        knots.append(torch.cat([-end, inner, end], dim=-1))
     shift = math.log(math.expm1(1 - min_derivative)) if min_derivative < 1 else -math.inf
     inner = min_derivative + nn.functional.softplus(derivatives + shift)
     ones = torch.ones_like(widths[..., :1])
@@ -542,7 +541,8 @@ def _rq_bin_values(x, src, knots_x, knots_y, derivatives):
     """For each entry of x: whether it lies in [src_0, src_K], and x^(k), w_k, y^(k), h_k, delta^(k), delta^(k+1)
     of its bin k (found in the knots ``src``: the x-knots forwards, the y-knots for the inverse)."""
     inside = (x >= src[..., 0]) & (x <= src[..., -1])
-    k = (x.unsqueeze(-1) >= src[..., 1:-1]).sum(-1, keepdim=True)  # 0..K-1; the right end point is in bin K-1
+    # the number of interior knots <= x: the bin 0..K-1 (the right end point falls in bin K-1)
+    k = torch.searchsorted(src[..., 1:-1].contiguous(), x.unsqueeze(-1).contiguous(), right=True)
 
     def at(t, offset):
         return t.gather(-1, k + offset).squeeze(-1)
