@@ -30,11 +30,13 @@ Layers
     :class:`MAFLayer` (masked autoregressive flow, Papamakarios et al. 2017, eq. 2-5: density in one
     pass, sampling in D sequential passes),
     :class:`IAFLayer` (inverse autoregressive flow, Kingma et al. 2016, eq. 10: sampling in one pass,
-    density of an arbitrary x in D sequential passes).
+    density of an arbitrary x in D sequential passes),
+    :class:`SplineCoupling` (neural spline flow coupling, Durkan et al. 2019: a monotonic rational-quadratic
+    spline per transformed coordinate, :func:`rq_spline_knots` and :func:`rq_spline`).
 
 Models
     :class:`Flow` (a stack of layers with a standard normal base), built by :func:`realnvp`,
-    :func:`maf`, :func:`iaf`.
+    :func:`maf`, :func:`iaf`, :func:`nsf`.
 
 Checks and data helpers
     :func:`autograd_log_det`, :func:`check_layer` (invertibility and log-determinant vs
@@ -51,7 +53,13 @@ from itertools import pairwise
 import torch
 from torch import nn
 
-from ._validate import check_matrix, check_nonnegative_float, check_positive_float, check_positive_int
+from ._validate import (
+    check_floating,
+    check_matrix,
+    check_nonnegative_float,
+    check_positive_float,
+    check_positive_int,
+)
 from .metrics import discrete_nll_to_bits_per_dim, uniform_dequantize
 from .nets import MLP
 
@@ -67,11 +75,15 @@ __all__ = [
     "MADE",
     "MAFLayer",
     "IAFLayer",
+    "rq_spline_knots",
+    "rq_spline",
+    "SplineCoupling",
     "Flow",
     "checkerboard_mask",
     "realnvp",
     "maf",
     "iaf",
+    "nsf",
     "autograd_log_det",
     "check_layer",
     "nll_loss",
@@ -247,6 +259,14 @@ def _soft_clamp(s: torch.Tensor, bound: float | None) -> torch.Tensor:
     return s if bound is None else bound * torch.tanh(s / bound)
 
 
+def _coupling_mask(mask) -> torch.Tensor:
+    """A coupling layer's mask as a float (D,) tensor of 0s and 1s with at least one of each."""
+    mask = torch.as_tensor(mask, dtype=torch.float32).reshape(-1)
+    if not bool(((mask == 0) | (mask == 1)).all()) or mask.sum() in (0, mask.numel()):
+        raise ValueError(f"mask must hold 0s and 1s, with at least one of each, got {mask.tolist()}")
+    return mask
+
+
 class AffineCoupling(FlowLayer):
     r"""RealNVP affine coupling layer (Dinh et al. 2017, eq. 4-9).
 
@@ -280,9 +300,7 @@ class AffineCoupling(FlowLayer):
 
     def __init__(self, mask, hidden: Sequence[int] = (64, 64), activation=nn.ReLU, scale: bool = True,
                  scale_bound: float | None = 3.0):
-        mask = torch.as_tensor(mask, dtype=torch.float32).reshape(-1)
-        if not bool(((mask == 0) | (mask == 1)).all()) or mask.sum() in (0, mask.numel()):
-            raise ValueError(f"mask must hold 0s and 1s, with at least one of each, got {mask.tolist()}")
+        mask = _coupling_mask(mask)
         super().__init__(mask.numel())
         self.register_buffer("mask", mask)
         self.register_buffer("idx_a", mask.nonzero().reshape(-1))
@@ -444,6 +462,227 @@ class IAFLayer(_MADEAffineLayer):
         return z, -a.sum(-1)
 
 
+# ------------------------------------------------------------------------------------------------
+# Neural spline flows: monotonic rational-quadratic splines (Durkan et al. 2019)
+# ------------------------------------------------------------------------------------------------
+
+
+def rq_spline_knots(widths: torch.Tensor, heights: torch.Tensor, derivatives: torch.Tensor, bound: float = 3.0, *,
+                    min_bin_width: float = 1e-3, min_bin_height: float = 1e-3,
+                    min_derivative: float = 1e-3) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    r"""Knots of a monotonic rational-quadratic spline on :math:`[-B, B]` from unconstrained network outputs.
+
+    Durkan et al. (2019): K bins with widths and heights given by a softmax, so they are positive and
+    sum to 2B; positive derivatives at the K - 1 interior knots; derivative 1 at the two boundary knots, so
+    that the spline joins the identity tails outside :math:`[-B, B]` with a continuous derivative.
+
+    .. math::
+
+        w_k = 2B\,\big(m_w + (1 - K m_w)\operatorname{softmax}(u^w)_k\big), \qquad
+        x^{(k)} = -B + \textstyle\sum_{j<k} w_j, \qquad
+        \delta^{(k)} = m_\delta + \operatorname{softplus}\big(u^\delta_k + \log(e^{1 - m_\delta} - 1)\big),
+
+    and the same for the heights and :math:`y^{(k)}`. The constant inside the softplus makes
+    :math:`u^\delta = 0` give :math:`\delta = 1`, so zero outputs (widths, heights and derivatives) give the
+    identity map.
+
+    Args:
+        widths: (..., K) unconstrained bin widths :math:`u^w`, float.
+        heights: (..., K) unconstrained bin heights :math:`u^h`, same shape.
+        derivatives: (..., K - 1) unconstrained interior derivatives :math:`u^\delta`.
+        bound: B > 0, the half-width of the interval the spline acts on.
+        min_bin_width, min_bin_height: smallest bin width / height as a fraction of 2B, in [0, 1/K).
+        min_derivative: smallest derivative at a knot, >= 0 (0 allows flat pieces, which are not invertible).
+
+    Returns:
+        ``(knots_x, knots_y, knot_derivatives)``, each (..., K + 1): strictly increasing knots from -B to B
+        (the end points exactly) and positive derivatives (1 at both ends).
+
+    Raises:
+        TypeError / ValueError: for non-float or non-finite inputs, mismatched shapes, K < 1, ``bound <= 0``,
+            or minima that leave no room (``K * min_bin_width >= 1``).
+    """
+    for name, t in (("widths", widths), ("heights", heights), ("derivatives", derivatives)):
+        check_floating(name, t)
+        if t.ndim < 1:
+            raise ValueError(f"{name} must have at least one dimension (the bins), got a scalar")
+    n_bins = widths.shape[-1]
+    if n_bins < 1 or heights.shape != widths.shape or derivatives.shape != widths.shape[:-1] + (n_bins - 1,):
+        raise ValueError(f"expected widths and heights of shape (..., K) with K >= 1 and derivatives of shape "
+                         f"(..., K - 1), got {tuple(widths.shape)}, {tuple(heights.shape)} and "
+                         f"{tuple(derivatives.shape)}")
+    _check_spline_settings(n_bins, bound, min_bin_width, min_bin_height, min_derivative)
+    return _rq_knots(widths, heights, derivatives, bound, min_bin_width, min_bin_height, min_derivative)
+
+
+def _check_spline_settings(n_bins, bound, min_bin_width, min_bin_height, min_derivative):
+    check_positive_int("bins", n_bins)
+    check_positive_float("bound", bound)
+    check_nonnegative_float("min_derivative", min_derivative)
+    for name, minimum in (("min_bin_width", min_bin_width), ("min_bin_height", min_bin_height)):
+        minimum = check_nonnegative_float(name, minimum)
+        if minimum * n_bins >= 1:
+            raise ValueError(f"{name} * K must be < 1, got {name}={minimum} with K={n_bins} bins")
+
+
+def _rq_knots(widths, heights, derivatives, bound, min_bin_width, min_bin_height, min_derivative):
+    """:func:`rq_spline_knots` without the input checks (the settings checked once, by the caller)."""
+    n_bins = widths.shape[-1]
+    knots = []
+    for u, minimum in ((widths, min_bin_width), (heights, min_bin_height)):
+        frac = minimum + (1 - minimum * n_bins) * torch.softmax(u, dim=-1)
+        inner = 2 * bound * torch.cumsum(frac[..., :-1], dim=-1) - bound
+        # the end points exactly -B and B (a cumulative sum may miss 1 by rounding)
+        end = torch.full_like(frac[..., :1], bound)
+        knots.append(torch.cat([-end, inner, end], dim=-1))
+    shift = math.log(math.expm1(1 - min_derivative)) if min_derivative < 1 else -math.inf
+    inner = min_derivative + nn.functional.softplus(derivatives + shift)
+    ones = torch.ones_like(widths[..., :1])
+    return knots[0], knots[1], torch.cat([ones, inner, ones], dim=-1)
+
+
+def _rq_bin_values(x, src, knots_x, knots_y, derivatives):
+    """For each entry of x: whether it lies in [src_0, src_K], and x^(k), w_k, y^(k), h_k, delta^(k), delta^(k+1)
+    of its bin k (found in the knots ``src``: the x-knots forwards, the y-knots for the inverse)."""
+    inside = (x >= src[..., 0]) & (x <= src[..., -1])
+    # the number of interior knots <= x: the bin 0..K-1 (the right end point falls in bin K-1)
+    k = torch.searchsorted(src[..., 1:-1].contiguous(), x.unsqueeze(-1).contiguous(), right=True)
+
+    def at(t, offset):
+        return t.gather(-1, k + offset).squeeze(-1)
+
+    x0, y0 = at(knots_x, 0), at(knots_y, 0)
+    return inside, x0, at(knots_x, 1) - x0, y0, at(knots_y, 1) - y0, at(derivatives, 0), at(derivatives, 1)
+
+
+def rq_spline(x: torch.Tensor, knots_x: torch.Tensor, knots_y: torch.Tensor, derivatives: torch.Tensor, *,
+              inverse: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""Monotonic rational-quadratic spline, applied elementwise, with identity tails (Durkan et al. 2019).
+
+    In bin k, with :math:`w_k = x^{(k+1)} - x^{(k)}`, :math:`h_k = y^{(k+1)} - y^{(k)}`, the slope
+    :math:`s_k = h_k / w_k`, :math:`\xi = (x - x^{(k)}) / w_k \in [0, 1]` and
+    :math:`\beta_k = \delta^{(k+1)} + \delta^{(k)} - 2 s_k` (Gregory & Delbourgo 1982; Durkan et al. 2019),
+
+    .. math::
+
+        g(x) = y^{(k)} + h_k\,\frac{s_k \xi^2 + \delta^{(k)} \xi (1 - \xi)}{s_k + \beta_k\, \xi (1 - \xi)}, \qquad
+        g'(x) = \frac{s_k^2\,\big[\delta^{(k+1)} \xi^2 + 2 s_k \xi (1 - \xi) + \delta^{(k)} (1 - \xi)^2\big]}
+                     {\big[s_k + \beta_k\, \xi (1 - \xi)\big]^2},
+
+    so :math:`g'(x) > 0` whenever every :math:`s_k > 0` and every :math:`\delta^{(k)} > 0`. Outside
+    :math:`[x^{(0)}, x^{(K)}]` the map is the identity (log-derivative 0). The inverse solves
+    :math:`a \xi^2 + b \xi + c = 0` with :math:`\Delta = y - y^{(k)}`,
+    :math:`a = h_k (s_k - \delta^{(k)}) + \Delta \beta_k`, :math:`b = h_k \delta^{(k)} - \Delta \beta_k`,
+    :math:`c = -s_k \Delta`; the root in [0, 1] is :math:`(-b + \sqrt{b^2 - 4ac}) / (2a)`, computed without
+    cancellation as :math:`2c / (-b - \sqrt{b^2 - 4ac})` when :math:`b \ge 0` and in the first form when
+    :math:`b < 0` (then :math:`a > 0`; Press et al. 2007, sec. 5.6).
+
+    Args:
+        x: (...) float tensor: inputs (``inverse=False``) or outputs (``inverse=True``) of the spline.
+        knots_x, knots_y: (..., K + 1) strictly increasing knots (leading shape that of ``x``), e.g. from
+            :func:`rq_spline_knots`; ``knots_x[..., 0]`` and ``knots_x[..., -1]`` equal ``knots_y``'s for identity
+            tails that join the spline continuously.
+        derivatives: (..., K + 1) positive derivatives at the knots.
+        inverse: evaluate :math:`g^{-1}` instead of :math:`g`.
+
+    Returns:
+        ``(y, log_det)``, both shaped like ``x``: :math:`g(x)` and :math:`\log g'(x)` (nats), or with
+        ``inverse=True`` :math:`g^{-1}(x)` and :math:`\log (g^{-1})'(x) = -\log g'(g^{-1}(x))`.
+
+    Raises:
+        TypeError / ValueError: for non-float or non-finite tensors or inconsistent shapes.
+    """
+    check_floating("x", x)
+    for name, t in (("knots_x", knots_x), ("knots_y", knots_y), ("derivatives", derivatives)):
+        check_floating(name, t)
+        if t.shape[:-1] != x.shape or t.shape[-1] < 2 or t.shape != knots_x.shape:
+            raise ValueError(f"{name} must have shape x.shape + (K + 1,) = {tuple(x.shape)} + (K + 1,) with K >= 1, "
+                             f"like knots_x {tuple(knots_x.shape)}; got {tuple(t.shape)}")
+    return _rq_spline(x, knots_x, knots_y, derivatives, inverse)
+
+
+def _rq_spline(x, knots_x, knots_y, derivatives, inverse):
+    """:func:`rq_spline` without the input checks."""
+    inside, x0, w, y0, h, d0, d1 = _rq_bin_values(x, knots_y if inverse else knots_x, knots_x, knots_y, derivatives)
+    s = h / w
+    beta = d1 + d0 - 2 * s
+    if inverse:
+        delta = torch.where(inside, x - y0, torch.zeros_like(x))
+        a = h * (s - d0) + delta * beta
+        b = h * d0 - delta * beta
+        c = -s * delta
+        root = torch.sqrt((b * b - 4 * a * c).clamp_min(0))
+        b_pos = b >= 0  # each branch divides by a safe placeholder where it is not used (finite gradients)
+        xi = torch.where(b_pos, 2 * c / torch.where(b_pos, -b - root, -torch.ones_like(b)),
+                         (-b + root) / torch.where(b_pos, torch.ones_like(a), 2 * a)).clamp(0, 1)
+        out = x0 + xi * w
+    else:
+        xi = torch.where(inside, (x - x0) / w, torch.zeros_like(x)).clamp(0, 1)
+        out = y0 + h * (s * xi**2 + d0 * xi * (1 - xi)) / (s + beta * xi * (1 - xi))
+    one_minus = 1 - xi
+    log_slope = (2 * torch.log(s) + torch.log(d1 * xi**2 + 2 * s * xi * one_minus + d0 * one_minus**2)
+                 - 2 * torch.log(s + beta * xi * one_minus))
+    log_det = torch.where(inside, -log_slope if inverse else log_slope, torch.zeros_like(x))
+    return torch.where(inside, out, x), log_det
+
+
+class SplineCoupling(FlowLayer):
+    r"""Rational-quadratic spline coupling layer (neural spline flow, Durkan et al. 2019).
+
+    As in :class:`AffineCoupling`, a binary ``mask`` b splits x into a conditioning half :math:`x_a`
+    (b = 1, passed through) and a transformed half :math:`x_b` (b = 0), but each :math:`x_{b,i}` goes through
+    its own monotonic rational-quadratic spline :math:`g_{\theta_i(x_a)}` (:func:`rq_spline`) on
+    :math:`[-B, B]` with K bins, identity outside:
+
+    .. math::
+
+        z_a = x_a, \qquad z_{b,i} = g_{\theta_i(x_a)}(x_{b,i}), \qquad
+        \log\lvert\det \partial z / \partial x\rvert = \sum_{i \in b} \log g'_{\theta_i(x_a)}(x_{b,i}).
+
+    The Jacobian is block triangular with diagonal entries :math:`g' > 0`, and the inverse recomputes
+    :math:`\theta(z_a) = \theta(x_a)` and inverts each spline (the root of a quadratic). One
+    :class:`coursekit.nets.MLP` ``(|a| -> hidden -> |b| (3K - 1))`` outputs, per transformed coordinate, K
+    widths, K heights and K - 1 interior derivatives (:func:`rq_spline_knots`), with PyTorch's default
+    initialisation.
+
+    Args:
+        mask: (D,) 0/1 with at least one of each. hidden: MLP widths. bins: K >= 1. bound: B > 0.
+        activation: module class (default ``nn.ReLU``).
+        min_bin_width, min_bin_height, min_derivative: see :func:`rq_spline_knots`.
+
+    Raises:
+        ValueError: for a bad mask, ``bins < 1``, ``bound <= 0`` or minima out of range.
+    """
+
+    def __init__(self, mask, hidden: Sequence[int] = (64, 64), bins: int = 8, bound: float = 3.0,
+                 activation=nn.ReLU, *, min_bin_width: float = 1e-3, min_bin_height: float = 1e-3,
+                 min_derivative: float = 1e-3):
+        mask = _coupling_mask(mask)
+        super().__init__(mask.numel())
+        self.register_buffer("mask", mask)
+        self.register_buffer("idx_a", mask.nonzero().reshape(-1))
+        self.register_buffer("idx_b", (mask == 0).nonzero().reshape(-1))
+        self.bins = check_positive_int("bins", bins)
+        self.bound = check_positive_float("bound", bound)
+        _check_spline_settings(self.bins, self.bound, min_bin_width, min_bin_height, min_derivative)
+        self.minima = (float(min_bin_width), float(min_bin_height), float(min_derivative))
+        self.net = MLP(len(self.idx_a), len(self.idx_b) * (3 * self.bins - 1), hidden=hidden, activation=activation)
+
+    def knots(self, x_a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(knots_x, knots_y, derivatives)``, each (N, |b|, K + 1), from the conditioning coordinates (N, |a|)."""
+        params = self.net(x_a).reshape(x_a.shape[0], len(self.idx_b), 3 * self.bins - 1)
+        w, h, d = params.split([self.bins, self.bins, self.bins - 1], dim=-1)
+        return _rq_knots(w, h, d, self.bound, *self.minima)
+
+    def _forward(self, x):
+        z_b, ld = _rq_spline(x[:, self.idx_b], *self.knots(x[:, self.idx_a]), False)
+        return x.index_copy(1, self.idx_b, z_b), ld.sum(-1)
+
+    def _inverse(self, z):
+        x_b, ld = _rq_spline(z[:, self.idx_b], *self.knots(z[:, self.idx_a]), True)
+        return z.index_copy(1, self.idx_b, x_b), ld.sum(-1)
+
+
 class Flow(nn.Module):
     r"""A normalizing flow: layers applied in order from data to latent, standard normal base.
 
@@ -578,6 +817,39 @@ def iaf(dim: int, n_layers: int = 5, hidden: Sequence[int] = (64, 64), *, logit:
     """An inverse autoregressive flow (Kingma et al. 2016) built like :func:`maf` from :class:`IAFLayer`:
     ``sample`` costs one MADE pass per layer; ``log_prob`` of arbitrary data costs D passes per layer."""
     return _autoregressive(IAFLayer, dim, n_layers, hidden, logit, alpha, scale_bound, activation, seed)
+
+
+def nsf(dim: int, n_couplings: int = 4, hidden: Sequence[int] = (64, 64), *, bins: int = 8, bound: float = 3.0,
+        mask=None, activation=nn.ReLU, min_bin_width: float = 1e-3, min_bin_height: float = 1e-3,
+        min_derivative: float = 1e-3, seed: int | None = None) -> Flow:
+    """A rational-quadratic neural spline flow with coupling layers (RQ-NSF (C), Durkan et al. 2019):
+    ``n_couplings`` :class:`SplineCoupling` layers (``bins`` bins on [-bound, bound], identity tails) whose
+    masks alternate between ``mask`` and ``1 - mask`` (default: even / odd coordinates), followed by an
+    :class:`ElementwiseAffine` on the latent side, as :func:`realnvp` builds its affine couplings.
+
+    Data (and the intermediate values) outside [-bound, bound] pass through a spline unchanged: standardise
+    the data, or choose ``bound`` to cover it. ``seed`` (optional) seeds the initialisation without touching the
+    global RNG.
+
+    Raises:
+        ValueError: for ``dim < 2``, a mask of the wrong size, or bad spline settings (see :class:`SplineCoupling`).
+    """
+    dim = check_positive_int("dim", dim)
+    if dim < 2:
+        raise ValueError("a coupling flow needs dim >= 2")
+    n_couplings = check_positive_int("n_couplings", n_couplings)
+    mask = _alternating_mask(dim, 0) if mask is None else torch.as_tensor(mask, dtype=torch.float32).reshape(-1)
+    if mask.numel() != dim:
+        raise ValueError(f"mask must have {dim} entries, got {mask.numel()}")
+    minima = {"min_bin_width": min_bin_width, "min_bin_height": min_bin_height, "min_derivative": min_derivative}
+
+    def build():
+        layers: list[FlowLayer] = [SplineCoupling(mask if k % 2 == 0 else 1 - mask, hidden, bins, bound, activation,
+                                                  **minima) for k in range(n_couplings)]
+        layers.append(ElementwiseAffine(dim))
+        return Flow(layers)
+
+    return _seeded(build, seed)
 
 
 def _seeded(build, seed):

@@ -247,6 +247,15 @@ CASES = [
          out=lambda r: list(r.values()), bad={"beta": [-1.0], "n_samples": [0]}),
     # chapter 05: flows
     Case(ck.flows.standard_normal_log_prob, lambda i: ((i.randn(i.dims.b, i.dims.d),), {}), B, tensors=("z",)),
+    Case(ck.flows.rq_spline_knots,
+         lambda i: ((i.randn(i.dims.b, i.dims.k), i.randn(i.dims.b, i.dims.k), i.randn(i.dims.b, i.dims.k - 1)),
+                    {"bound": 2.0}), lambda d: (d.b, d.k + 1), tensors=("widths", "heights", "derivatives"),
+         sized=("heights", "derivatives"), out=list,
+         bad={"bound": [0.0, -1.0, math.nan], "min_bin_width": [-0.1, 1.0], "min_derivative": [-1.0]}),
+    Case(ck.flows.rq_spline,
+         lambda i: ((3 * i.randn(i.dims.b), *ck.flows.rq_spline_knots(
+             i.randn(i.dims.b, i.dims.k), i.randn(i.dims.b, i.dims.k), i.randn(i.dims.b, i.dims.k - 1), 2.0)), {}),
+         B, tensors=("x", "knots_x", "knots_y", "derivatives"), sized=("knots_y", "derivatives"), out=list),
     # chapter 06: GAN
     Case(ck.gan.optimal_discriminator, lambda i: ((i.rand(i.dims.b) + 0.1, i.rand(i.dims.b) + 0.1), {}), B,
          tensors=("p_data", "p_model"), sized=("p_model",)),
