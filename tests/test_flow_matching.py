@@ -428,3 +428,13 @@ def test_errors_on_bad_input():
         fm.straightness([x])
     with pytest.raises(ValueError, match="x must have shape"):
         fm.VelocityMLP(2)(torch.randn(3, 3), 0.5)
+
+
+def test_mixture_marginal_agrees_with_chapter_02_mixture_density_and_score():
+    from coursekit import mixtures as M
+    means, stds, w = mixture(13)
+    x = torch.randn(9, 2, dtype=D64)
+    a, s = 0.8, 0.3
+    out = fm.mixture_marginal(x, a, s, means, stds, w)
+    assert torch.allclose(out["log_prob"], M.gaussian_mixture_log_prob(x, a * means, a * stds, w, sigma=s))
+    assert torch.allclose(out["score"], M.gaussian_mixture_score(x, a * means, a * stds, w, sigma=s))
