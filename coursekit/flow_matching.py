@@ -427,8 +427,8 @@ def hutchinson_variance(jacobian: torch.Tensor, probe: str = "rademacher") -> to
         \operatorname{Var}_\text{Gaussian} = 2\lVert S\rVert_F^2,\qquad
         \operatorname{Var}_\text{Rademacher} = 2\Big(\lVert S\rVert_F^2 - \sum_i A_{ii}^2\Big)
 
-    (Hutchinson 1989 for the Rademacher case: among probes with identity covariance it has the least variance
-    for every A with real entries.)
+    (Hutchinson 1989 used Rademacher probes; by these formulas their variance never exceeds the Gaussian one, and
+    is zero for a diagonal A.)
 
     Args:
         jacobian: float (..., D, D). probe: one of :data:`PROBES`.
