@@ -43,6 +43,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from . import __version__, data, flows, gan, metrics, nets, runtime, score, train, vae, wasserstein
 from . import diffusion as dm
+from . import flow_matching as fm
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -560,6 +561,68 @@ def _wgan_gp_recipe(ctx: BenchContext) -> TrainedModel:
 
 register(Recipe("wgan_gp", "07_wasserstein", "WGAN-GP, MLP generator and critic (grey-scale digits)", False,
                 _wgan_gp_recipe))
+
+
+#: The chapter 10 recipe, kept identical to notebooks/10_flow_matching.ipynb (the cells "Train the flow-matching
+#: U-Net" and "Sample quality against network evaluations"); tests/test_bench.py reads the notebook and fails if the
+#: two drift apart. The training budgets are chapter 08's (:data:`DIFFUSION_RECIPE`); the notebook asserts that.
+FLOW_MATCHING_RECIPE = {
+    "FM_CHANNELS": {"smoke": 16, "cpu": 16, "gpu": 32},
+    "FM_STEPS": {"smoke": 30, "cpu": 1200, "gpu": 8000},
+    "FM_BATCH_SIZE": {"smoke": 64, "cpu": 64, "gpu": 128},
+    "FM_LR": 2e-3,
+    "FM_WARMUP": 100,
+    "FM_EMA_DECAY": {"smoke": 0.9, "cpu": 0.995, "gpu": 0.999},
+    "FM_TIME_SCALE": 1000.0,
+    "FM_HEUN_NFE": 20,
+}
+
+
+def _flow_matching_recipe(ctx: BenchContext) -> TrainedModel:
+    """Chapter 10: conditional flow matching with the linear (rectified-flow) path on grey-scale digits scaled to
+    [-1, 1], chapter 08's U-Net fed 1000 t (``flow_matching.TimeScaled``), chapter 08's optimiser, warm-up, EMA and
+    budget, exactly as notebooks/10_flow_matching.ipynb trains it (:data:`FLOW_MATCHING_RECIPE`); ``n`` samples by
+    Heun's method with ``FM_HEUN_NFE`` network evaluations (headline) and by Euler with the same NFE, from the EMA
+    weights, mapped back to [0, 1]. No likelihood is computed (the ODE likelihood of 64-D images needs 64 backward
+    passes per evaluation)."""
+    r = ctx.resolve(FLOW_MATCHING_RECIPE)
+    dev = ctx.device
+    x_train = dm.to_model_space(data.load_digits("train", image_shape=True, device=dev)[0])
+    torch.manual_seed(ctx.seed)
+    model = fm.TimeScaled(nets.UNet(in_channels=1, channels=r["FM_CHANNELS"]), r["FM_TIME_SCALE"]).to(dev)
+    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(r["FM_EMA_DECAY"]))
+    optimiser = torch.optim.Adam(model.parameters(), lr=r["FM_LR"])
+    warmup = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda step: min(1.0, (step + 1) / r["FM_WARMUP"]))
+
+    def after_step(step, m, history):
+        ema.update_parameters(m)
+        warmup.step()
+
+    t0 = time.perf_counter()
+    history = train.fit(model, optimiser, lambda m, b: fm.cfm_loss(m, b), x_train, steps=r["FM_STEPS"],
+                        batch_size=r["FM_BATCH_SIZE"], seed=ctx.seed, desc="bench: flow matching (ch. 10)",
+                        progress=ctx.progress, callback=after_step)
+    train_seconds = time.perf_counter() - t0
+    net = ema.module.eval()
+    noise = torch.randn((ctx.n_samples, 1, 8, 8), generator=torch.Generator(device=dev).manual_seed(ctx.seed),
+                        device=dev)
+    nfe = r["FM_HEUN_NFE"]
+    with torch.no_grad():
+        heun = fm.ode_solve(net, noise, nfe // 2, method="heun")
+        euler = fm.ode_solve(net, noise, nfe, method="euler")
+    return TrainedModel.from_run(
+        net, history, train_seconds, r,
+        samples={"heun": dm.to_image_space(heun).reshape(ctx.n_samples, -1),
+                 "euler": dm.to_image_space(euler).reshape(ctx.n_samples, -1)},
+        notes="'heun' (headline): Heun's method with fm_heun_nfe network evaluations from t = 0 (noise) to t = 1; "
+              "'euler': Euler with the same number of evaluations from the same noise; both from the EMA weights, "
+              "mapped from [-1, 1] to [0, 1] (clipped), compared with grey-scale test digits and the grey-scale "
+              "floor. No likelihood.",
+    )
+
+
+register(Recipe("flow_matching", "10_flow_matching", "flow matching (linear path), chapter 08's U-Net, Heun sampler",
+                False, _flow_matching_recipe))
 
 
 # ------------------------------------------------------------------------------------------------

@@ -151,6 +151,7 @@ RECIPE_CHAPTERS = [
     ("wgan_gp", "WGAN_GP_RECIPE", "07_wasserstein"),
     ("ddpm", "DIFFUSION_RECIPE", "08_diffusion"),
     ("ncsn", "NCSN_RECIPE", "09_score_matching"),
+    ("flow_matching", "FLOW_MATCHING_RECIPE", "10_flow_matching"),
 ]
 
 
