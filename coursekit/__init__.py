@@ -25,6 +25,7 @@ __all__ = [
     "wasserstein",  # 07
     "diffusion",  # 08
     "score",  # 09
+    "autoregressive",  # 11
     # the exercise checkers, one module per concept module with exercises
     "check",
     # applications
