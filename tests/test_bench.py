@@ -117,6 +117,9 @@ RECIPE_CHAPTERS = [
     ("wgan_gp", "WGAN_GP_RECIPE", "07_wasserstein"),
     ("ddpm", "DIFFUSION_RECIPE", "08_diffusion"),
     ("ncsn", "NCSN_RECIPE", "09_score_matching"),
+    ("pixelcnn", "PIXELCNN_RECIPE", "11_autoregressive"),
+    ("vq_prior", "VQ_PRIOR_RECIPE", "11_autoregressive"),
+    ("dalle", "DALLE_RECIPE", "11_autoregressive"),
 ]
 
 
