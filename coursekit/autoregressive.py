@@ -491,6 +491,8 @@ def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: int | Non
     if bool(torch.isnan(logits).any()):
         raise ValueError("logits contain NaN")
     temperature = check_positive_float("temperature", temperature)
+    if top_k is not None:
+        check_positive_int("top_k", top_k)
     probs = torch.softmax(top_k_logits(logits.float(), top_k) / temperature, dim=-1)
     return torch.multinomial(probs, 1, generator=generator).squeeze(1)
 
