@@ -141,7 +141,7 @@ def _check_onehot(onehot: torch.Tensor, length: int, vocab: int) -> torch.Tensor
 
 
 def causal_mask(kernel_size: int, mask_type: str) -> torch.Tensor:
-    """The (k, k) 0/1 mask of a masked convolution (van den Oord et al. 2016, PixelRNN sec. 3.4).
+    """The (k, k) 0/1 mask of a masked convolution (van den Oord et al. 2016, "Pixel recurrent neural networks").
 
     With the kernel centred on pixel (r, c), the kept weights see
 
@@ -220,9 +220,9 @@ class _ImageTokenModel(nn.Module):
 class PixelCNN(_ImageTokenModel):
     """The plain PixelCNN: one type-A masked k x k convolution, then type-B 3 x 3 layers, ReLU, 1 x 1 output.
 
-    Its receptive field has a blind spot: stacking the B masks never reaches the pixels up and to the right
-    of the current one beyond the first layer's kernel (van den Oord et al. 2016, conditional PixelCNN,
-    sec. 2.2); :func:`dependency_matrix` shows it.
+    Its receptive field has a blind spot (van den Oord et al. 2016, conditional PixelCNN): with the type-A
+    half-width h = first_kernel // 2, a pixel a >= 1 rows up and b >= a + h columns right of the current one is
+    never reached, however deep the stack; :func:`dependency_matrix` shows it.
 
     Args:
         levels: V, number of grey levels (17 for the digits). channels: hidden channels. n_layers: type-B layers.
@@ -245,7 +245,7 @@ class PixelCNN(_ImageTokenModel):
 
 
 class _GatedLayer(nn.Module):
-    """One gated layer (van den Oord et al. 2016, conditional PixelCNN, eq. 2 and fig. 2): vertical and
+    """One gated layer (van den Oord et al. 2016, conditional PixelCNN): vertical and
     horizontal masked convolutions, the vertical stack fed into the horizontal one, ``tanh(a) * sigmoid(b)``,
     a residual connection on the horizontal stack, and an optional class embedding added to both gates."""
 
@@ -608,7 +608,7 @@ class VectorQuantizer(nn.Module):
     * the codebook loss :math:`\\lVert \\mathrm{sg}[z_e] - e_k \\rVert^2` (moves the codes to the encoder outputs),
     * the commitment loss :math:`\\beta \\lVert z_e - \\mathrm{sg}[e_k] \\rVert^2` (keeps the encoder near its code),
 
-    each summed over the d channels and averaged over the vectors (van den Oord et al. 2017, eq. 3).
+    each summed over the d channels and averaged over the vectors (van den Oord et al. 2017).
     Code usage is tracked for :meth:`restart_dead_codes`.
 
     Args:
@@ -704,7 +704,7 @@ class VQVAE(nn.Module):
 
 def vqvae_loss(model: VQVAE, x: torch.Tensor):
     """The VQ-VAE objective for :func:`coursekit.train.fit`: squared reconstruction error (summed over the 64
-    pixels) + codebook loss + commitment loss, averaged over the batch (van den Oord et al. 2017, eq. 3).
+    pixels) + codebook loss + commitment loss, averaged over the batch (van den Oord et al. 2017).
 
     Returns ``(loss, {"recon": ..., "codebook": ..., "commitment": ...})``.
     """
