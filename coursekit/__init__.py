@@ -26,6 +26,7 @@ __all__ = [
     "diffusion",  # 08
     "score",  # 09
     "flow_matching",  # 10
+    "autoregressive",  # 11
     # the exercise checkers, one module per concept module with exercises
     "check",
     # applications

@@ -42,6 +42,7 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from . import __version__, data, flows, gan, metrics, nets, runtime, score, train, vae, wasserstein
+from . import autoregressive as ar
 from . import diffusion as dm
 from . import flow_matching as fm
 
@@ -924,6 +925,163 @@ def _run_comparisons(results: dict, profile: str, seed: int, n: int, device, pro
         ratio = c["steps_per_second"] / ref["steps_per_second"] if c["steps_per_second"] else None
         out[name] = {"description": comp.description, **res, "difference": diff, "speed_ratio": ratio}
     return out
+#: The chapter 11 recipes, kept identical to notebooks/11_autoregressive.ipynb (the cells "Train the gated PixelCNN
+#: and the causal transformer", "Two VQ-VAEs", "The prior" and "The DALL-E pipeline"); tests/test_bench.py reads the
+#: notebook and fails if they drift apart.
+PIXELCNN_RECIPE = {
+    "PIXEL_STEPS": {"smoke": 20, "cpu": 500, "gpu": 3000},
+    "PIXEL_BATCH": 64,
+    "PIXEL_LR": 2e-3,
+    "GATED_CHANNELS": {"smoke": 16, "cpu": 32, "gpu": 64},
+    "GATED_LAYERS": 4,
+    "GATED_KERNEL": 5,
+    "EVAL_EVERY": {"smoke": 10, "cpu": 50, "gpu": 100},
+}
+VQVAE_RECIPE = {
+    "VQ_CODES": 32,
+    "VQ_DIM": 16,
+    "VQ_CHANNELS": 32,
+    "VQ_STEPS": {"smoke": 20, "cpu": 1000, "gpu": 3000},
+    "VQ_BATCH": 64,
+    "VQ_LR": 2e-3,
+    "RESTART_EVERY": {"smoke": 5, "cpu": 50, "gpu": 50},
+}
+VQ_PRIOR_RECIPE = {**VQVAE_RECIPE, "PRIOR_STEPS": {"smoke": 20, "cpu": 600, "gpu": 2000},
+                   "PRIOR_D_MODEL": {"smoke": 16, "cpu": 48, "gpu": 128}, "PRIOR_LR": 2e-3}
+DALLE_RECIPE = {**VQVAE_RECIPE, "DALLE_STEPS": {"smoke": 20, "cpu": 800, "gpu": 3000},
+                "DALLE_D_MODEL": {"smoke": 16, "cpu": 64, "gpu": 128}, "DALLE_LR": 2e-3}
+
+
+def _pixelcnn_recipe(ctx: BenchContext) -> TrainedModel:
+    """Chapter 11: the gated PixelCNN (vertical and horizontal stacks) on the 17-level digits as tokens, exactly as
+    notebooks/11_autoregressive.ipynb trains it (:data:`PIXELCNN_RECIPE`, best validation NLL kept); its exact
+    test NLL and ``n`` ancestral samples at temperature 1."""
+    r = ctx.resolve(PIXELCNN_RECIPE)
+    dev = ctx.device
+    tok = {s: ar.digits_to_tokens(data.load_digits(s, device=dev)[0]) for s in ("train", "val", "test")}
+    torch.manual_seed(ctx.seed)
+    model = ar.GatedPixelCNN(ar.DIGITS_LEVELS, r["GATED_CHANNELS"], r["GATED_LAYERS"], r["GATED_KERNEL"]).to(dev)
+    best = {"nll": math.inf, "state": None}
+    steps = r["PIXEL_STEPS"]
+
+    @torch.no_grad()
+    def on_step(step, m, history):
+        if step % r["EVAL_EVERY"] == 0 or step == steps:
+            m.eval()
+            val = -ar.sequence_log_prob(m, tok["val"]).mean().item()
+            m.train()
+            if val < best["nll"]:
+                best["nll"], best["state"] = val, {k: v.detach().clone() for k, v in m.state_dict().items()}
+
+    t0 = time.perf_counter()
+    history = train.fit(model, torch.optim.Adam(model.parameters(), lr=r["PIXEL_LR"]), ar.nll_loss, tok["train"],
+                        steps=steps, batch_size=r["PIXEL_BATCH"], seed=ctx.seed, desc="bench: gated PixelCNN (ch. 11)",
+                        progress=ctx.progress, lr_schedule="linear", callback=on_step)
+    train_seconds = time.perf_counter() - t0
+    model.load_state_dict(best["state"])
+    model.eval()
+    with torch.no_grad():
+        nll = -ar.sequence_log_prob(model, tok["test"]).mean().item()
+    s = ar.sample(model, ctx.n_samples, generator=torch.Generator(device=dev).manual_seed(ctx.seed))
+    return TrainedModel.from_run(
+        model, history, train_seconds, r, samples={"levels": ar.tokens_to_digits(s)},
+        likelihood={"test_nll_nats": nll, "test_nll_bits_per_dim": float(ar.bits_per_dim(nll, 64)),
+                    "best_val_nll_nats": float(best["nll"])},
+        notes="'levels': ancestral samples (temperature 1) of the 17 grey levels, shown as k/16; compared with the "
+              "grey-scale test digits and floor. Likelihood: the exact NLL of the 250 test digits as 17-level data "
+              "(no dequantisation term), nats per image and bits/dim.",
+    )
+
+
+def _train_vqvae(r: dict, ctx: BenchContext, images: torch.Tensor) -> ar.VQVAE:
+    """The chapter 11 VQ-VAE with dead-code restarts every RESTART_EVERY steps in the first half of training."""
+    torch.manual_seed(ctx.seed)
+    model = ar.VQVAE(r["VQ_CODES"], r["VQ_DIM"], r["VQ_CHANNELS"]).to(ctx.device)
+    g = torch.Generator().manual_seed(ctx.seed)
+
+    def callback(step, m, history):
+        if step % r["RESTART_EVERY"] == 0 and step <= r["VQ_STEPS"] // 2:
+            with torch.no_grad():
+                m.vq.restart_dead_codes(m.encode(images[torch.randint(len(images), (256,), generator=g)]), g)
+
+    train.fit(model, torch.optim.Adam(model.parameters(), lr=r["VQ_LR"]), ar.vqvae_loss, images, steps=r["VQ_STEPS"],
+              batch_size=r["VQ_BATCH"], seed=ctx.seed, callback=callback, desc="bench: VQ-VAE (ch. 11)",
+              progress=ctx.progress)
+    return model.eval()
+
+
+def _vq_prior_recipe(ctx: BenchContext) -> TrainedModel:
+    """Chapter 11: a VQ-VAE (32 codes on a 4x4 grid, dead-code restarts) and a causal transformer prior over the 16
+    codes, as notebooks/11_autoregressive.ipynb trains them (:data:`VQ_PRIOR_RECIPE`); ``n`` decoded prior samples.
+    ``train_seconds`` covers both stages."""
+    r = ctx.resolve(VQ_PRIOR_RECIPE)
+    dev = ctx.device
+    images = data.load_digits("train", image_shape=True, device=dev)[0]
+    t0 = time.perf_counter()
+    vqvae = _train_vqvae(r, ctx, images)
+    codes = vqvae.tokenize(images)
+    torch.manual_seed(ctx.seed)
+    prior = ar.CausalTransformer(r["VQ_CODES"], 16, r["PRIOR_D_MODEL"], 4, 2).to(dev)
+    history = train.fit(prior, torch.optim.Adam(prior.parameters(), lr=r["PRIOR_LR"]), ar.nll_loss, codes,
+                        steps=r["PRIOR_STEPS"], batch_size=64, seed=ctx.seed, desc="bench: code prior (ch. 11)",
+                        progress=ctx.progress, lr_schedule="linear")
+    train_seconds = time.perf_counter() - t0
+    usage = ar.code_usage(codes, r["VQ_CODES"])
+    with torch.no_grad():
+        s = ar.sample(prior.eval(), ctx.n_samples, generator=torch.Generator(device=dev).manual_seed(ctx.seed))
+        images_out = vqvae.decode_codes(s).reshape(ctx.n_samples, -1)
+    return TrainedModel.from_run(
+        prior, history, train_seconds, r, samples={"decoded": images_out},
+        notes="'decoded': codes sampled from the transformer prior (temperature 1) and decoded by the VQ-VAE "
+              "(sigmoid intensities in (0, 1)); compared with the grey-scale test digits and floor. No likelihood "
+              "reported (the VQ-VAE's decoder has no discrete likelihood). Code usage on the training digits: "
+              f"{usage['used']}/{r['VQ_CODES']} codes, perplexity {usage['perplexity']:.2f}.",
+    )
+
+
+def _dalle_recipe(ctx: BenchContext) -> TrainedModel:
+    """Chapter 11: the DALL-E pipeline at digit scale as notebooks/11_autoregressive.ipynb trains it
+    (:data:`DALLE_RECIPE`): captions "a thin/thick <digit>" as 3 word tokens followed by the 16 VQ codes, one causal
+    transformer; ``n`` images from the prompts "a thick <digit>" for the ten classes in turn, and the course
+    classifier's agreement with the prompted class."""
+    r = ctx.resolve(DALLE_RECIPE)
+    dev = ctx.device
+    x, y = data.load_digits("train", device=dev)
+    images = x.reshape(-1, 1, 8, 8)
+    tokenizer = ar.WordTokenizer(("a", "thin", "thick") + ar.DIGIT_NAMES)
+    n_text = len(tokenizer)
+    t0 = time.perf_counter()
+    vqvae = _train_vqvae(r, ctx, images)
+    captions, _ = ar.digit_captions(x, y)
+    seq = torch.cat([tokenizer.encode(captions).to(dev), vqvae.tokenize(images) + n_text], dim=1)
+    torch.manual_seed(ctx.seed)
+    model = ar.CausalTransformer(n_text + r["VQ_CODES"], seq.shape[1], r["DALLE_D_MODEL"], 4, 2).to(dev)
+    history = train.fit(model, torch.optim.Adam(model.parameters(), lr=r["DALLE_LR"]), ar.nll_loss, seq,
+                        steps=r["DALLE_STEPS"], batch_size=64, seed=ctx.seed, desc="bench: text + image (ch. 11)",
+                        progress=ctx.progress, lr_schedule="linear")
+    train_seconds = time.perf_counter() - t0
+    asked = torch.arange(ctx.n_samples) % 10
+    prefix = tokenizer.encode([f"a thick {ar.DIGIT_NAMES[c]}" for c in asked.tolist()]).to(dev)
+    s = ar.sample(model.eval(), ctx.n_samples, prefix=prefix, token_range=(n_text, n_text + r["VQ_CODES"]),
+                  generator=torch.Generator(device=dev).manual_seed(ctx.seed))
+    with torch.no_grad():
+        out = vqvae.decode_codes(s[:, prefix.shape[1]:] - n_text).reshape(ctx.n_samples, -1)
+    pred = metrics.probabilities(out.cpu(), metrics.get_digits_classifier()).argmax(1)
+    agreement = float((pred == asked.to(pred.device)).float().mean())
+    return TrainedModel.from_run(
+        model, history, train_seconds, r, samples={"prompted": out},
+        notes="'prompted': images generated from 'a thick <digit>' for the classes 0..9 in turn (temperature 1), "
+              "decoded by the VQ-VAE; compared with the grey-scale test digits and floor. The course classifier "
+              f"assigns {100 * agreement:.1f} % of them to the prompted class.",
+    )
+
+
+register(Recipe("pixelcnn", "11_autoregressive", "gated PixelCNN over 17 grey levels (exact likelihood)", False,
+                _pixelcnn_recipe))
+register(Recipe("vq_prior", "11_autoregressive", "VQ-VAE (32 codes, 4x4 grid) + causal transformer prior", False,
+                _vq_prior_recipe))
+register(Recipe("dalle", "11_autoregressive", "caption tokens + VQ codes in one causal transformer (prompted)",
+                False, _dalle_recipe))
 
 
 # ------------------------------------------------------------------------------------------------

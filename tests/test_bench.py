@@ -152,6 +152,9 @@ RECIPE_CHAPTERS = [
     ("ddpm", "DIFFUSION_RECIPE", "08_diffusion"),
     ("ncsn", "NCSN_RECIPE", "09_score_matching"),
     ("flow_matching", "FLOW_MATCHING_RECIPE", "10_flow_matching"),
+    ("pixelcnn", "PIXELCNN_RECIPE", "11_autoregressive"),
+    ("vq_prior", "VQ_PRIOR_RECIPE", "11_autoregressive"),
+    ("dalle", "DALLE_RECIPE", "11_autoregressive"),
 ]
 
 

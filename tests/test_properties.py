@@ -372,6 +372,15 @@ CASES = [
          lambda i: ((i.randn(i.dims.b, i.dims.d), i.randn(i.dims.b, i.dims.d), 0.6, 0.8),
                     {"source": "eps", "target": "data"}),
          BD, tensors=("pred", "x_t"), sized=("x_t",), bad={"source": ["noise"], "target": ["x0"]}),
+    # chapter 11: autoregressive models and discrete tokens
+    Case(ck.autoregressive.vq_assign, lambda i: ((i.randn(i.dims.b, i.dims.d), i.randn(i.dims.k, i.dims.d)), {}),
+         lambda d: (d.b,), tensors=("z", "codebook"), sized=("codebook",), float_out=False),  # int64 codes
+    Case(ck.autoregressive.straight_through, lambda i: ((i.randn(i.dims.b, i.dims.d), i.randn(i.dims.b, i.dims.d)), {}),
+         BD, tensors=("z_e", "z_q"), sized=("z_q",)),
+    Case(ck.autoregressive.sample_next,
+         lambda i: ((i.randn(i.dims.b, i.dims.k),), {"top_k": 2, "generator": torch.Generator().manual_seed(6)}),
+         lambda d: (d.b,), tensors=("logits",), float_out=False, non_finite=(math.nan,),  # -inf logits are allowed
+         bad={"temperature": [0.0, -1.0], "top_k": [0]}),
     # metrics
     Case(ck.metrics.frechet_distance,
          lambda i: ((i.randn(i.dims.d), i.spd(i.dims.d), i.randn(i.dims.d), i.spd(i.dims.d)), {}), scalar,
