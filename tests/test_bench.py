@@ -98,7 +98,7 @@ def test_comparisons_put_each_course_model_beside_its_reference(smoke_run):
     _, results = smoke_run
     comps = results["comparisons"]
     assert set(comps) == set(bench.COMPARISONS) >= {"loop_vae", "loop_moons", "vae_examples", "realnvp_zuko",
-                                                    "ddpm_diffusers"}
+                                                    "nsf_zuko", "ddpm_diffusers"}
     for name, c in comps.items():
         course, ref = c["course"], c["reference"]
         for e in (course, ref):
