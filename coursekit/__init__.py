@@ -25,6 +25,7 @@ __all__ = [
     "wasserstein",  # 07
     "diffusion",  # 08
     "score",  # 09
+    "disentangle",  # 14
     # the exercise checkers, one module per concept module with exercises
     "check",
     # applications

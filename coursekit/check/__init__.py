@@ -17,14 +17,15 @@ Every failure message ends with the seed that reproduces it: ``check.kl_std_norm
 
 There is one checker module per concept module with exercises (``check.divergences`` for chapter 01,
 ``check.mixtures`` 02, ``check.autoencoders`` 03, ``check.vae`` 04, ``check.flows`` 05, ``check.gan`` 06,
-``check.wasserstein`` 07, ``check.diffusion`` 08, ``check.score`` 09), all built on the shared machinery in
-``check._harness``; this package re-exports every checker.
+``check.wasserstein`` 07, ``check.diffusion`` 08, ``check.score`` 09, ``check.disentangle`` 14), all built on the
+shared machinery in ``check._harness``; this package re-exports every checker.
 """
 
 from __future__ import annotations
 
 from .autoencoders import kl_sparsity, mixture_denoiser, sigmoid_contractive_penalty
 from .diffusion import ddim_step, posterior_mean_variance, q_sample
+from .disentangle import adain, dci_scores, mutual_information_gap
 from .divergences import discrete_entropy, mutual_info, sample_exponential
 from .flows import coupling_forward, coupling_inverse, digits_bits_per_dim
 from .gan import jsd_discrete, mode_counts, non_saturating_loss, optimal_discriminator
@@ -52,4 +53,6 @@ __all__ = [
     "q_sample", "posterior_mean_variance", "ddim_step",
     # chapter 09: score matching
     "langevin_step", "dsm_target", "score_jacobian_trace",
+    # chapter 14: disentanglement
+    "dci_scores", "mutual_information_gap", "adain",
 ]
