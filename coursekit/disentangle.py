@@ -10,7 +10,7 @@ lies in [0, 1].
   convention of :func:`coursekit.vae.elbo`) or averaged, and :func:`summed_beta`, the conversion between the two.
 * DCI (Eastwood & Williams 2018): :func:`importance_matrix` (lasso or gradient-boosted trees, scikit-learn),
   :func:`dci_from_importance` and :func:`dci`.
-* MIG (Chen et al. 2018, eq. 6): :func:`discretise`, :func:`discrete_mutual_information`, :func:`mig`.
+* MIG (Chen et al. 2018): :func:`discretise`, :func:`discrete_mutual_information`, :func:`mig`.
 * InfoGAN (Chen et al. 2016): :func:`infogan_mi_lower_bound`, :class:`InfoGANDiscriminator`,
   :func:`infogan_players` (players for :func:`coursekit.train.fit_players`), :func:`matched_agreement`.
 * StyleGAN's ideas (Karras et al. 2019, 2020) at 16 x 16: :func:`adain` (Huang & Belongie 2017),
@@ -100,7 +100,7 @@ def summed_beta(beta_mean: float, data_dim: int) -> float:
 
 
 def beta_vae_loss(model, batch, beta: float = 1.0, reconstruction: str = "sum"):
-    r"""Loss for :func:`coursekit.train.fit`: the negative beta-VAE objective (Higgins et al. 2017, eq. 4).
+    r"""Loss for :func:`coursekit.train.fit`: the negative beta-VAE objective (Higgins et al. 2017).
 
     ``reconstruction="sum"``: :math:`-\mathrm{mean}_n[\sum_j \log p(x_{nj}|z_n) - \beta\,\mathrm{KL}_n]`, the
     objective of :func:`coursekit.vae.vae_loss` (nats per example). ``"mean"``: the reconstruction is averaged over
@@ -160,7 +160,7 @@ def _normalised_entropy(p: torch.Tensor, base: int) -> torch.Tensor:
 
 
 def dci_from_importance(importance) -> dict:
-    r"""Disentanglement and completeness of an importance matrix (Eastwood & Williams 2018, sec. 3).
+    r"""Disentanglement and completeness of an importance matrix (Eastwood & Williams 2018).
 
     For :math:`R \in \mathbb R_{\ge 0}^{D \times K}` (latent i, factor j):
 
@@ -361,7 +361,7 @@ def _factor_labels(factors) -> torch.Tensor:
 
 
 def mig(codes, factors, n_bins: int = 20) -> dict:
-    r"""Mutual information gap (Chen et al. 2018, eq. 6) with codes discretised into ``n_bins`` equal-width bins.
+    r"""Mutual information gap (Chen et al. 2018) with codes discretised into ``n_bins`` equal-width bins.
 
     .. math::
 
@@ -413,7 +413,7 @@ def infogan_mi_lower_bound(q_logits: torch.Tensor, codes: torch.Tensor) -> torch
         I(c; x) = H(c) - H(c \mid x) \ge H(c) + \mathbb E_{c, x}[\log Q(c \mid x)]
         = \log K - \mathbb E[-\log Q(c \mid x)]
 
-    (Chen et al. 2016, Lemma 5.1 and eq. 4), with equality when :math:`Q(c|x) = p(c|x)`; here estimated on a batch
+    (Chen et al. 2016), with equality when :math:`Q(c|x) = p(c|x)`; here estimated on a batch
     of codes and the logits of Q on the images generated from them. Always :math:`\le \log K`.
 
     Args:
@@ -435,7 +435,7 @@ def infogan_mi_lower_bound(q_logits: torch.Tensor, codes: torch.Tensor) -> torch
 
 
 class InfoGANDiscriminator(nn.Module):
-    r"""A discriminator of 8x8 digits with InfoGAN's Q head on its features (Chen et al. 2016, sec. 6).
+    r"""A discriminator of 8x8 digits with InfoGAN's Q head on its features (Chen et al. 2016).
 
     ``d`` is a :class:`coursekit.gan.DigitsDiscriminator`; Q shares its convolutional features
     :math:`\phi(x)` (N, 32C) and adds ``Linear(32C, 64) -> LeakyReLU -> Linear(64, n_codes)``.
@@ -470,7 +470,7 @@ def infogan_players(generator: nn.Module, discriminator: InfoGANDiscriminator, *
     Latents: :math:`z \sim \mathcal N(0, I)` of size ``noise_dim`` and a uniform code :math:`c \in \{0..K-1\}`;
     ``generator(z, c)`` is e.g. a conditional :class:`coursekit.gan.DigitsGenerator` with ``n_classes=K``, whose
     one-hot input is the code. With :math:`\mathcal L_I` = :func:`infogan_mi_lower_bound` and weight
-    :math:`\lambda` (Chen et al. 2016, eq. 5):
+    :math:`\lambda` (Chen et al. 2016):
 
     * discriminator (and Q): BCE on real vs generated (:func:`coursekit.gan.discriminator_loss`)
       :math:`- \lambda \mathcal L_I` on the generated batch (no gradient into G);
@@ -558,7 +558,7 @@ def matched_agreement(codes: torch.Tensor, labels: torch.Tensor, n_codes: int, n
 
 # --------------------------------------------------------------------------------------------- StyleGAN
 def adain(x: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
-    r"""Adaptive instance normalisation (Huang & Belongie 2017, eq. 8; Karras et al. 2019, eq. 1).
+    r"""Adaptive instance normalisation (Huang & Belongie 2017; Karras et al. 2019).
 
     .. math::
 
@@ -587,7 +587,7 @@ def adain(x: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor, eps: float =
 
 
 class MappingNetwork(nn.Module):
-    r"""StyleGAN's mapping network :math:`f: \mathcal Z \to \mathcal W` (Karras et al. 2019, sec. 2).
+    r"""StyleGAN's mapping network :math:`f: \mathcal Z \to \mathcal W` (Karras et al. 2019).
 
     :math:`z` is normalised to unit root-mean-square (pixel norm), then a :class:`coursekit.nets.MLP` with
     LeakyReLU(0.2) maps it to :math:`w`. Shapes: (N, latent_dim) -> (N, w_dim).
@@ -636,7 +636,7 @@ class StyleGenerator(nn.Module):
     layer, broadcast over channels, scaled per channel) -> LeakyReLU -> :func:`adain` with a style
     :math:`(y_s, y_b) = A_\ell w`. ``to_rgb8`` and ``to_rgb16`` are 1x1 convs to one channel; pixels are the sigmoid.
 
-    Progressive growing (Karras et al. 2018, sec. 3): at ``stage = 8`` the output is the 8 x 8 image upsampled to
+    Progressive growing (Karras et al. 2018): at ``stage = 8`` the output is the 8 x 8 image upsampled to
     16 x 16; at ``stage = 16`` the logits are :func:`fade_in` ``(up(rgb8), rgb16, alpha)``, so ``alpha = 0`` gives
     exactly the stage-8 output and ``alpha = 1`` the full network.
 
@@ -700,7 +700,19 @@ class StyleGenerator(nn.Module):
 
 def fade_in(old: torch.Tensor, new: torch.Tensor, alpha: float) -> torch.Tensor:
     r"""Progressive growing's blend :math:`(1 - \alpha)\,\text{old} + \alpha\,\text{new}`, alpha in [0, 1]
-    (Karras et al. 2018, sec. 3 and Fig. 2): the upsampled output of the old resolution and the new layer's."""
+    (Karras et al. 2018): the upsampled output of the old resolution and the new layer's.
+
+    Args:
+        old, new: float tensors of the same shape, finite. alpha: float in [0, 1].
+
+    Returns:
+        tensor of that shape; ``old`` exactly at alpha = 0 and ``new`` at alpha = 1.
+
+    Raises:
+        TypeError / ValueError: non-float or non-finite tensors, different shapes, alpha outside [0, 1].
+    """
+    check_floating("old", old)
+    check_floating("new", new)
     alpha = check_nonnegative_float("alpha", alpha)
     if alpha > 1:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
@@ -734,7 +746,7 @@ class SpritesDiscriminator(nn.Module):
 
 
 def slerp(a: torch.Tensor, b: torch.Tensor, t) -> torch.Tensor:
-    r"""Spherical interpolation of the *directions* of a and b (rows), as in Karras et al. (2019, eq. 2):
+    r"""Spherical interpolation of the *directions* of a and b (rows), as in Karras et al. (2019):
     :math:`\frac{\sin((1-t)\Omega)}{\sin\Omega}\hat a + \frac{\sin(t\Omega)}{\sin\Omega}\hat b`, :math:`\cos\Omega =
     \hat a^\top \hat b`. a, b: (N, d); t: float or (N,). Returns unit vectors (N, d)."""
     a, b = F.normalize(a, dim=1), F.normalize(b, dim=1)
@@ -746,7 +758,7 @@ def slerp(a: torch.Tensor, b: torch.Tensor, t) -> torch.Tensor:
 @torch.no_grad()
 def perceptual_path_length(generator: StyleGenerator, features: Callable, *, space: str = "w", n: int = 512,
                            epsilon: float = 1e-2, seed: int = 0) -> dict:
-    r"""Perceptual path length (Karras et al. 2019, eqs. 2-3), with a feature distance of our choosing.
+    r"""Perceptual path length (Karras et al. 2019), with a feature distance of our choosing.
 
     .. math::
 
@@ -787,7 +799,7 @@ def perceptual_path_length(generator: StyleGenerator, features: Callable, *, spa
 
 
 def linear_separability(latents, labels, *, test_fraction: float = 0.3, seed: int = 0) -> dict:
-    r"""How well a linear classifier on the latents predicts a label (Karras et al. 2019, sec. 4.2).
+    r"""How well a linear classifier on the latents predicts a label (Karras et al. 2019).
 
     A logistic regression (scikit-learn, standardised inputs) is fitted on a random split; on the held-out rows the
     result is its ``accuracy`` and the conditional entropy :math:`H(Y \mid X)` in nats of the labels Y given the

@@ -99,7 +99,7 @@ def _mig_ref(z: torch.Tensor, f: torch.Tensor, *, normalise: bool = True, gap: b
 def mutual_information_gap(fn: Callable, *, seed: int | None = None) -> None:
     r"""Check ``fn(codes, factors) -> MIG`` (0-dim tensor) for binned codes and discrete factors, int64 (N, D) and
     (N, K): :math:`\frac1K\sum_k (\hat I(z_{j^{(k)}}; v_k) - \hat I(z_{j'}; v_k)) / \hat H(v_k)` with the best and
-    second-best latent for each factor and plug-in estimates (Chen et al. 2018, eq. 6). Hints for a missing
+    second-best latent for each factor and plug-in estimates (Chen et al. 2018). Hints for a missing
     normalisation by H(v_k), the best MI without the gap, the gap taken per latent instead of per factor and a
     mutual information in bits over an entropy in nats.
 
@@ -143,7 +143,7 @@ def mutual_information_gap(fn: Callable, *, seed: int | None = None) -> None:
 def adain(fn: Callable, *, seed: int | None = None) -> None:
     r"""Check ``fn(x, scale, bias) -> scale * (x - mu) / sqrt(var + 1e-5) + bias`` for x (N, C, H, W) and scale, bias
     (N, C), with the mean and biased variance of each example's channel over the spatial positions (Huang &
-    Belongie 2017, eq. 8). Hints for normalising over the batch (batch norm) or over the channels (layer norm), the
+    Belongie 2017). Hints for normalising over the batch (batch norm) or over the channels (layer norm), the
     unbiased variance, scale and bias swapped and a missing normalisation.
 
     Raises:
