@@ -614,8 +614,7 @@ class _StyleLayer(nn.Module):
         self.conv = nn.Conv2d(in_ch, out_ch, 3, padding=1) if conv else None
         self.noise_weight = nn.Parameter(torch.zeros(out_ch))
         self.style = nn.Linear(w_dim, 2 * out_ch)
-        nn.init.zeros_(self.style.weight)
-        with torch.no_grad():  # identity style at initialisation: scale 1, bias 0
+        with torch.no_grad():  # style scale around 1 and bias around 0 at initialisation (weights: torch's default)
             self.style.bias.copy_(torch.cat([torch.ones(out_ch), torch.zeros(out_ch)]))
 
     def forward(self, x, w, noise):
