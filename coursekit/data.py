@@ -3,6 +3,8 @@
 * :func:`load_digits` - scikit-learn's 8x8 handwritten digits, bundled with scikit-learn (no download).
 * 2-D toy distributions - :func:`two_moons`, :func:`swiss_roll`, :func:`ring_of_gaussians`,
   :func:`grid_of_gaussians`, :func:`gaussian_mixture`, dispatched by name with :func:`sample_2d`.
+* Procedural sprites with known factors of variation - :func:`load_sprites` (fixed splits of the full factor
+  grid), :func:`sample_sprites` (random draws), :func:`render_sprites` (any factor values), chapter 14.
 * :func:`load_mnist` - MNIST / Fashion-MNIST from the standard IDX gzip files; downloads (hash-checked,
   with ``pooch``) only when asked to with ``download=True``.
 
@@ -54,6 +56,14 @@ __all__ = [
     "MNIST_FILES",
     "load_mnist",
     "read_idx",
+    "SPRITE_FACTORS",
+    "SPRITE_SIZE",
+    "SPRITE_SPLIT_SIZES",
+    "sprite_factor_values",
+    "all_sprite_factors",
+    "render_sprites",
+    "sample_sprites",
+    "load_sprites",
 ]
 
 # ----------------------------------------------------------------------------------------------------
@@ -556,3 +566,180 @@ def load_mnist(
     x = (x.to(torch.float32) / 255.0).unsqueeze(1)  # (N, 28, 28) -> (N, 1, 28, 28)
     y = torch.from_numpy(labels.astype(np.int64)).to(device)
     return x, y
+
+
+# ----------------------------------------------------------------------------------------------------
+# Procedural sprites with known factors (chapter 14)
+# ----------------------------------------------------------------------------------------------------
+
+#: The sprites' factors of variation and how many values each takes, in the column order of the factor tensors.
+#: shape: 0 square, 1 ellipse, 2 triangle; scale: 4 sizes; rotation: 6 angles in [0, pi/2); x, y: 8 positions each.
+SPRITE_FACTORS = {"shape": 3, "scale": 4, "rotation": 6, "x": 8, "y": 8}
+
+#: Side of a sprite image in pixels.
+SPRITE_SIZE = 16
+
+#: The fixed splits of the 3 * 4 * 6 * 8 * 8 = 4608 factor combinations (disjoint, together all of them).
+SPRITE_SPLIT_SIZES = {"train": 3686, "test": 922}
+
+_SPRITE_SPLIT_SEED = 0
+_SPRITE_SUPERSAMPLE = 4
+
+
+def sprite_factor_values() -> dict[str, torch.Tensor]:
+    r"""The physical value of every level of every sprite factor, float64 tensors keyed by factor name.
+
+    * ``shape``: 0, 1, 2 (square, ellipse, triangle; a category, its values are just the indices);
+    * ``scale``: 4 values evenly spaced in [0.6, 1.0], the size relative to the largest sprite;
+    * ``rotation``: 6 angles :math:`k\pi/12`, k = 0..5, in radians, in [0, pi/2): a square has 4-fold, an ellipse
+      2-fold and a triangle 3-fold symmetry, so no two angles in this range give the same image of a shape;
+    * ``x``, ``y``: 8 centres evenly spaced in [5, 11] pixels (pixel i covers [i, i + 1); y grows downwards).
+
+    Returns:
+        dict: name -> (SPRITE_FACTORS[name],) float64 tensor.
+    """
+    return {
+        "shape": torch.arange(3, dtype=torch.float64),
+        "scale": torch.linspace(0.6, 1.0, 4, dtype=torch.float64),
+        "rotation": torch.arange(6, dtype=torch.float64) * math.pi / 12,
+        "x": torch.linspace(5.0, 11.0, 8, dtype=torch.float64),
+        "y": torch.linspace(5.0, 11.0, 8, dtype=torch.float64),
+    }
+
+
+def all_sprite_factors(device=None) -> torch.Tensor:
+    """Every combination of factor levels, (4608, 5) int64, in lexicographic order (the last factor, y, fastest).
+
+    Column j holds the level index of factor j of :data:`SPRITE_FACTORS` (shape, scale, rotation, x, y), each in
+    0..SPRITE_FACTORS[name] - 1.
+    """
+    axes = [torch.arange(k) for k in SPRITE_FACTORS.values()]
+    grid = torch.cartesian_prod(*axes)
+    return grid.to(device)
+
+
+def _check_sprite_factors(factors) -> torch.Tensor:
+    if not isinstance(factors, torch.Tensor):
+        raise TypeError(f"factors must be a torch.Tensor of level indices, got {type(factors).__name__}")
+    if factors.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
+        raise TypeError(f"factors must be an integer tensor of level indices, got dtype {factors.dtype}")
+    check_shape("factors", factors, ("N", len(SPRITE_FACTORS)))
+    sizes = torch.tensor(list(SPRITE_FACTORS.values()), device=factors.device)
+    bad = (factors < 0) | (factors >= sizes)
+    if bool(bad.any()):
+        row, col = (int(v) for v in bad.nonzero()[0])
+        name = list(SPRITE_FACTORS)[col]
+        raise ValueError(f"factors[{row}, {col}] = {int(factors[row, col])} is outside 0..{SPRITE_FACTORS[name] - 1} "
+                         f"(the levels of factor {name!r})")
+    return factors.long()
+
+
+def render_sprites(factors: torch.Tensor, *, device=None, chunk: int = 1024) -> torch.Tensor:
+    r"""Render sprites from factor level indices, vectorised over the batch.
+
+    Each pixel is the fraction of its 4 x 4 sub-pixel grid that lies inside the shape (anti-aliasing), so values
+    are multiples of 1/16 in [0, 1]. A point :math:`p` (pixel coordinates) is inside when its body coordinates
+    :math:`u = R(-\theta)(p - c) / (4.5 s)` (centre c = (x, y), rotation theta, scale s) satisfy
+
+    * square: :math:`\max(|u_1|, |u_2|) \le 0.75`;
+    * ellipse: :math:`u_1^2 + (u_2 / 0.55)^2 \le 1` (semi-axes 1 and 0.55);
+    * triangle (equilateral, circumradius 1.1, one vertex pointing down at theta = 0, as y grows downwards):
+      :math:`n_k^\top u \le 0.55` for the three outward edge normals :math:`n_k` at angles
+      :math:`90° + 180° + 120° k`.
+
+    Deterministic: no randomness at all.
+
+    Args:
+        factors: integer tensor (N, 5) of level indices (columns as :data:`SPRITE_FACTORS`).
+        device: where to create the images (``None``: the device of ``factors``).
+        chunk: sprites rendered at once (memory: chunk * 4096 floats).
+
+    Returns:
+        float32 tensor (N, 1, 16, 16) in [0, 1].
+
+    Raises:
+        TypeError: factors not an integer tensor. ValueError: wrong shape or a level index out of range.
+    """
+    factors = _check_sprite_factors(factors)
+    chunk = check_positive_int("chunk", chunk)
+    device = factors.device if device is None else torch.device(device)
+    vals = sprite_factor_values()
+    f = factors.cpu()
+    shape = f[:, 0]
+    scale = (vals["scale"][f[:, 1]] * 4.5).float()
+    theta = vals["rotation"][f[:, 2]].float()
+    cx, cy = vals["x"][f[:, 3]].float(), vals["y"][f[:, 4]].float()
+    ss, size = _SPRITE_SUPERSAMPLE, SPRITE_SIZE
+    coords = (torch.arange(size * ss, dtype=torch.float32) + 0.5) / ss  # sub-pixel centres
+    py, px = torch.meshgrid(coords, coords, indexing="ij")  # (S*ss, S*ss)
+    out = []
+    for start in range(0, f.shape[0], chunk):
+        sl = slice(start, start + chunk)
+        dx = (px[None] - cx[sl, None, None]) / scale[sl, None, None]
+        dy = (py[None] - cy[sl, None, None]) / scale[sl, None, None]
+        c, s = torch.cos(theta[sl])[:, None, None], torch.sin(theta[sl])[:, None, None]
+        u1, u2 = c * dx + s * dy, -s * dx + c * dy  # R(-theta) (p - c); image y points down
+        square = torch.maximum(u1.abs(), u2.abs()) <= 0.75
+        ellipse = u1**2 + (u2 / 0.55) ** 2 <= 1.0
+        tri = torch.ones_like(square)
+        for k in range(3):
+            a = math.pi / 2 + math.pi + 2 * math.pi * k / 3  # outward normals; the vertex opposite points up
+            tri &= (math.cos(a) * u1 - math.sin(a) * u2) <= 0.55
+        sh = shape[sl, None, None]
+        inside = torch.where(sh == 0, square, torch.where(sh == 1, ellipse, tri)).to(torch.float32)
+        img = inside.reshape(-1, size, ss, size, ss).mean(dim=(2, 4))
+        out.append(img)
+    return torch.cat(out).unsqueeze(1).to(device)
+
+
+def sample_sprites(n: int, *, seed: int = 0, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Draw ``n`` sprites with every factor level independent and uniform, and render them.
+
+    Args:
+        n: number of sprites (>= 1). seed: seed of a private CPU generator (the global RNG is untouched).
+        device: where to create the tensors (``None``: CPU).
+
+    Returns:
+        ``(images, factors)``: float32 (n, 1, 16, 16) in [0, 1] and int64 (n, 5) level indices
+        (columns as :data:`SPRITE_FACTORS`).
+
+    Raises:
+        TypeError / ValueError: n not a positive int, seed not an int.
+    """
+    n = check_positive_int("n", n)
+    g = _generator(seed)
+    factors = torch.stack([torch.randint(k, (n,), generator=g) for k in SPRITE_FACTORS.values()], dim=1)
+    return render_sprites(factors, device=device), factors.to(device)
+
+
+@functools.lru_cache(maxsize=1)
+def _sprite_split_indices() -> dict[str, np.ndarray]:
+    n = sum(SPRITE_SPLIT_SIZES.values())
+    perm = np.random.RandomState(_SPRITE_SPLIT_SEED).permutation(n)  # numpy's frozen legacy stream
+    return {"train": perm[:SPRITE_SPLIT_SIZES["train"]], "test": perm[SPRITE_SPLIT_SIZES["train"]:]}
+
+
+def load_sprites(split: str = "train", *, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The sprites dataset: every combination of the factor levels rendered once, in fixed splits.
+
+    The 3 (shape) x 4 (scale) x 6 (rotation) x 8 (x) x 8 (y) = 4608 combinations of :func:`all_sprite_factors`,
+    rendered by :func:`render_sprites` (16 x 16 pixels, grey values in [0, 1]), cut by a permutation made with
+    seed 0 (numpy's frozen legacy RNG) into ``"train"`` (3686) and ``"test"`` (922) sprites, see
+    :data:`SPRITE_SPLIT_SIZES`. Over the whole grid the factors are exactly independent and uniform.
+    Generated offline in about a second; nothing is downloaded.
+
+    Args:
+        split: ``"train"``, ``"test"`` or ``"all"`` (the 4608 sprites in grid order).
+        device: where to create the tensors (``None``: CPU).
+
+    Returns:
+        ``(images, factors)``: float32 (N, 1, 16, 16) in [0, 1] and int64 (N, 5) factor level indices.
+
+    Raises:
+        ValueError: unknown split.
+    """
+    check_choice("split", split, ("train", "test", "all"))
+    factors = all_sprite_factors()
+    if split != "all":
+        factors = factors[torch.from_numpy(_sprite_split_indices()[split])]
+    return render_sprites(factors, device=device), factors.to(device)

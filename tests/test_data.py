@@ -305,3 +305,69 @@ def test_load_mnist_label_count_mismatch(tmp_path):
     _write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", np.zeros(4))
     with pytest.raises(ValueError, match="4 labels"):
         data.load_mnist(tmp_path, "test")
+
+
+# ----------------------------------------------------------------------------------------------------
+# sprites with known factors (chapter 14)
+def test_sprites_grid_and_splits():
+    grid = data.all_sprite_factors()
+    assert grid.shape == (4608, 5) and grid.dtype == torch.int64
+    assert len({tuple(r) for r in grid.tolist()}) == 4608
+    for j, k in enumerate(data.SPRITE_FACTORS.values()):
+        assert grid[:, j].min() == 0 and grid[:, j].max() == k - 1
+    x_tr, f_tr = data.load_sprites("train")
+    x_te, f_te = data.load_sprites("test")
+    assert x_tr.shape == (3686, 1, 16, 16) and x_te.shape == (922, 1, 16, 16)
+    assert x_tr.dtype == torch.float32 and f_tr.dtype == torch.int64
+    both = {tuple(r) for r in f_tr.tolist()} | {tuple(r) for r in f_te.tolist()}
+    assert len(both) == 4608  # disjoint and covering
+    assert sum(data.SPRITE_SPLIT_SIZES.values()) == 4608
+
+
+def test_sprites_every_combination_renders_and_differs():
+    x, _ = data.load_sprites("all")
+    assert float(x.min()) >= 0 and float(x.max()) <= 1
+    mass = x.sum(dim=(1, 2, 3))
+    assert bool((mass > 3).all())  # every sprite is visible (at least a few pixels of ink)
+    flat = (x.reshape(len(x), -1) * 16).round().to(torch.int64)
+    assert len({tuple(r) for r in flat.tolist()}) == 4608  # no two factor combinations give the same image
+    assert torch.allclose(x * 16, (x * 16).round())  # multiples of 1/16 (4x4 supersampling)
+
+
+def test_sprites_factors_move_the_image_as_documented():
+    vals = data.sprite_factor_values()
+    base = torch.tensor([[0, 3, 0, 0, 0]])
+    rows = torch.cat([base.clone() for _ in range(8)])
+    rows[:, 3] = torch.arange(8)
+    x = data.render_sprites(rows)[:, 0].double()
+    cols = torch.arange(16, dtype=torch.float64) + 0.5
+    cx = (x.sum(1) * cols).sum(1) / x.sum(dim=(1, 2))
+    torch.testing.assert_close(cx, vals["x"], atol=0.15, rtol=0)  # the centroid is the x position
+    sizes = data.render_sprites(torch.tensor([[1, s, 0, 4, 4] for s in range(4)])).sum(dim=(1, 2, 3))
+    assert bool((sizes.diff() > 0).all())  # scale increases the area
+
+
+def test_sample_sprites_deterministic_and_uniform():
+    x1, f1 = data.sample_sprites(3000, seed=5)
+    x2, f2 = data.sample_sprites(3000, seed=5)
+    assert torch.equal(x1, x2) and torch.equal(f1, f2)
+    assert not torch.equal(f1, data.sample_sprites(3000, seed=6)[1])
+    torch.testing.assert_close(data.render_sprites(f1[:10]), x1[:10])
+    counts = torch.bincount(f1[:, 0], minlength=3).double()
+    assert bool(((counts / 3000 - 1 / 3).abs() < 0.05).all())
+    state = torch.get_rng_state()
+    data.sample_sprites(10, seed=0)
+    assert torch.equal(state, torch.get_rng_state())
+
+
+def test_sprites_bad_input():
+    with pytest.raises(TypeError, match="integer"):
+        data.render_sprites(torch.zeros(2, 5))
+    with pytest.raises(ValueError, match="shape"):
+        data.render_sprites(torch.zeros(2, 4, dtype=torch.int64))
+    with pytest.raises(ValueError, match="outside 0..2"):
+        data.render_sprites(torch.tensor([[3, 0, 0, 0, 0]]))
+    with pytest.raises(ValueError, match="split"):
+        data.load_sprites("val")
+    with pytest.raises(ValueError):
+        data.sample_sprites(0)

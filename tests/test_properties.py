@@ -381,6 +381,16 @@ CASES = [
          lambda i: ((i.randn(i.dims.b, i.dims.k),), {"top_k": 2, "generator": torch.Generator().manual_seed(6)}),
          lambda d: (d.b,), tensors=("logits",), float_out=False, non_finite=(math.nan,),  # -inf logits are allowed
          bad={"temperature": [0.0, -1.0], "top_k": [0]}),
+    # chapter 14: disentanglement
+    Case(ck.disentangle.adain,
+         lambda i: ((i.randn(i.dims.b, i.dims.d, 3, 3), i.randn(i.dims.b, i.dims.d), i.randn(i.dims.b, i.dims.d)), {}),
+         lambda d: (d.b, d.d, 3, 3), tensors=("x", "scale", "bias"), sized=("scale", "bias"),
+         bad={"eps": [0.0, -1.0]}),
+    Case(ck.disentangle.fade_in, lambda i: ((i.randn(i.dims.b, i.dims.d), i.randn(i.dims.b, i.dims.d), 0.3), {}), BD,
+         tensors=("old", "new"), sized=("new",), bad={"alpha": [-0.1, 1.5]}),
+    Case(ck.disentangle.infogan_mi_lower_bound,
+         lambda i: ((i.randn(i.dims.b, i.dims.k), torch.randint(i.dims.k, (i.dims.b,), generator=i.g)), {}), scalar,
+         tensors=("q_logits",)),
     # metrics
     Case(ck.metrics.frechet_distance,
          lambda i: ((i.randn(i.dims.d), i.spd(i.dims.d), i.randn(i.dims.d), i.spd(i.dims.d)), {}), scalar,

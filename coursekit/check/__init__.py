@@ -18,8 +18,8 @@ Every failure message ends with the seed that reproduces it: ``check.kl_std_norm
 There is one checker module per concept module with exercises (``check.divergences`` for chapter 01,
 ``check.mixtures`` 02, ``check.autoencoders`` 03, ``check.vae`` 04, ``check.flows`` 05, ``check.gan`` 06,
 ``check.wasserstein`` 07, ``check.diffusion`` 08, ``check.score`` 09, ``check.flow_matching`` 10,
-``check.autoregressive`` 11), all built on the shared machinery in ``check._harness``; this package re-exports
-every checker.
+``check.autoregressive`` 11, ``check.disentangle`` 14), all built on the shared machinery in
+``check._harness``; this package re-exports every checker.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from __future__ import annotations
 from .autoencoders import kl_sparsity, mixture_denoiser, sigmoid_contractive_penalty
 from .autoregressive import pixelcnn_mask, sampling_probs, straight_through
 from .diffusion import ddim_step, posterior_mean_variance, q_sample
+from .disentangle import adain, dci_scores, mutual_information_gap
 from .divergences import discrete_entropy, mutual_info, sample_exponential
 from .flow_matching import cfm_target, heun_step, hutchinson_divergence
 from .flows import coupling_forward, coupling_inverse, digits_bits_per_dim
@@ -59,4 +60,6 @@ __all__ = [
     "cfm_target", "heun_step", "hutchinson_divergence",
     # chapter 11: autoregressive models and discrete tokens
     "pixelcnn_mask", "straight_through", "sampling_probs",
+    # chapter 14: disentanglement
+    "dci_scores", "mutual_information_gap", "adain",
 ]
