@@ -636,12 +636,13 @@ class VPSDE(_SDE):
         \beta(t) = \beta_\text{min} + t(\beta_\text{max} - \beta_\text{min}),
 
     with marginal :math:`x_t = \alpha_t x_0 + \sigma_t\varepsilon`, :math:`\alpha_t = e^{-\frac12\int_0^t\beta}`,
-    :math:`\sigma_t^2 = 1 - \alpha_t^2`. Its Euler discretisation with T steps gives chapter 08's linear betas,
-    :math:`\beta_i = \beta(t_i)/T` (:meth:`discretise`).
+    :math:`\sigma_t^2 = 1 - \alpha_t^2`. Its Euler-Maruyama step of size 1/T, with :math:`\beta` evaluated on the
+    grid :math:`t_i = (i-1)/(T-1)`, gives chapter 08's linear betas :math:`\beta_i = \beta(t_i)/T`
+    (:meth:`discretise`).
 
     Args:
-        beta_min, beta_max: :math:`0 < \beta_\text{min} < \beta_\text{max}` (defaults 0.1 and 20, Ho et al.'s
-            :math:`10^{-4}` and 0.02 times T = 1000).
+        beta_min, beta_max: :math:`0 < \beta_\text{min} < \beta_\text{max}` (defaults 0.1 and 20: Ho et al.'s
+            :math:`10^{-4}` and 0.02 at T = 1000, scaled by 1000/T for other T as in Nichol & Dhariwal 2021).
     """
 
     def __init__(self, beta_min: float = 0.1, beta_max: float = 20.0):
@@ -815,7 +816,15 @@ def convert_prediction(pred: torch.Tensor, x_t: torch.Tensor, alpha, sigma, *, s
     :math:`\hat v = \dot\alpha_t\hat x + \dot\sigma_t\hat\varepsilon`. From a velocity the pair
     :math:`(\hat x, \hat\varepsilon)` solves the 2x2 system :math:`x_t = \alpha\hat x + \sigma\hat\varepsilon`,
     :math:`\hat v = \dot\alpha\hat x + \dot\sigma\hat\varepsilon`, whose determinant
-    :math:`\alpha\dot\sigma - \sigma\dot\alpha` is non-zero on any path that moves from data to noise.
+    :math:`\alpha\dot\sigma - \sigma\dot\alpha = \alpha^2\,\mathrm d(\sigma/\alpha)/\mathrm dt` (where
+    :math:`\alpha \ne 0`) is non-zero wherever :math:`\sigma_t/\alpha_t` (the inverse square root of the SNR) is
+    strictly monotone with a non-zero derivative, and zero wherever the SNR is stationary.
+
+    The conversions are identities between the optimal predictors; for any other prediction the errors scale with
+    t: a noise prediction's converted velocity has the error
+    :math:`\hat v - v = \frac{\alpha\dot\sigma - \sigma\dot\alpha}{\alpha}(\hat\varepsilon - \varepsilon)`
+    (:math:`-(\hat\varepsilon - \varepsilon)/t` on the linear path), so a velocity loss is a noise loss weighted by
+    the square of that factor.
 
     Args:
         pred: float (N, ...), the ``source`` prediction. x_t: the network input, same shape.

@@ -363,6 +363,36 @@ def test_flow_matching_velocity_to_eps_on_linear_path():
     assert torch.allclose(xt - t[:, None] * v, x0)
 
 
+
+@pytest.mark.parametrize("path", fm.PATHS + ("vp",))
+def test_velocity_error_is_noise_error_times_the_path_factor(path):
+    # For a wrong noise prediction the converted velocity's error is ((a ds - s da) / a) times the noise error,
+    # compared with the true target da x + ds eps built independently of convert_prediction.
+    g = torch.Generator().manual_seed(13)
+    x, eps = torch.randn(6, 1, 2, 2, generator=g, dtype=D64), torch.randn(6, 1, 2, 2, generator=g, dtype=D64)
+    eps_hat = eps + torch.randn(6, 1, 2, 2, generator=g, dtype=D64)
+    t = torch.rand(6, generator=g, dtype=D64) * 0.8 + 0.1
+    a, s, da, ds = fm.VPSDE().marginal(t) if path == "vp" else fm.path_coefficients(path, t, sigma_min=0.01)
+
+    def col(c):
+        return c.view(-1, 1, 1, 1)
+
+    xt = col(a) * x + col(s) * eps
+    v_hat = fm.convert_prediction(eps_hat, xt, a, s, source="eps", target="velocity", dalpha=da, dsigma=ds)
+    factor = (a * ds - s * da) / a
+    assert torch.allclose(v_hat - (col(da) * x + col(ds) * eps), col(factor) * (eps_hat - eps), atol=1e-12)
+    if path == "linear":
+        assert torch.allclose(factor, -1 / t, rtol=1e-12)
+
+
+@pytest.mark.parametrize("path", fm.PATHS + ("vp",))
+def test_conversion_determinant_is_alpha_squared_times_derivative_of_sigma_over_alpha(path):
+    t = torch.linspace(0.1, 0.9, 9, dtype=D64).requires_grad_(True)
+    a, s, da, ds = fm.VPSDE().marginal(t) if path == "vp" else fm.path_coefficients(path, t, sigma_min=0.01)
+    (d_ratio,) = torch.autograd.grad((s / a).sum(), t)  # autograd, independent of the closed-form derivatives
+    assert torch.allclose((a * ds - s * da).detach(), (a**2 * d_ratio).detach(), rtol=1e-10)
+
+
 # ------------------------------------------------------------------------------------------------ networks
 def test_velocity_mlp_and_time_scaled_unet_shapes():
     net = fm.VelocityMLP(2, (16, 16))
