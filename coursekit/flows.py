@@ -470,32 +470,35 @@ class IAFLayer(_MADEAffineLayer):
 def rq_spline_knots(widths: torch.Tensor, heights: torch.Tensor, derivatives: torch.Tensor, bound: float = 3.0, *,
                     min_bin_width: float = 1e-3, min_bin_height: float = 1e-3,
                     min_derivative: float = 1e-3) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    r"""Knots of a monotonic rational-quadratic spline on :math:`[-B, B]` from unconstrained network outputs.
+    r"""Knots of a monotonic rational-quadratic spline on :math:`[-b_{\max}, b_{\max}]` from unconstrained network
+    outputs (:math:`b_{\max}` = ``bound``, the half-width).
 
     Durkan et al. (2019): K bins with widths and heights given by a softmax, so they are positive and
-    sum to 2B; positive derivatives at the K - 1 interior knots; derivative 1 at the two boundary knots, so
-    that the spline joins the identity tails outside :math:`[-B, B]` with a continuous derivative.
+    sum to :math:`2 b_{\max}`; positive derivatives at the K - 1 interior knots; derivative 1 at the two boundary
+    knots, so that the spline joins the identity tails outside :math:`[-b_{\max}, b_{\max}]` with a continuous
+    derivative.
 
     .. math::
 
-        w_k = 2B\,\big(m_w + (1 - K m_w)\operatorname{softmax}(u^w)_k\big), \qquad
-        x^{(k)} = -B + \textstyle\sum_{j<k} w_j, \qquad
-        \delta^{(k)} = m_\delta + \operatorname{softplus}\big(u^\delta_k + \log(e^{1 - m_\delta} - 1)\big),
+        w_k = 2 b_{\max}\,\big(m_w + (1 - K m_w)\operatorname{softmax}(u^w)_k\big), \qquad
+        x^{(k)} = -b_{\max} + \textstyle\sum_{j<k} w_j, \qquad
+        \delta^{(k)} = m_\delta + \operatorname{softplus}\big(u^\delta_k + c_\delta\big), \quad
+        c_\delta = \log(e^{1 - m_\delta} - 1),
 
-    and the same for the heights and :math:`y^{(k)}`. The constant inside the softplus makes
-    :math:`u^\delta = 0` give :math:`\delta = 1`, so zero outputs (widths, heights and derivatives) give the
-    identity map.
+    and the same for the heights and :math:`y^{(k)}`. The shift :math:`c_\delta` makes
+    :math:`u^\delta = 0` give :math:`\delta = 1`, so zero outputs (widths, heights and derivatives) give equal
+    bins, :math:`\rho_k = 1`, :math:`\beta_k = 0` and the identity map (see :func:`rq_spline`).
 
     Args:
         widths: (..., K) unconstrained bin widths :math:`u^w`, float.
         heights: (..., K) unconstrained bin heights :math:`u^h`, same shape.
         derivatives: (..., K - 1) unconstrained interior derivatives :math:`u^\delta`.
-        bound: B > 0, the half-width of the interval the spline acts on.
-        min_bin_width, min_bin_height: smallest bin width / height as a fraction of 2B, in [0, 1/K).
+        bound: b_max > 0, the half-width of the interval the spline acts on.
+        min_bin_width, min_bin_height: smallest bin width / height as a fraction of 2 b_max, in [0, 1/K).
         min_derivative: smallest derivative at a knot, >= 0 (0 allows flat pieces, which are not invertible).
 
     Returns:
-        ``(knots_x, knots_y, knot_derivatives)``, each (..., K + 1): strictly increasing knots from -B to B
+        ``(knots_x, knots_y, knot_derivatives)``, each (..., K + 1): strictly increasing knots from -b_max to b_max
         (the end points exactly) and positive derivatives (1 at both ends).
 
     Raises:
@@ -532,7 +535,7 @@ def _rq_knots(widths, heights, derivatives, bound, min_bin_width, min_bin_height
     for u, minimum in ((widths, min_bin_width), (heights, min_bin_height)):
         frac = minimum + (1 - minimum * n_bins) * torch.softmax(u, dim=-1)
         inner = 2 * bound * torch.cumsum(frac[..., :-1], dim=-1) - bound
-        # the end points exactly -B and B (a cumulative sum may miss 1 by rounding)
+        # the end points exactly -b_max and b_max (a cumulative sum may miss 1 by rounding)
         end = torch.full_like(frac[..., :1], bound)
         knots.append(torch.cat([-end, inner, end], dim=-1))
     shift = math.log(math.expm1(1 - min_derivative)) if min_derivative < 1 else -math.inf
@@ -559,21 +562,24 @@ def rq_spline(x: torch.Tensor, knots_x: torch.Tensor, knots_y: torch.Tensor, der
               inverse: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     r"""Monotonic rational-quadratic spline, applied elementwise, with identity tails (Durkan et al. 2019).
 
-    In bin k, with :math:`w_k = x^{(k+1)} - x^{(k)}`, :math:`h_k = y^{(k+1)} - y^{(k)}`, the slope
-    :math:`s_k = h_k / w_k`, :math:`\xi = (x - x^{(k)}) / w_k \in [0, 1]` and
-    :math:`\beta_k = \delta^{(k+1)} + \delta^{(k)} - 2 s_k` (Gregory & Delbourgo 1982; Durkan et al. 2019),
+    The spline is written :math:`r` (chapter 05: it maps data-side coordinates towards the latent side, part of
+    :math:`f = g^{-1}`). In bin k, with :math:`w_k = x^{(k+1)} - x^{(k)}`, :math:`h_k = y^{(k+1)} - y^{(k)}`, the slope
+    :math:`\rho_k = h_k / w_k`, :math:`\xi = (x - x^{(k)}) / w_k \in [0, 1]` and
+    :math:`\beta_k = \delta^{(k+1)} + \delta^{(k)} - 2 \rho_k` (Gregory & Delbourgo 1982; Durkan et al. 2019),
 
     .. math::
 
-        g(x) = y^{(k)} + h_k\,\frac{s_k \xi^2 + \delta^{(k)} \xi (1 - \xi)}{s_k + \beta_k\, \xi (1 - \xi)}, \qquad
-        g'(x) = \frac{s_k^2\,\big[\delta^{(k+1)} \xi^2 + 2 s_k \xi (1 - \xi) + \delta^{(k)} (1 - \xi)^2\big]}
-                     {\big[s_k + \beta_k\, \xi (1 - \xi)\big]^2},
+        r(x) = y^{(k)} + h_k\,\frac{\rho_k \xi^2 + \delta^{(k)} \xi (1 - \xi)}{\rho_k + \beta_k\, \xi (1 - \xi)}, \qquad
+        r'(x) = \frac{\rho_k^2\,\big[\delta^{(k+1)} \xi^2 + 2 \rho_k \xi (1 - \xi) + \delta^{(k)} (1 - \xi)^2\big]}
+                     {\big[\rho_k + \beta_k\, \xi (1 - \xi)\big]^2},
 
-    so :math:`g'(x) > 0` whenever every :math:`s_k > 0` and every :math:`\delta^{(k)} > 0`. Outside
-    :math:`[x^{(0)}, x^{(K)}]` the map is the identity (log-derivative 0). The inverse solves
+    so :math:`r'(x) > 0` whenever every :math:`\rho_k > 0` and every :math:`\delta^{(k)} > 0`. Outside
+    :math:`[x^{(0)}, x^{(K)}]` the map is the identity (log-derivative 0); it joins the spline continuously, with a
+    continuous derivative, when the end knots are :math:`\mp b_{\max}` in both x and y and
+    :math:`\delta^{(0)} = \delta^{(K)} = 1` (as :func:`rq_spline_knots` builds them). The inverse solves
     :math:`a \xi^2 + b \xi + c = 0` with :math:`\Delta = y - y^{(k)}`,
-    :math:`a = h_k (s_k - \delta^{(k)}) + \Delta \beta_k`, :math:`b = h_k \delta^{(k)} - \Delta \beta_k`,
-    :math:`c = -s_k \Delta`; the root in [0, 1] is :math:`(-b + \sqrt{b^2 - 4ac}) / (2a)`, computed without
+    :math:`a = h_k (\rho_k - \delta^{(k)}) + \Delta \beta_k`, :math:`b = h_k \delta^{(k)} - \Delta \beta_k`,
+    :math:`c = -\rho_k \Delta`; the root in [0, 1] is :math:`(-b + \sqrt{b^2 - 4ac}) / (2a)`, computed without
     cancellation as :math:`2c / (-b - \sqrt{b^2 - 4ac})` when :math:`b \ge 0` and in the first form when
     :math:`b < 0` (then :math:`a > 0`; Press et al. 2007, sec. 5.6).
 
@@ -583,11 +589,11 @@ def rq_spline(x: torch.Tensor, knots_x: torch.Tensor, knots_y: torch.Tensor, der
             :func:`rq_spline_knots`; ``knots_x[..., 0]`` and ``knots_x[..., -1]`` equal ``knots_y``'s for identity
             tails that join the spline continuously.
         derivatives: (..., K + 1) positive derivatives at the knots.
-        inverse: evaluate :math:`g^{-1}` instead of :math:`g`.
+        inverse: evaluate :math:`r^{-1}` instead of :math:`r`.
 
     Returns:
-        ``(y, log_det)``, both shaped like ``x``: :math:`g(x)` and :math:`\log g'(x)` (nats), or with
-        ``inverse=True`` :math:`g^{-1}(x)` and :math:`\log (g^{-1})'(x) = -\log g'(g^{-1}(x))`.
+        ``(y, log_det)``, both shaped like ``x``: :math:`r(x)` and :math:`\log r'(x)` (nats), or with
+        ``inverse=True`` :math:`r^{-1}(x)` and :math:`\log (r^{-1})'(x) = -\log r'(r^{-1}(x))`.
 
     Raises:
         TypeError / ValueError: for non-float or non-finite tensors or inconsistent shapes.
@@ -631,22 +637,22 @@ class SplineCoupling(FlowLayer):
 
     As in :class:`AffineCoupling`, a binary ``mask`` b splits x into a conditioning half :math:`x_a`
     (b = 1, passed through) and a transformed half :math:`x_b` (b = 0), but each :math:`x_{b,i}` goes through
-    its own monotonic rational-quadratic spline :math:`g_{\theta_i(x_a)}` (:func:`rq_spline`) on
-    :math:`[-B, B]` with K bins, identity outside:
+    its own monotonic rational-quadratic spline :math:`r_{\theta_i(x_a)}` (:func:`rq_spline`) on
+    :math:`[-b_{\max}, b_{\max}]` (``bound``) with K bins, identity outside:
 
     .. math::
 
-        z_a = x_a, \qquad z_{b,i} = g_{\theta_i(x_a)}(x_{b,i}), \qquad
-        \log\lvert\det \partial z / \partial x\rvert = \sum_{i \in b} \log g'_{\theta_i(x_a)}(x_{b,i}).
+        z_a = x_a, \qquad z_{b,i} = r_{\theta_i(x_a)}(x_{b,i}), \qquad
+        \log\lvert\det \partial z / \partial x\rvert = \sum_{i \in b} \log r'_{\theta_i(x_a)}(x_{b,i}).
 
-    The Jacobian is block triangular with diagonal entries :math:`g' > 0`, and the inverse recomputes
+    The Jacobian is block triangular with diagonal entries :math:`r' > 0`, and the inverse recomputes
     :math:`\theta(z_a) = \theta(x_a)` and inverts each spline (the root of a quadratic). One
     :class:`coursekit.nets.MLP` ``(|a| -> hidden -> |b| (3K - 1))`` outputs, per transformed coordinate, K
     widths, K heights and K - 1 interior derivatives (:func:`rq_spline_knots`), with PyTorch's default
     initialisation.
 
     Args:
-        mask: (D,) 0/1 with at least one of each. hidden: MLP widths. bins: K >= 1. bound: B > 0.
+        mask: (D,) 0/1 with at least one of each. hidden: MLP widths. bins: K >= 1. bound: b_max > 0.
         activation: module class (default ``nn.ReLU``).
         min_bin_width, min_bin_height, min_derivative: see :func:`rq_spline_knots`.
 

@@ -353,9 +353,13 @@ def test_rq_spline_knots_widths_minima_ends_and_identity_at_zero():
     assert bool((ky[:, 0] == -2.0).all()) and bool((ky[:, -1] == 2.0).all())
     assert float(kx.diff(dim=-1).min()) >= 0.05 * 4.0 - 1e-12 and float(ky.diff(dim=-1).min()) >= 0.02 * 4.0 - 1e-12
     assert float(kd.min()) >= 0.1 and bool((kd[:, 0] == 1).all()) and bool((kd[:, -1] == 1).all())
-    # zero network outputs: equal bins, unit derivatives, the identity map
+    # zero network outputs: equal bins, unit derivatives, slopes rho_k = 1 and beta_k = 0, the identity map
     kx0, ky0, kd0 = flows.rq_spline_knots(torch.zeros(3, 4), torch.zeros(3, 4), torch.zeros(3, 3), 1.5)
     assert torch.allclose(kd0, torch.ones(3, 5), atol=1e-6)
+    rho0 = ky0.diff(dim=-1) / kx0.diff(dim=-1)
+    assert torch.allclose(kx0.diff(dim=-1), torch.full((3, 4), 0.75), atol=1e-6)
+    assert torch.allclose(rho0, torch.ones(3, 4), atol=1e-6)
+    assert torch.allclose(kd0[:, 1:] + kd0[:, :-1] - 2 * rho0, torch.zeros(3, 4), atol=1e-6)
     x = torch.tensor([-2.0, 0.3, 1.2])
     y, ld = flows.rq_spline(x, kx0, ky0, kd0)
     assert torch.allclose(y, x, atol=1e-6) and torch.allclose(ld, torch.zeros(3), atol=1e-6)
