@@ -612,7 +612,8 @@ class VectorQuantizer(nn.Module):
     Code usage is tracked for :meth:`restart_dead_codes`.
 
     Args:
-        n_codes: K. dim: d. beta: commitment weight (0.25 in the paper).
+        n_codes: K. dim: d. beta: commitment weight (0.25 in the paper; not the noise schedule beta_t of
+            chapter 08).
     """
 
     def __init__(self, n_codes: int, dim: int, beta: float = 0.25):
@@ -703,10 +704,22 @@ class VQVAE(nn.Module):
 
 
 def vqvae_loss(model: VQVAE, x: torch.Tensor):
-    """The VQ-VAE objective for :func:`coursekit.train.fit`: squared reconstruction error (summed over the 64
-    pixels) + codebook loss + commitment loss, averaged over the batch (van den Oord et al. 2017).
+    r"""The VQ-VAE objective for :func:`coursekit.train.fit` (van den Oord et al. 2017), per image
 
-    Returns ``(loss, {"recon": ..., "codebook": ..., "commitment": ...})``.
+    .. math::
+
+        \lVert x - \hat x \rVert^2 + \frac{1}{M} \sum_{m=1}^{M} \Big( \lVert \mathrm{sg}[z_e(x)_m] - e_{k_m}
+        \rVert^2 + \beta\, \lVert z_e(x)_m - \mathrm{sg}[e_{k_m}] \rVert^2 \Big),
+
+    averaged over the batch: the squared reconstruction error is summed over the 64 pixels, the codebook and
+    commitment losses (:class:`VectorQuantizer`) are averaged over the M = 16 vectors of the grid (the paper's
+    sum over the vectors would weight them M times more). ``beta`` is the commitment weight.
+
+    Args:
+        model: a :class:`VQVAE`. x: float (N, 1, 8, 8) in [0, 1].
+
+    Returns:
+        ``(loss, {"recon": ..., "codebook": ..., "commitment": ...})``, scalars (squared error per image).
     """
     recon, _, losses = model(x)
     rec = ((recon - x) ** 2).sum(dim=(1, 2, 3)).mean()

@@ -332,6 +332,26 @@ def test_vqvae_shapes_and_loss():
         m.encode(x.reshape(5, 64))
 
 
+def test_vqvae_loss_is_the_written_objective_and_straight_through_leaves_the_codes_alone():
+    """vqvae_loss = mean over images of ||x - x_hat||^2 (summed over pixels) + (1/M) sum_m (codebook + beta *
+    commitment), computed here from the encoder, the brute-force nearest codes and the decoder; the
+    reconstruction's exact gradient moves the codes, the straight-through one does not."""
+    torch.manual_seed(3)
+    m = A.VQVAE(n_codes=8, dim=4, channels=8, beta=0.4)
+    x = data.load_digits("val", image_shape=True)[0][:6]
+    loss, _ = A.vqvae_loss(m, x)
+    with torch.no_grad():
+        z = m.encode(x).permute(0, 2, 3, 1).reshape(6, 16, 4)  # (N, M, d)
+    codes = torch.from_numpy(cdist(z.reshape(-1, 4).numpy(), m.vq.codebook.detach().numpy()).argmin(1))
+    e = m.vq.codebook[codes.reshape(6, 16)]
+    rec = m.decode(e.permute(0, 2, 1).reshape(6, 4, 4, 4))
+    per_image = ((x - rec) ** 2).sum((1, 2, 3)) + (1 + 0.4) * ((z - e) ** 2).sum(2).mean(1)
+    assert torch.isclose(loss, per_image.mean(), rtol=1e-5)
+    (g_exact,) = torch.autograd.grad(((rec - x) ** 2).sum(), m.vq.codebook)
+    g_st = torch.autograd.grad(((m(x)[0] - x) ** 2).sum(), m.vq.codebook, allow_unused=True)[0]
+    assert g_exact.abs().max() > 0 and (g_st is None or g_st.abs().max() == 0)
+
+
 # ------------------------------------------------------------------------------------------------ captions
 def test_captions_and_tokenizer():
     x, y = data.load_digits("train")
