@@ -342,6 +342,21 @@ DIFFUSION_RECIPE = {
 }
 
 
+def _adam_warmup_ema(model: nn.Module, lr: float, warmup: int, ema_decay: float):
+    """Chapter 08's optimiser set-up, shared by the recipes that train a U-Net like it: Adam at ``lr`` with a linear
+    warm-up over ``warmup`` steps and an exponential moving average of the weights (decay ``ema_decay``). Returns
+    ``(optimiser, ema, after_step)``; call ``after_step()`` after every optimiser step."""
+    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(ema_decay))
+    optimiser = torch.optim.Adam(model.parameters(), lr=lr)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda step: min(1.0, (step + 1) / warmup))
+
+    def after_step(*_):
+        ema.update_parameters(model)
+        schedule.step()
+
+    return optimiser, ema, after_step
+
+
 def _diffusion_recipe(ctx: BenchContext) -> TrainedModel:
     """Chapter 08: a DDPM (epsilon prediction, L_simple, small U-Net, EMA of the weights) on grey-scale digits
     scaled to [-1, 1], exactly as notebooks/08_diffusion.ipynb trains it (:data:`DIFFUSION_RECIPE`); ``n``
@@ -355,13 +370,7 @@ def _diffusion_recipe(ctx: BenchContext) -> TrainedModel:
 
     torch.manual_seed(ctx.seed)
     model = nets.UNet(in_channels=1, channels=r["CHANNELS"]).to(dev)
-    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(r["EMA_DECAY"]))
-    optimiser = torch.optim.Adam(model.parameters(), lr=r["LR"])
-    warmup = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda step: min(1.0, (step + 1) / r["WARMUP"]))
-
-    def after_step(step, m, history):
-        ema.update_parameters(m)
-        warmup.step()
+    optimiser, ema, after_step = _adam_warmup_ema(model, r["LR"], r["WARMUP"], r["EMA_DECAY"])
 
     t0 = time.perf_counter()
     history = train.fit(model, optimiser, lambda m, b: dm.diffusion_loss(m, b, abar), x_train, steps=r["STEPS"],
@@ -591,13 +600,7 @@ def _flow_matching_recipe(ctx: BenchContext) -> TrainedModel:
     x_train = dm.to_model_space(data.load_digits("train", image_shape=True, device=dev)[0])
     torch.manual_seed(ctx.seed)
     model = fm.TimeScaled(nets.UNet(in_channels=1, channels=r["FM_CHANNELS"]), r["FM_TIME_SCALE"]).to(dev)
-    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(r["FM_EMA_DECAY"]))
-    optimiser = torch.optim.Adam(model.parameters(), lr=r["FM_LR"])
-    warmup = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda step: min(1.0, (step + 1) / r["FM_WARMUP"]))
-
-    def after_step(step, m, history):
-        ema.update_parameters(m)
-        warmup.step()
+    optimiser, ema, after_step = _adam_warmup_ema(model, r["FM_LR"], r["FM_WARMUP"], r["FM_EMA_DECAY"])
 
     t0 = time.perf_counter()
     history = train.fit(model, optimiser, lambda m, b: fm.cfm_loss(m, b), x_train, steps=r["FM_STEPS"],
@@ -877,18 +880,12 @@ def _ddpm_vs_diffusers(ctx: BenchContext, course: dict) -> dict:
                                  block_out_channels=_DIFFUSERS_CHANNELS, norm_num_groups=8,
                                  down_block_types=("DownBlock2D", "AttnDownBlock2D"),
                                  up_block_types=("AttnUpBlock2D", "UpBlock2D")).to(dev)
-    ema = AveragedModel(unet, multi_avg_fn=get_ema_multi_avg_fn(r["EMA_DECAY"]))
-    optimiser = torch.optim.Adam(unet.parameters(), lr=r["LR"])
-    warmup = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda step: min(1.0, (step + 1) / r["WARMUP"]))
+    optimiser, ema, after_step = _adam_warmup_ema(unet, r["LR"], r["WARMUP"], r["EMA_DECAY"])
 
     def loss_of_batch(x0):
         noise = torch.randn_like(x0)
         t = torch.randint(0, T, (x0.shape[0],), device=dev)
         return nn.functional.mse_loss(unet(scheduler.add_noise(x0, noise, t), t).sample, noise)
-
-    def after_step():
-        ema.update_parameters(unet)
-        warmup.step()
 
     seconds = _plain_loop(loss_of_batch, optimiser, x, r["STEPS"], r["BATCH_SIZE"], ctx.seed, after_step)
     net = ema.module.eval()
