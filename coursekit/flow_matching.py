@@ -49,6 +49,7 @@ from ._validate import (
     check_tensor,
 )
 from .flows import standard_normal_log_prob
+from .nets import MLP
 from .score import jacobian_trace
 
 __all__ = [
@@ -897,14 +898,7 @@ class VelocityMLP(nn.Module):
         self.dim = check_positive_int("dim", dim)
         n_freq = check_positive_int("n_freq", n_freq)
         self.register_buffer("freqs", math.pi * torch.arange(1, n_freq + 1, dtype=torch.float32), persistent=False)
-        layers: list[nn.Module] = []
-        prev = self.dim + 2 * n_freq + 1
-        for i, h in enumerate(hidden):
-            h = check_positive_int(f"hidden[{i}]", h)
-            layers += [nn.Linear(prev, h), nn.SiLU()]
-            prev = h
-        layers.append(nn.Linear(prev, self.dim))
-        self.net = nn.Sequential(*layers)
+        self.net = MLP(self.dim + 2 * n_freq + 1, self.dim, hidden, activation=nn.SiLU)
 
     def forward(self, x: torch.Tensor, t) -> torch.Tensor:
         check_tensor("x", x)
