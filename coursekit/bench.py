@@ -163,6 +163,27 @@ def register(recipe: Recipe) -> Recipe:
     return recipe
 
 
+class _BestWeights:
+    """A ``fit`` callback that keeps the weights with the lowest validation loss, evaluated (in eval mode, without
+    gradients) every ``every`` steps and at the last step; ``restore(model)`` loads them. ``value`` is that loss."""
+
+    def __init__(self, val_loss, every: int, steps: int):
+        self.val_loss, self.every, self.steps = val_loss, every, steps
+        self.value, self.state = math.inf, None
+
+    @torch.no_grad()
+    def __call__(self, step, m, history):
+        if step % self.every == 0 or step == self.steps:
+            m.eval()
+            val = float(self.val_loss(m))
+            m.train()
+            if val < self.value:
+                self.value, self.state = val, {k: v.detach().clone() for k, v in m.state_dict().items()}
+
+    def restore(self, model: nn.Module) -> None:
+        model.load_state_dict(self.state)
+
+
 # ------------------------------------------------------------------------------------------------
 # Recipes
 # ------------------------------------------------------------------------------------------------
@@ -199,23 +220,14 @@ def _vae_recipe(ctx: BenchContext) -> TrainedModel:
     torch.manual_seed(ctx.seed)
     model = vae.VAE(data_dim=dim, latent_dim=latent_dim, hidden=hidden).to(dev)
     optimiser = torch.optim.Adam(model.parameters(), lr=lr)
-    best = {"elbo": -math.inf, "state": None}
-
-    @torch.no_grad()
-    def on_step(step, m, history):
-        if step % eval_every == 0 or step == steps:
-            m.eval()
-            val = vae.elbo(m, x_val)["elbo"].mean().item()
-            m.train()
-            if val > best["elbo"]:
-                best["elbo"], best["state"] = val, {k: v.detach().clone() for k, v in m.state_dict().items()}
+    best = _BestWeights(lambda m: -vae.elbo(m, x_val)["elbo"].mean().item(), eval_every, steps)
 
     t0 = time.perf_counter()
     history = train.fit(model, optimiser, lambda m, b: vae.vae_loss(m, b, beta=1.0), x_train, steps=steps,
                         batch_size=batch_size, seed=ctx.seed, desc="bench: VAE (ch. 04)", progress=ctx.progress,
-                        callback=on_step)
+                        callback=best)
     train_seconds = time.perf_counter() - t0
-    model.load_state_dict(best["state"])
+    best.restore(model)
     model.eval()
 
     torch.manual_seed(ctx.seed)
@@ -236,7 +248,7 @@ def _vae_recipe(ctx: BenchContext) -> TrainedModel:
             "test_nll_bits_per_dim_iwae": float(metrics.nats_to_bits_per_dim(-test_iwae, dim)),
             "elbo_samples": int(elbo_samples),
             "iwae_k": int(iwae_k),
-            "best_val_elbo_nats": float(best["elbo"]),
+            "best_val_elbo_nats": -best.value,
         },
         notes="'binary' (headline): x ~ Bernoulli(decoder(z)), z ~ N(0, I), the model's actual samples, in "
               "the binarised space it was trained on and is compared in; 'mean': the decoder's Bernoulli "
@@ -279,24 +291,15 @@ def _flow_recipe(ctx: BenchContext) -> TrainedModel:
                           alpha=r["LOGIT_ALPHA"]).to(dev)
     optimiser = torch.optim.Adam(model.parameters(), lr=r["FLOW_LR"])
     y_val = flows.dequantize_digits(x_val, generator=torch.Generator(device=dev).manual_seed(ctx.seed + 1))
-    best = {"nll": math.inf, "state": None}
     steps = r["FLOW_STEPS"]
-
-    @torch.no_grad()
-    def on_step(step, m, history):
-        if step % r["FLOW_EVAL_EVERY"] == 0 or step == steps:
-            m.eval()
-            val = -m.log_prob(y_val).mean().item()
-            m.train()
-            if val < best["nll"]:
-                best["nll"], best["state"] = val, {k: v.detach().clone() for k, v in m.state_dict().items()}
+    best = _BestWeights(lambda m: -m.log_prob(y_val).mean().item(), r["FLOW_EVAL_EVERY"], steps)
 
     t0 = time.perf_counter()
     history = train.fit(model, optimiser, lambda m, b: flows.nll_loss(m, flows.dequantize_digits(b)), x_train,
                         steps=steps, batch_size=r["FLOW_BATCH_SIZE"], seed=ctx.seed, desc="bench: RealNVP (ch. 05)",
-                        progress=ctx.progress, callback=on_step)
+                        progress=ctx.progress, callback=best)
     train_seconds = time.perf_counter() - t0
-    model.load_state_dict(best["state"])
+    best.restore(model)
     model.eval()
 
     gen = torch.Generator(device=dev).manual_seed(ctx.seed + 2)
@@ -313,7 +316,7 @@ def _flow_recipe(ctx: BenchContext) -> TrainedModel:
             "test_nll_bits_per_dim": bpd,
             "test_nll_nats": bpd * dim * math.log(2),
             "eval_draws": int(r["EVAL_DRAWS"]),
-            "best_val_nll_nats_dequantized": float(best["nll"]),
+            "best_val_nll_nats_dequantized": best.value,
         },
         notes="'levels': y ~ flow, quantised to the bin floor(17 y) and shown as k/16, the 17-level grey-scale "
               "space the model is trained in; compared with grey-scale test digits and the grey-scale floor. "
@@ -978,24 +981,15 @@ def _pixelcnn_recipe(ctx: BenchContext) -> TrainedModel:
     tok = {s: ar.digits_to_tokens(data.load_digits(s, device=dev)[0]) for s in ("train", "val", "test")}
     torch.manual_seed(ctx.seed)
     model = ar.GatedPixelCNN(ar.DIGITS_LEVELS, r["GATED_CHANNELS"], r["GATED_LAYERS"], r["GATED_KERNEL"]).to(dev)
-    best = {"nll": math.inf, "state": None}
     steps = r["PIXEL_STEPS"]
-
-    @torch.no_grad()
-    def on_step(step, m, history):
-        if step % r["EVAL_EVERY"] == 0 or step == steps:
-            m.eval()
-            val = -ar.sequence_log_prob(m, tok["val"]).mean().item()
-            m.train()
-            if val < best["nll"]:
-                best["nll"], best["state"] = val, {k: v.detach().clone() for k, v in m.state_dict().items()}
+    best = _BestWeights(lambda m: -ar.sequence_log_prob(m, tok["val"]).mean().item(), r["EVAL_EVERY"], steps)
 
     t0 = time.perf_counter()
     history = train.fit(model, torch.optim.Adam(model.parameters(), lr=r["PIXEL_LR"]), ar.nll_loss, tok["train"],
                         steps=steps, batch_size=r["PIXEL_BATCH"], seed=ctx.seed, desc="bench: gated PixelCNN (ch. 11)",
-                        progress=ctx.progress, lr_schedule="linear", callback=on_step)
+                        progress=ctx.progress, lr_schedule="linear", callback=best)
     train_seconds = time.perf_counter() - t0
-    model.load_state_dict(best["state"])
+    best.restore(model)
     model.eval()
     with torch.no_grad():
         nll = -ar.sequence_log_prob(model, tok["test"]).mean().item()
@@ -1003,7 +997,7 @@ def _pixelcnn_recipe(ctx: BenchContext) -> TrainedModel:
     return TrainedModel.from_run(
         model, history, train_seconds, r, samples={"levels": ar.tokens_to_digits(s)},
         likelihood={"test_nll_nats": nll, "test_nll_bits_per_dim": float(ar.bits_per_dim(nll, 64)),
-                    "best_val_nll_nats": float(best["nll"])},
+                    "best_val_nll_nats": best.value},
         notes="'levels': ancestral samples (temperature 1) of the 17 grey levels, shown as k/16; compared with the "
               "grey-scale test digits and floor. Likelihood: the exact NLL of the 250 test digits as 17-level data "
               "(no dequantisation term), nats per image and bits/dim.",
