@@ -45,6 +45,7 @@ __all__ = [
     "PROBABILITY_SUM_ATOL",
     "check_points",
     "check_class_labels",
+    "check_finite_values",
 ]
 
 
@@ -504,3 +505,24 @@ def check_class_labels(name: str, y, n: int, n_classes: int) -> torch.Tensor:
     if n > 0 and (int(y.min()) < 0 or int(y.max()) >= n_classes):
         raise ValueError(f"{name} must lie in 0..{n_classes - 1}, got values in {int(y.min())}..{int(y.max())}")
     return y.to(torch.int64)
+
+
+def check_finite_values(name: str, v):
+    """Check that a python number, numpy array or tensor has only finite entries (integers always pass).
+
+    For the functions that accept any of the three (unit conversions such as nats to bits per dimension).
+    Returns ``v`` unchanged.
+
+    Raises:
+        TypeError: if ``v`` is none of the three (``bool`` and non-numeric arrays are rejected).
+        ValueError: if an entry is NaN or Inf; the message counts them.
+    """
+    if isinstance(v, torch.Tensor):
+        return check_finite(name, v)
+    a = np.asarray(v) if isinstance(v, (numbers.Real, np.ndarray, np.generic)) and not isinstance(v, bool) else None
+    if a is None or a.dtype.kind not in "iuf":
+        raise TypeError(f"{name} must be a real number, a numpy array or a tensor, got {type(v).__name__}")
+    if a.dtype.kind == "f" and not np.isfinite(a).all():
+        raise ValueError(f"{name} must be finite, but it has {int(np.isnan(a).sum())} NaN and "
+                         f"{int(np.isinf(a).sum())} Inf entries (shape {a.shape})")
+    return v

@@ -158,6 +158,20 @@ def test_check_covariance():
     V.check_covariance("sigma1", np.array([[1e3, 1e-4], [0.0, 1e-5]]))
 
 
+def test_check_finite_values():
+    for v in (1.5, 3, np.float32(2.0), np.arange(3), np.ones((2, 2)), torch.ones(3), torch.arange(3)):
+        assert V.check_finite_values("nats", v) is v
+    with pytest.raises(ValueError, match=r"nats must be finite, but it has 1 NaN and 0 Inf entries \(shape \(\)\)"):
+        V.check_finite_values("nats", math.nan)
+    with pytest.raises(ValueError, match="nats must be finite, but it has 0 NaN and 2 Inf"):
+        V.check_finite_values("nats", np.array([1.0, np.inf, -np.inf]))
+    with pytest.raises(ValueError, match="nll must be finite, but it has 1 NaN"):
+        V.check_finite_values("nll", torch.tensor([0.0, math.nan]))
+    for bad in (True, "1.0", [1.0, 2.0], None, np.array(["a"]), np.array([True])):
+        with pytest.raises(TypeError, match="nats must be a real number, a numpy array or a tensor"):
+            V.check_finite_values("nats", bad)
+
+
 def test_every_public_check_is_documented():
     for name in V.__all__:
         obj = getattr(V, name)
