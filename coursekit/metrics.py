@@ -49,6 +49,7 @@ from ._compat import moved_names
 from ._validate import (
     check_choice,
     check_covariance,
+    check_finite_values,
     check_nonnegative_float,
     check_nonnegative_int,
     check_positive_float,
@@ -112,9 +113,11 @@ def nats_to_bits_per_dim(nats, dim):
         Same type and shape as ``nats``, in bits per dimension.
 
     Raises:
-        TypeError / ValueError: if ``dim`` is not a positive integer.
+        TypeError / ValueError: if ``dim`` is not a positive integer, or ``nats`` is not a number, array or
+            tensor of finite values.
     """
     dim = check_positive_int("dim", dim)
+    check_finite_values("nats", nats)
     return nats / (dim * LN2)
 
 
@@ -179,8 +182,10 @@ def discrete_nll_to_bits_per_dim(nll, dim, levels, data_range=1.0):
         Same type and shape as ``nll``, bits per dimension of the discrete data.
 
     Raises:
-        TypeError / ValueError: as :func:`dequantize_nll_correction`.
+        TypeError / ValueError: as :func:`dequantize_nll_correction`, or ``nll`` is not a number, array or
+            tensor of finite values.
     """
+    check_finite_values("nll", nll)
     return nats_to_bits_per_dim(nll + dequantize_nll_correction(dim, levels, data_range), dim)
 
 
@@ -870,7 +875,24 @@ def sample_quality(real, fake, *, classifier: DigitsClassifier | None = None, k:
         dict of python floats: ``fid``, ``kid_mean``, ``kid_std``, ``precision``, ``recall``,
         ``density``, ``coverage``, ``is_mean``, ``is_std`` (IS of ``fake`` alone), and the ints
         ``n_real``, ``n_fake``.
+
+    Raises:
+        TypeError / ValueError: naming the argument: ``real`` or ``fake`` not images in [0, 1] of a shape above
+            (or with NaN/Inf), ``kid_subsets`` or ``is_splits`` not a positive integer, ``kid_subset_size`` not in
+            2..min(N_real, N_fake), fewer than 2 * ``is_splits`` fake images; and the errors of the metrics.
     """
+    n = {}
+    for name, x in (("real", real), ("fake", fake)):
+        try:
+            n[name] = DigitsClassifier._images(x).shape[0]
+        except ValueError as err:
+            raise ValueError(f"{name}: {err}") from None
+    check_positive_int("kid_subsets", kid_subsets)
+    if not 2 <= check_positive_int("kid_subset_size", kid_subset_size) <= min(n.values()):
+        raise ValueError(f"kid_subset_size must be in 2..{min(n.values())} (KID draws subsets of both sets without "
+                         f"replacement), got {kid_subset_size}")
+    if 2 * check_positive_int("is_splits", is_splits) > n["fake"]:
+        raise ValueError(f"is_splits={is_splits} needs at least 2 * is_splits fake images, got {n['fake']}")
     clf = classifier or get_digits_classifier()
     fr, ff = clf.features(real), clf.features(fake)
     out = {"fid": frechet_distance_from_features(fr, ff)}
