@@ -36,10 +36,12 @@ import torch
 from ._validate import (
     check_all_positive,
     check_batch,
+    check_broadcastable,
     check_choice,
     check_floating,
     check_nonempty,
     check_nonnegative_float,
+    check_nonnegative_int,
     check_positive_float,
     check_positive_int,
     check_same_shape,
@@ -81,6 +83,7 @@ __all__ = [
 
 #: Names accepted by :func:`beta_schedule`.
 SCHEDULES = ("linear", "cosine")
+_TIME_SAMPLERS = ("uniform", "low_discrepancy")  # the methods of sample_timesteps
 
 
 # ------------------------------------------------------------------------------------------------
@@ -682,11 +685,16 @@ def ddpm_sample(model, shape, alphas_cumprod: torch.Tensor, *, generator=None, d
     Returns:
         ``x0`` (float32, ``shape``, in [-1, 1] when ``clip``) if ``keep`` is empty, else ``(x0, {t: x_t})``
         where the state stored under ``t`` is the input of the step at ``t`` (``t = T-1``: the noise).
+
+    Raises:
+        TypeError / ValueError: a bad schedule, or a ``keep`` entry that is not a code index in 0..T-1.
     """
     a = _check_alphas_cumprod(alphas_cumprod)
+    keep, states = {check_nonnegative_int("keep", k) for k in keep}, {}
+    if keep and max(keep) >= a.numel():
+        raise ValueError(f"keep must hold code indices in 0..{a.numel() - 1}, got {sorted(keep)}")
     device = device if device is not None else next(model.parameters()).device
     x = torch.randn(tuple(shape), generator=generator, device=device)
-    keep, states = {int(k) for k in keep}, {}
     for t in range(a.numel() - 1, -1, -1):
         if t in keep:
             states[t] = x
@@ -708,8 +716,14 @@ def ddim_sample(model, shape, alphas_cumprod: torch.Tensor, n_steps: int, *, eta
 
     Returns:
         ``x0`` (float32 ``shape``) or ``(x0, states)``.
+
+    Raises:
+        TypeError / ValueError: a bad schedule, n_steps or eta, or an ``x_T`` that is not a finite floating-point
+            tensor of ``shape``.
     """
     a = _check_alphas_cumprod(alphas_cumprod)
+    if x_T is not None and tuple(check_batch("x_T", x_T).shape) != tuple(shape):
+        raise ValueError(f"x_T must have the output shape {tuple(shape)}, got {tuple(x_T.shape)}")
     device = device if device is not None else next(model.parameters()).device
     x = torch.randn(tuple(shape), generator=generator, device=device) if x_T is None else x_T.to(device)
     ts = ddim_timesteps(a.numel(), n_steps)
@@ -741,7 +755,7 @@ def sample_timesteps(n: int, T: int, *, method: str = "uniform", generator=None,
         int64 tensor (n,) on ``device``.
     """
     n, T = check_positive_int("n", n), check_positive_int("T", T)
-    check_choice("method", method, ("uniform", "low_discrepancy"))
+    check_choice("method", method, _TIME_SAMPLERS)
     if method == "uniform":
         return torch.randint(0, T, (n,), generator=generator, device=device)
     u0 = torch.rand((), generator=generator, device=device, dtype=torch.float64)
@@ -772,8 +786,13 @@ def diffusion_loss(model, x0: torch.Tensor, alphas_cumprod: torch.Tensor, *, tim
 
     Returns:
         scalar loss tensor (mean squared error per pixel, dimensionless).
+
+    Raises:
+        TypeError / ValueError: a non-finite or non-float x0, a bad schedule, or a time_sampler other than
+            ``"uniform"`` and ``"low_discrepancy"``.
     """
     check_batch("x0", x0)
+    check_choice("time_sampler", time_sampler, _TIME_SAMPLERS)
     a = _check_alphas_cumprod(alphas_cumprod)
     t = sample_timesteps(x0.shape[0], a.numel(), method=time_sampler, generator=generator, device=x0.device)
     eps = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
@@ -818,12 +837,14 @@ def normal_kl(mean1, var1, mean2, var2) -> torch.Tensor:
         The broadcast tensor of KL values, nats, >= 0 up to rounding.
 
     Raises:
-        TypeError: an argument is not a floating-point tensor. ValueError: NaN/Inf, or a variance <= 0.
+        TypeError: an argument is not a floating-point tensor. ValueError: NaN/Inf, a variance <= 0, or shapes
+            that do not broadcast.
     """
     for name, m in (("mean1", mean1), ("mean2", mean2)):
         check_floating(name, m)
     for name, v in (("var1", var1), ("var2", var2)):
         check_all_positive(name, check_floating(name, v))
+    check_broadcastable(mean1=mean1, var1=var1, mean2=mean2, var2=var2)
     return 0.5 * (torch.log(var2) - torch.log(var1) + (var1 + (mean1 - mean2) ** 2) / var2 - 1.0)
 
 
@@ -848,7 +869,7 @@ def discretized_gaussian_log_likelihood(x: torch.Tensor, mean: torch.Tensor, log
 
     Raises:
         TypeError: x, mean or log_scale not a floating-point tensor. ValueError: levels < 2, NaN/Inf in x, mean
-            or log_scale, or x off the grid / outside [-1, 1].
+            or log_scale, x off the grid / outside [-1, 1], or mean / log_scale not broadcastable to x's shape.
     """
     levels = check_positive_int("levels", levels)
     if levels < 2:
@@ -856,6 +877,9 @@ def discretized_gaussian_log_likelihood(x: torch.Tensor, mean: torch.Tensor, log
     check_batch("x", x)
     check_floating("mean", mean)
     check_floating("log_scale", log_scale)
+    if check_broadcastable(x=x, mean=mean, log_scale=log_scale) != x.shape:
+        raise ValueError(f"mean and log_scale must broadcast to x's shape {tuple(x.shape)}, got mean "
+                         f"{tuple(mean.shape)} and log_scale {tuple(log_scale.shape)}")
     half = 1.0 / (levels - 1)
     x64 = x.to(torch.float64)
     k = (x64 + 1) / (2 * half)
