@@ -36,6 +36,7 @@ from ._validate import (
     check_choice,
     check_class_labels,
     check_finite,
+    check_floating,
     check_nonnegative_int,
     check_positive_float,
     check_positive_int,
@@ -933,7 +934,7 @@ def spectral_norm_power_iteration(weight: torch.Tensor, n_iter: int = 1, u: torc
 
     Raises:
         TypeError / ValueError: non-float weight, fewer than 2 dimensions, NaN/Inf, n_iter < 1, a u of the wrong
-        shape.
+        shape, not floating point or with NaN/Inf.
     """
     check_tensor("weight", weight)
     if not weight.is_floating_point() or weight.ndim < 2:
@@ -943,7 +944,7 @@ def spectral_norm_power_iteration(weight: torch.Tensor, n_iter: int = 1, u: torc
     n_iter = check_positive_int("n_iter", n_iter)
     if u is None:
         u = torch.randn(weight.shape[:-1], generator=generator, dtype=weight.dtype).to(weight.device)
-    elif tuple(u.shape) != tuple(weight.shape[:-1]):
+    elif tuple(check_floating("u", u).shape) != tuple(weight.shape[:-1]):
         raise ValueError(f"u must have shape {tuple(weight.shape[:-1])} (one vector per matrix), got {tuple(u.shape)}")
     return _power_iteration(weight, n_iter, u, eps)
 
@@ -1084,7 +1085,8 @@ def fgsm_perturb(classifier, images: torch.Tensor, labels: torch.Tensor, epsilon
         The perturbed images, same shape and dtype, detached, every entry within ``epsilon`` of the input.
 
     Raises:
-        TypeError / ValueError: images not in [0, 1], labels of the wrong shape or type, epsilon < 0.
+        TypeError / ValueError: images not in [0, 1], labels of the wrong shape or type or outside the classifier's
+            classes, epsilon < 0.
     """
     check_tensor("images", images)
     if not images.is_floating_point() or images.ndim < 1:
@@ -1099,6 +1101,10 @@ def fgsm_perturb(classifier, images: torch.Tensor, labels: torch.Tensor, epsilon
     if not (isinstance(epsilon, (int, float)) and math.isfinite(epsilon) and epsilon >= 0):
         raise ValueError(f"epsilon must be a finite number >= 0, got {epsilon!r}")
     x = images.detach().clone().requires_grad_(True)
-    loss = F.cross_entropy(classifier(x), labels, reduction="sum")
+    logits = classifier(x)
+    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= logits.shape[-1]):
+        raise ValueError(f"labels must be classes in 0..{logits.shape[-1] - 1} (the classifier's logits), got "
+                         f"values in {int(labels.min())}..{int(labels.max())}")
+    loss = F.cross_entropy(logits, labels, reduction="sum")
     (grad,) = torch.autograd.grad(loss, x)
     return (images.detach() + epsilon * grad.sign()).clamp(0.0, 1.0)

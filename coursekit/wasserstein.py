@@ -41,8 +41,10 @@ from torch.nn import functional as F
 
 from . import runtime
 from ._validate import (
+    check_broadcastable,
     check_choice,
     check_finite,
+    check_floating,
     check_matrix,
     check_nonnegative_int,
     check_points,
@@ -237,11 +239,13 @@ def f_variational_bound(t: torch.Tensor, p: torch.Tensor, q: torch.Tensor, name:
         tensor (...), nats.
 
     Raises:
-        ValueError: bad p, q (see :func:`f_divergence`), NaN in t, or t outside the conjugate's domain.
+        ValueError: bad p, q (see :func:`f_divergence`), NaN in t, t outside the conjugate's domain, or t not
+            broadcastable with p and q. TypeError: t not a floating-point tensor.
     """
     fd = _get_f(name)
     check_probability_vectors(p=p, q=q)
-    check_finite("t", t)
+    check_floating("t", t)
+    check_broadcastable(t=t, p=p, q=q)
     lo, hi = fd.domain
     closed = fd.name == "tv"
     outside = (t < lo) | (t > hi) if closed else (t <= lo) | (t >= hi)
