@@ -559,10 +559,13 @@ def ode_log_likelihood(v_fn: Callable, x: torch.Tensor, *, n_steps: int = 50, me
         (:math:`\ell_{t_\text{noise}}`), ``"z"`` (N, ...) the point reached at ``t_noise``.
 
     Raises:
-        ValueError / TypeError: bad arguments.
+        ValueError / TypeError: bad arguments (among them a t_data or t_noise that is not a finite number).
     """
     x = check_batch("x", x)
     check_choice("estimator", estimator, ("exact", "hutchinson"))
+    for name, t in (("t_data", t_data), ("t_noise", t_noise)):
+        if not math.isfinite(float(t)):
+            raise ValueError(f"{name} must be a finite time, got {t}")
     shape = x.shape
     d = x[0].numel()
     noise = None
@@ -595,10 +598,19 @@ def straightness(states: Sequence[torch.Tensor]) -> torch.Tensor:
 
     Returns:
         0-d tensor (squared distance per unit time squared, summed over coordinates, averaged over examples).
+
+    Raises:
+        TypeError / ValueError: fewer than two states, a state that is not a finite float batch, or states of
+            different shapes.
     """
     if not isinstance(states, (list, tuple)) or len(states) < 2:
         raise ValueError("states must be a list of at least two tensors (ode_solve(..., keep_all=True))")
-    xs = torch.stack([check_batch(f"states[{i}]", s) for i, s in enumerate(states)])
+    checked = [check_batch(f"states[{i}]", s) for i, s in enumerate(states)]
+    for i, s in enumerate(checked):
+        if s.shape != checked[0].shape:
+            raise ValueError(f"states[{i}] has shape {tuple(s.shape)} but states[0] {tuple(checked[0].shape)}: the "
+                             "states of one solve all have one shape")
+    xs = torch.stack(checked)
     n = xs.shape[0] - 1
     steps = (xs[1:] - xs[:-1]) * n  # (n, N, ...) velocities over each step, dt = 1/n
     disp = (xs[-1] - xs[0])[None]
