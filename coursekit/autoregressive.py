@@ -37,9 +37,11 @@ from torch import nn
 from ._validate import (
     check_choice,
     check_class_labels,
+    check_finite_values,
     check_floating,
     check_matrix,
     check_nonnegative_float,
+    check_nonnegative_int,
     check_positive_float,
     check_positive_int,
     check_shape,
@@ -377,8 +379,14 @@ def sequence_log_prob(model: nn.Module, tokens: torch.Tensor, *, weights: torch.
 
     Returns:
         float (N,), nats per sequence (<= 0).
+
+    Raises:
+        TypeError / ValueError: tokens not integer ids (N, L) in the model's vocabulary, or weights not a finite
+            float tensor (L,).
     """
     tokens = check_tokens("tokens", tokens, model.vocab_size)
+    if weights is not None:
+        check_shape("weights", check_floating("weights", weights), (tokens.shape[1],))
     logits = model(tokens, **model_kw)
     logp = torch.log_softmax(logits, dim=-1).gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
     if weights is not None:
@@ -401,7 +409,12 @@ def bits_per_dim(nll_nats, dim: int):
 
     No dequantisation term: an autoregressive model over the levels gives a probability, not a density
     (:func:`coursekit.metrics.nats_to_bits_per_dim`).
+
+    Raises:
+        TypeError / ValueError: ``dim`` not a positive integer, or ``nll_nats`` not a number, array or tensor of
+            finite values.
     """
+    check_finite_values("nll_nats", nll_nats)
     return nats_to_bits_per_dim(nll_nats, dim)
 
 
@@ -441,7 +454,11 @@ def pixel_marginals(tokens: torch.Tensor, vocab_size: int, pseudocount: float = 
 
     Returns:
         float32 (L, V), each row sums to one.
+
+    Raises:
+        TypeError / ValueError: vocab_size < 1, tokens not integer ids (N, L) in 0..V-1, pseudocount < 0.
     """
+    vocab_size = check_positive_int("vocab_size", vocab_size)
     tokens = check_tokens("tokens", tokens, vocab_size)
     a = check_nonnegative_float("pseudocount", pseudocount)
     counts = F.one_hot(tokens, vocab_size).sum(dim=0).float()
@@ -463,9 +480,12 @@ def marginal_nll(probs: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
 def top_k_logits(logits: torch.Tensor, k: int | None) -> torch.Tensor:
     """Keep the k largest logits of each row and set the rest to -inf (``k=None``: unchanged).
 
-    Ties at the k-th value are all kept. Args: logits float (..., V); k in 1..V.
+    Ties at the k-th value are all kept. Args: logits float (..., V), finite or -inf; k in 1..V.
+    Raises: TypeError / ValueError: logits not floating point or with NaN, k outside 1..V.
     """
     check_floating("logits", logits, finite=False)
+    if bool(torch.isnan(logits).any()):
+        raise ValueError("logits contain NaN")
     if k is None:
         return logits
     k = check_positive_int("k", k)
@@ -515,8 +535,16 @@ def sample(model: nn.Module, n: int, *, prefix: torch.Tensor | None = None, temp
 
     Returns:
         int64 (n, L), the prefix followed by the sampled tokens.
+
+    Raises:
+        TypeError / ValueError: n < 1, a prefix that is not int64-like token ids of shape (n, P <= L), a
+            token_range other than ``0 <= lo < hi <= vocab_size``, or a bad temperature / top_k.
     """
     n = check_positive_int("n", n)
+    if token_range is not None:
+        lo, hi = (check_nonnegative_int("token_range", v) for v in token_range)
+        if not lo < hi <= model.vocab_size:
+            raise ValueError(f"token_range must be (lo, hi) with 0 <= lo < hi <= {model.vocab_size}, got {token_range}")
     device = next(model.parameters()).device
     length = model.seq_len
     tokens = torch.zeros(n, length, dtype=torch.int64, device=device)
