@@ -39,6 +39,7 @@ from ._validate import (
     check_nonnegative_int,
     check_positive_float,
     check_positive_int,
+    check_same_shape,
     check_shape,
     check_tensor,
 )
@@ -396,7 +397,7 @@ def mig(codes, factors, n_bins: int = 20) -> dict:
         counts = torch.bincount(f[:, k]).to(torch.float64)
         h[k] = entropy(counts / counts.sum())
         if float(h[k]) <= 0:
-            raise ValueError(f"factor {k} is constant: its entropy is 0 and MIG divides by it")
+            raise ValueError(f"factors column {k} is constant: its entropy is 0 and MIG divides by it")
         for j in range(n_lat):
             mi[j, k] = discrete_mutual_information(z[:, j].cpu(), f[:, k])
     top2 = mi.topk(2, dim=0).values
@@ -747,9 +748,15 @@ class SpritesDiscriminator(nn.Module):
 def slerp(a: torch.Tensor, b: torch.Tensor, t) -> torch.Tensor:
     r"""Spherical interpolation of the *directions* of a and b (rows), as in Karras et al. (2019):
     :math:`\frac{\sin((1-t)\Omega)}{\sin\Omega}\hat a + \frac{\sin(t\Omega)}{\sin\Omega}\hat b`, :math:`\cos\Omega =
-    \hat a^\top \hat b`. a, b: (N, d); t: float or (N,). Returns unit vectors (N, d)."""
+    \hat a^\top \hat b`. a, b: (N, d); t: float or (N,). Returns unit vectors (N, d).
+
+    Raises: TypeError / ValueError: a or b not finite float (N, d) of one shape, t not finite or of N entries."""
+    check_shape("a", check_floating("a", a), ("N", "d"))
+    check_same_shape(a=a, b=check_floating("b", b))
+    t = check_finite("t", torch.as_tensor(t, dtype=a.dtype, device=a.device)).reshape(-1, 1)
+    if t.shape[0] not in (1, a.shape[0]):
+        raise ValueError(f"t must be a number or have one entry per row of a ({a.shape[0]}), got {t.shape[0]}")
     a, b = F.normalize(a, dim=1), F.normalize(b, dim=1)
-    t = torch.as_tensor(t, dtype=a.dtype, device=a.device).reshape(-1, 1)
     omega = torch.acos((a * b).sum(1, keepdim=True).clamp(-1 + 1e-7, 1 - 1e-7))
     return (torch.sin((1 - t) * omega) * a + torch.sin(t * omega) * b) / torch.sin(omega)
 
@@ -772,13 +779,22 @@ def perceptual_path_length(generator: StyleGenerator, features: Callable, *, spa
 
     Args:
         generator: a :class:`StyleGenerator`. features: images (N, 1, 16, 16) -> (N, F).
-        space: ``"z"`` or ``"w"``. n: pairs >= 2. epsilon: step > 0. seed: seed of z, t and the noise.
+        space: ``"z"`` or ``"w"``. n: pairs >= 2. epsilon: step in (0, 1) (t is drawn in [0, 1 - epsilon)).
+        seed: seed of z, t and the noise.
 
     Returns:
         dict: ``ppl`` (mean), ``std`` (of the per-pair values), ``sem`` (standard error), floats.
+
+    Raises:
+        TypeError / ValueError: an unknown space, n < 2 (the std needs two pairs), epsilon outside (0, 1), or a
+            negative seed.
     """
     check_choice("space", space, ("z", "w"))
     n, epsilon = check_positive_int("n", n), check_positive_float("epsilon", epsilon)
+    if n < 2:
+        raise ValueError(f"n must be >= 2 pairs (the std and sem need two), got {n}")
+    if epsilon >= 1:
+        raise ValueError(f"epsilon must be < 1 (the pairs are at t and t + epsilon in [0, 1]), got {epsilon}")
     g = torch.Generator().manual_seed(check_nonnegative_int("seed", seed))
     dev, d = generator.const.device, generator.latent_dim
     z1, z2 = (torch.randn(n, d, generator=g).to(dev) for _ in range(2))
@@ -810,9 +826,15 @@ def linear_separability(latents, labels, *, test_fraction: float = 0.3, seed: in
 
     Returns:
         dict: ``accuracy``, ``conditional_entropy`` (nats), ``label_entropy`` (nats, H(Y) on the test rows).
+
+    Raises:
+        TypeError / ValueError: latents not a finite (N, d) matrix, labels not int64 (N,) with >= 2 classes,
+            test_fraction outside (0, 1), a negative seed.
     """
     from sklearn.linear_model import LogisticRegression
 
+    if not 0 < float(test_fraction) < 1:
+        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
     x = _as_numpy_matrix("latents", latents)
     y = torch.as_tensor(labels)
     if y.dtype != torch.int64 or y.shape != (x.shape[0],):
@@ -897,8 +919,22 @@ class SpritesFactorClassifier(nn.Module):
 
 def factor_classifier_loss(model: SpritesFactorClassifier, batch):
     """Loss for :func:`coursekit.train.fit`: the sum over factors of the cross-entropy (nats), batch = (x, factors);
-    metrics: ``acc`` (mean over factors of the batch accuracy)."""
+    metrics: ``acc`` (mean over factors of the batch accuracy).
+
+    Raises:
+        TypeError / ValueError: x not a float tensor (N, 1, 16, 16) (or with NaN/Inf), factors not an integer tensor
+            (N, 5) of levels in 0..levels_k - 1 (:data:`coursekit.data.SPRITE_FACTORS`).
+    """
     x, f = batch
+    check_shape("x", check_floating("x", x, finite=False), ("N", 1, SPRITE_SIZE, SPRITE_SIZE))  # finite: the model
+    check_tensor("factors", f)
+    if f.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
+        raise TypeError(f"factors must be an integer tensor of levels, got dtype {f.dtype}")
+    check_shape("factors", f, (x.shape[0], len(SPRITE_FACTORS)))
+    n_levels = torch.tensor(list(SPRITE_FACTORS.values()), device=f.device)
+    if bool(((f < 0) | (f >= n_levels)).any()):
+        raise ValueError(f"factors must hold levels 0..levels_k - 1 for the factors {SPRITE_FACTORS}")
+    f = f.long()
     outs = model(x)
     loss = sum(F.cross_entropy(o, f[:, k]) for k, o in enumerate(outs))
     acc = sum(float((o.argmax(1) == f[:, k]).float().mean()) for k, o in enumerate(outs)) / len(outs)
