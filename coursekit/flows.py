@@ -54,6 +54,7 @@ import torch
 from torch import nn
 
 from ._validate import (
+    check_finite_values,
     check_floating,
     check_matrix,
     check_nonnegative_float,
@@ -976,7 +977,12 @@ def digits_bits_per_dim(nll_nats, dim: int = 64):
     17 bins of width 1/17 tile [0, 1), and a bin's volume :math:`17^{-D}` turns a density into a
     probability. A model uniform on [0, 1)^D (NLL 0) gets exactly :math:`\log_2 17` bits/dim, the code
     length of 17 equally likely levels.
+
+    Raises:
+        TypeError / ValueError: ``dim`` not a positive integer, or ``nll_nats`` not a number, array or tensor of
+            finite values.
     """
+    check_finite_values("nll_nats", nll_nats)
     return discrete_nll_to_bits_per_dim(nll_nats, dim, DIGITS_LEVELS, 1.0)
 
 

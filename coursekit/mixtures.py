@@ -436,8 +436,10 @@ def kmeans_objective(x: torch.Tensor, centres: torch.Tensor, labels: torch.Tenso
     """
     x = check_matrix("x", x).to(torch.float64)
     c = check_matrix("centres", centres, x.shape[1]).to(device=x.device, dtype=torch.float64)
-    if not isinstance(labels, torch.Tensor) or labels.is_floating_point() or labels.shape != (x.shape[0],):
+    if not isinstance(labels, torch.Tensor) or labels.is_floating_point():
         raise TypeError(f"labels must be an integer tensor of shape ({x.shape[0]},), got {labels!r:.60}")
+    if labels.shape != (x.shape[0],):
+        raise ValueError(f"labels must have shape ({x.shape[0]},), one per row of x, got {tuple(labels.shape)}")
     if int(labels.min()) < 0 or int(labels.max()) >= c.shape[0]:
         raise ValueError(f"labels must lie in 0..{c.shape[0] - 1}")
     return float(((x - c[labels.to(x.device)]) ** 2).sum())
@@ -653,8 +655,8 @@ def gmm_m_step(x: torch.Tensor, resp: torch.Tensor, *, covariance_type: str = "f
     x = check_matrix("x", x).to(torch.float64)
     resp = check_floating("resp", resp)
     check_shape("resp", resp, (x.shape[0], "K"))
+    check_probability_vectors(resp=resp)  # in resp's own dtype, whose round-off sets the tolerance
     resp = resp.to(x)
-    check_probability_vectors(resp=resp)
     check_choice("covariance_type", covariance_type, ("full", "diag"))
     reg = check_positive_float("reg_covar", reg_covar)
     nk = resp.sum(0)  # (K,)

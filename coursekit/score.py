@@ -55,6 +55,7 @@ from ._validate import (
     check_broadcastable,
     check_matrix,
     check_nonempty,
+    check_nonnegative_int,
     check_positive_float,
     check_positive_int,
     check_same_shape,
@@ -520,7 +521,7 @@ def _mmd_inputs(x, y, bandwidths):
     y = check_matrix("y", y, x.shape[1], min_rows=2).detach().to("cpu", torch.float64)
     if bandwidths is None:
         bandwidths = median_bandwidths(x, y)
-    hs = [check_positive_float("bandwidth", h) for h in bandwidths]
+    hs = [check_positive_float(f"bandwidths[{j}]", h) for j, h in enumerate(bandwidths)]
     check_positive_int("the number of bandwidths", len(hs))
     return x, y, hs
 
@@ -578,9 +579,11 @@ def mmd_permutation_test(x: torch.Tensor, y: torch.Tensor, n_permutations: int =
         (95% quantile of the null draws), and the int ``n_permutations``.
 
     Raises:
-        TypeError / ValueError: as :func:`gaussian_mmd2`, or for a bad ``n_permutations``.
+        TypeError / ValueError: as :func:`gaussian_mmd2`, or for a bad ``n_permutations`` or a seed that is not a
+            non-negative integer.
     """
     n_perm = check_positive_int("n_permutations", n_permutations)
+    seed = check_nonnegative_int("seed", seed)
     x, y, hs = _mmd_inputs(x, y, bandwidths)
     m, n = x.shape[0], y.shape[0]
     pooled = torch.cat([x, y])
@@ -601,7 +604,7 @@ def mmd_permutation_test(x: torch.Tensor, y: torch.Tensor, n_permutations: int =
     first = torch.zeros(m + n, 1, dtype=torch.float64)
     first[:m] = 1
     observed = float(stats(first)[0])
-    g = torch.Generator().manual_seed(int(seed))
+    g = torch.Generator().manual_seed(seed)
     null = []
     for start in range(0, n_perm, 32):
         p = min(32, n_perm - start)

@@ -442,7 +442,7 @@ def test_bad_input_raises():
         S.gaussian_mmd2(torch.zeros(1, 2), torch.zeros(5, 2))
     with pytest.raises(ValueError, match=r"y must have shape \(N, 2\)"):
         S.gaussian_mmd2(torch.zeros(4, 2), torch.zeros(5, 3))
-    with pytest.raises(ValueError, match="bandwidth must be a finite number > 0"):
+    with pytest.raises(ValueError, match=r"bandwidths\[1\] must be a finite number > 0"):
         S.gaussian_mmd2(torch.zeros(4, 2), torch.zeros(5, 2), bandwidths=[1.0, -1.0])
     with pytest.raises(ValueError, match="number of bandwidths"):
         S.gaussian_mmd2(torch.zeros(4, 2), torch.zeros(5, 2), bandwidths=[])
