@@ -762,53 +762,73 @@ def _loop_moons(ctx: BenchContext, _course) -> dict:
                       _MOONS_BATCH, "the chapter 05 two-moons RealNVP")
 
 
-def _zuko_flow(ctx: BenchContext, kind: str) -> dict:
+def _zuko_flow(ctx: BenchContext, kind: str, seed: int):
     """zuko's ``RealNVP`` or ``NSF`` on two moons with the chapter's steps, batch size, learning rate and data,
-    trained by the plain loop; held-out NLL in nats per point."""
+    trained by the plain loop from ``seed``: ``(held-out NLL in nats per point, seconds, flow)``."""
     import zuko  # the `bench` extra
 
     r, x, x_test = _moons(ctx)
-    torch.manual_seed(ctx.seed)
+    torch.manual_seed(seed)
     if kind == "RealNVP":
         flow = zuko.flows.RealNVP(2, transforms=6, hidden_features=(64, 64)).to(ctx.device)
     else:
         flow = zuko.flows.NSF(2, transforms=4, hidden_features=(64, 64)).to(ctx.device)
     optimiser = torch.optim.Adam(flow.parameters(), lr=_MOONS_LR)
-    seconds = _plain_loop(lambda b: -flow().log_prob(b).mean(), optimiser, x, r["MOONS_STEPS"], _MOONS_BATCH,
-                          ctx.seed)
+    seconds = _plain_loop(lambda b: -flow().log_prob(b).mean(), optimiser, x, r["MOONS_STEPS"], _MOONS_BATCH, seed)
     with torch.no_grad():
         nll = -flow().log_prob(x_test).mean().item()
-    hidden = "6 affine couplings" if kind == "RealNVP" else "4 autoregressive spline transforms, 8 bins"
-    return _entry(nll, r["MOONS_STEPS"], seconds, flow, f"zuko.flows.{kind} ({hidden}, hidden (64, 64))")
+    return nll, seconds, flow
 
 
-def _course_moons_flow(ctx: BenchContext, build, what: str) -> dict:
+def _course_moons_flow(ctx: BenchContext, build, what: str, seed: int):
+    """The course's flow ``build()`` trained by ``train.fit`` like :func:`_zuko_flow`: ``(NLL, seconds, flow)``."""
     r, x, x_test = _moons(ctx)
-    torch.manual_seed(ctx.seed)
+    torch.manual_seed(seed)
     flow = build().to(ctx.device)
     optimiser = torch.optim.Adam(flow.parameters(), lr=_MOONS_LR)
     t0 = time.perf_counter()
-    train.fit(flow, optimiser, flows.nll_loss, x, steps=r["MOONS_STEPS"], batch_size=_MOONS_BATCH, seed=ctx.seed,
-              desc=f"bench: {what} on two moons", progress=ctx.progress)
+    train.fit(flow, optimiser, flows.nll_loss, x, steps=r["MOONS_STEPS"], batch_size=_MOONS_BATCH, seed=seed,
+              desc=f"bench: {what} on two moons (seed {seed})", progress=ctx.progress)
     seconds = time.perf_counter() - t0
     flow.eval()
     with torch.no_grad():
         nll = -flow.log_prob(x_test).mean().item()
-    return _entry(nll, r["MOONS_STEPS"], seconds, flow, what)
+    return nll, seconds, flow
+
+
+def _flow_pair(ctx: BenchContext, build, what: str, kind: str) -> dict:
+    """The course flow and zuko's ``kind`` on two moons from the same seeds (smoke 1, cpu and gpu 5): each side's
+    value is its mean held-out NLL over the seeds, with the per-seed values and their standard error. One seed's
+    NLL varies by about as much as the two implementations differ, so a single run cannot compare them."""
+    seeds = [ctx.seed + k for k in range(ctx.budget(smoke=1, cpu=5, gpu=5))]
+    r, _, _ = _moons(ctx)
+    runs = {"course": [_course_moons_flow(ctx, build, what, s) for s in seeds],
+            "reference": [_zuko_flow(ctx, kind, s) for s in seeds]}
+    hidden = "6 affine couplings" if kind == "RealNVP" else "4 autoregressive spline transforms, 8 bins"
+    whats = {"course": what, "reference": f"zuko.flows.{kind} ({hidden}, hidden (64, 64))"}
+    out = {"metric": f"two-moons test NLL (nats per point), mean over {len(seeds)} seeds", "lower_is_better": True,
+           "seeds": seeds}
+    for side, rs in runs.items():
+        nll = np.array([v for v, _, _ in rs])
+        entry = _entry(float(nll.mean()), r["MOONS_STEPS"] * len(rs), sum(sec for _, sec, _ in rs), rs[0][2],
+                       whats[side])
+        entry["steps"] = r["MOONS_STEPS"]
+        entry["seed_values"] = [float(v) for v in nll]
+        entry["standard_error"] = float(nll.std(ddof=1) / math.sqrt(len(nll))) if len(nll) > 1 else None
+        out[side] = entry
+    diffs = np.array(out["course"]["seed_values"]) - np.array(out["reference"]["seed_values"])
+    out["difference_standard_error"] = float(diffs.std(ddof=1) / math.sqrt(len(diffs))) if len(diffs) > 1 else None
+    return out
 
 
 def _nsf_vs_zuko(ctx: BenchContext, _course) -> dict:
-    return {"metric": "two-moons test NLL (nats per point)", "lower_is_better": True,
-            "course": _course_moons_flow(ctx, lambda: flows.nsf(2, n_couplings=4, hidden=(64, 64), bins=8, bound=4.0),
-                                         "coursekit.flows.nsf (4 spline couplings, 8 bins, hidden (64, 64))"),
-            "reference": _zuko_flow(ctx, "NSF")}
+    return _flow_pair(ctx, lambda: flows.nsf(2, n_couplings=4, hidden=(64, 64), bins=8, bound=4.0),
+                      "coursekit.flows.nsf (4 spline couplings, 8 bins, hidden (64, 64))", "NSF")
 
 
 def _realnvp_vs_zuko(ctx: BenchContext, _course) -> dict:
-    return {"metric": "two-moons test NLL (nats per point)", "lower_is_better": True,
-            "course": _course_moons_flow(ctx, lambda: flows.realnvp(2, n_couplings=6, hidden=(64, 64)),
-                                         "coursekit.flows.realnvp (6 affine couplings, hidden (64, 64))"),
-            "reference": _zuko_flow(ctx, "RealNVP")}
+    return _flow_pair(ctx, lambda: flows.realnvp(2, n_couplings=6, hidden=(64, 64)),
+                      "coursekit.flows.realnvp (6 affine couplings, hidden (64, 64))", "RealNVP")
 
 
 class _ExamplesVAE(nn.Module):
@@ -1319,8 +1339,10 @@ def _comparison_lines(comparisons: dict) -> list[str]:
             e = c[side]
             lines.append(f"  {side[:3]} {e['what'][:54]:54s} {_fmt(e['value'], '9.3f')} {e['parameters']:9,d} "
                          f"{e['steps']:6d} {_fmt(e['steps_per_second'], '8.1f')}")
-        lines.append(f"  difference (course - reference) {_fmt(c['difference'], '+.3f')}, "
-                     f"speed ratio (course / reference) {_fmt(c['speed_ratio'], '.2f')}")
+        se = c.get("difference_standard_error")
+        lines.append(f"  difference (course - reference) {_fmt(c['difference'], '+.3f')}"
+                     + (f" +- {se:.3f} (standard error over the seeds)" if se is not None else "")
+                     + f", speed ratio (course / reference) {_fmt(c['speed_ratio'], '.2f')}")
     return lines
 
 

@@ -111,6 +111,11 @@ def test_comparisons_put_each_course_model_beside_its_reference(smoke_run):
         c = comps[name]
         assert c["course"]["parameters"] == c["reference"]["parameters"]
         assert c["course"]["value"] == pytest.approx(c["course"]["steps_per_second"])
+    for name in ("realnvp_zuko", "nsf_zuko"):  # each side's value is its mean over the same seeds
+        c = comps[name]
+        for side in ("course", "reference"):
+            assert len(c[side]["seed_values"]) == len(c["seeds"]) >= 1
+            assert c[side]["value"] == pytest.approx(np.mean(c[side]["seed_values"]))
     assert comps["vae_examples"]["course"]["value"] == -results["models"]["vae"]["likelihood"]["test_iwae_nats"]
     assert comps["ddpm_diffusers"]["course"]["value"] == results["models"]["ddpm"]["fid"]
     table = bench.format_table(results)
