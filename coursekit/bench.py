@@ -412,9 +412,9 @@ register(Recipe("ddpm", "08_diffusion", "DDPM, small U-Net (eps prediction, EMA)
 NCSN_RECIPE = {
     "DIGITS_SIGMA_MIN": 0.02,
     "DIGITS_OVERLAP": 0.5,
-    "DIGITS_T": {"smoke": 2, "cpu": 20, "gpu": 20},
+    "DIGITS_T": {"smoke": 2, "cpu": 12, "gpu": 20},
     "DIGITS_CHANNELS": {"smoke": 8, "cpu": 16, "gpu": 32},
-    "DIGITS_STEPS": {"smoke": 20, "cpu": 1000, "gpu": 8000},
+    "DIGITS_STEPS": {"smoke": 20, "cpu": 900, "gpu": 8000},
     "DIGITS_BATCH": 96,
     "DIGITS_LR": 2e-3,
     "DIGITS_WARMUP": 100,
