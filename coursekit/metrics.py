@@ -1015,32 +1015,52 @@ def ms_ssim(x, y, *, scales: int = 2, weights=None, data_range: float = 1.0, ker
     return out
 
 
-def pairwise_ms_ssim(x, *, n_pairs: int = 1000, seed: int = 0, **kwargs) -> tuple[float, float]:
+def pairwise_ms_ssim(x, labels=None, *, n_pairs: int = 1000, seed: int = 0, **kwargs) -> tuple[float, float]:
     """Mean and std of MS-SSIM between random pairs of distinct samples of one set: a diversity measure.
 
-    Odena, Olah & Shlens (2017) compare the mean MS-SSIM of random pairs of a generator's samples (per class) with
-    that of real images: a higher value than real data's means less variety (a collapsed generator scores near 1),
-    a lower one more variety than the data has. It says nothing about realism, and it is blind to a generator that
-    copies training images (their pairs are as different as real pairs).
+    Odena, Olah & Shlens (2017) compare the mean MS-SSIM of random pairs of a generator's samples *of one class*
+    with that of real images of the class: a higher value than real data's means less variety (a generator that
+    collapsed to one image per class scores 1), a lower one more variety than the data has. Pass ``labels`` (e.g.
+    the course classifier's predicted classes) to draw pairs within classes; without them pairs are drawn from the
+    whole set, where a collapse onto a few images per class goes almost unseen (most pairs then come from two
+    different classes). It says nothing about realism, and it is blind to a generator that copies training images
+    (their pairs are as different as real pairs).
 
     Args:
-        x: images as :func:`ms_ssim` (N >= 2). n_pairs: positive int; pairs (i, j), i != j, drawn uniformly with
-            numpy ``default_rng(seed)``. **kwargs: passed to :func:`ms_ssim`.
+        x: images as :func:`ms_ssim` (N >= 2). labels: optional (N,) integer labels; pairs are then drawn by picking
+            an image uniformly among those whose label occurs at least twice, then a partner uniformly among the
+            other images with its label. n_pairs: positive int. seed: numpy ``default_rng`` seed.
+            **kwargs: passed to :func:`ms_ssim`.
 
     Returns:
         ``(mean, std)`` python floats (std with ddof=0).
 
     Raises:
-        ValueError: for N < 2 and as :func:`ms_ssim`.
+        ValueError: for N < 2, labels of the wrong shape, no label occurring twice, and as :func:`ms_ssim`.
     """
     x = _images_4d("x", x)
     n_pairs = check_positive_int("n_pairs", n_pairs)
-    if x.shape[0] < 2:
-        raise ValueError(f"x needs at least 2 images to form pairs, got {x.shape[0]}")
+    n = x.shape[0]
+    if n < 2:
+        raise ValueError(f"x needs at least 2 images to form pairs, got {n}")
     rng = np.random.default_rng(seed)
-    i = rng.integers(0, x.shape[0], n_pairs)
-    j = (i + rng.integers(1, x.shape[0], n_pairs)) % x.shape[0]  # uniform over the other images
-    v = ms_ssim(x[torch.as_tensor(i)], x[torch.as_tensor(j)], **kwargs).double()
+    if labels is None:
+        i = rng.integers(0, n, n_pairs)
+        j = (i + rng.integers(1, n, n_pairs)) % n  # uniform over the other images
+    else:
+        lab = np.asarray(labels.detach().cpu() if isinstance(labels, torch.Tensor) else labels)
+        if lab.shape != (n,):
+            raise ValueError(f"labels must have shape ({n},), one per image, got {lab.shape}")
+        groups = [g for g in (np.flatnonzero(lab == v) for v in np.unique(lab)) if len(g) >= 2]
+        if not groups:
+            raise ValueError("labels: no label occurs at least twice, so there is no pair within a class")
+        i = rng.choice(np.concatenate(groups), n_pairs)
+        j = np.empty_like(i)
+        for g in groups:  # each g is sorted (flatnonzero): a partner is another member of i's group
+            at = np.isin(i, g)
+            pos = np.searchsorted(g, i[at])
+            j[at] = g[(pos + rng.integers(1, len(g), int(at.sum()))) % len(g)]
+    v = ms_ssim(x[torch.as_tensor(i, device=x.device)], x[torch.as_tensor(j, device=x.device)], **kwargs).double()
     return float(v.mean()), float(v.std(unbiased=False))
 
 

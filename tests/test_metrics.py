@@ -782,6 +782,25 @@ def test_pairwise_ms_ssim_is_one_for_a_collapsed_set_and_lower_for_real_digits()
         M.pairwise_ms_ssim(x[:1])
 
 
+def test_pairwise_ms_ssim_within_classes_sees_a_collapse_onto_one_image_per_class():
+    x, y = ck.data.load_digits("test")
+    one_per_class = torch.stack([x[y == c][0] for c in range(10)]).repeat(25, 1)
+    labels = torch.arange(250) % 10
+    assert M.pairwise_ms_ssim(one_per_class, labels) == pytest.approx((1.0, 0.0))
+    assert M.pairwise_ms_ssim(one_per_class)[0] < 0.9 * M.pairwise_ms_ssim(one_per_class, labels)[0]
+    within, across = M.pairwise_ms_ssim(x, y)[0], M.pairwise_ms_ssim(x)[0]
+    assert within > across  # digits of one class resemble each other more
+    # pairs are distinct images of one label: with two labels of two images each, every pair is (0, 1) or (2, 3)
+    four = x[:4]
+    got = M.pairwise_ms_ssim(four, np.array([0, 0, 1, 1]), n_pairs=400)[0]
+    want = 0.5 * float(M.ms_ssim(four[:1], four[1:2]) + M.ms_ssim(four[2:3], four[3:4]))
+    assert got == pytest.approx(want, abs=0.05)
+    with pytest.raises(ValueError, match="shape"):
+        M.pairwise_ms_ssim(x, y[:10])
+    with pytest.raises(ValueError, match="twice"):
+        M.pairwise_ms_ssim(x[:5], np.arange(5))
+
+
 # ------------------------------------------------------------------------------------------------
 # The random-features baseline and the constructed failure cases of chapter 13
 # ------------------------------------------------------------------------------------------------
