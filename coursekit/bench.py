@@ -1590,7 +1590,7 @@ def format_summary(rows: list[dict]) -> str:
     def cell(v, spec, width):
         return f"{'-' if v is None else format(v, spec):>{width}s}"
 
-    head = (f"{'model':15s} {'ch.':>3s} {'data':5s} {'bits/dim':>9s} {'FID':>7s} {'KIDx1e3':>8s} {'prec':>5s} "
+    head = (f"{'model':17s} {'ch.':>3s} {'data':5s} {'bits/dim':>9s} {'FID':>7s} {'KIDx1e3':>8s} {'prec':>5s} "
             f"{'rec':>5s} {'dens':>5s} {'cov':>5s} {'params':>9s} {'train s':>8s} {'ms/img':>7s}")
     lines = [head, "-" * len(head)]
     for r in rows:
@@ -1598,7 +1598,7 @@ def format_summary(rows: list[dict]) -> str:
             f"{r['bits_per_dim']:.3f}" + ("*" if r["likelihood_kind"] == "upper bound" else " "))
         kid = None if r["kid_mean"] is None else 1e3 * r["kid_mean"]
         lines.append(
-            f"{r['name'][:15]:15s} {r['chapter'][:2]:>3s} {r['space'][:5]:5s} {cell(bpd, 's', 9)} "
+            f"{r['name'][:17]:17s} {r['chapter'][:2]:>3s} {r['space'][:5]:5s} {cell(bpd, 's', 9)} "
             f"{cell(r['fid'], '.2f', 7)} {cell(kid, '.1f', 8)} {cell(r['precision'], '.2f', 5)} "
             f"{cell(r['recall'], '.2f', 5)} {cell(r['density'], '.2f', 5)} {cell(r['coverage'], '.2f', 5)} "
             f"{cell(r['parameters'], ',d', 9)} {cell(r['train_seconds'], '.1f', 8)} "
