@@ -55,10 +55,12 @@ def test_results_json_schema(smoke_run):
         assert isinstance(m["steps"], int) and m["steps"] > 0
         assert _finite(m["train_seconds"]) and m["train_seconds"] > 0
         assert m["steps_per_second"] == pytest.approx(m["steps"] / m["train_seconds"])
-        assert _finite(m["sample_seconds_per_image"]) and m["sample_seconds_per_image"] > 0, name
-        bpd = m["likelihood"].get("test_nll_bits_per_dim")
-        assert (m["likelihood_kind"] in ("exact", "upper bound")) == (bpd is not None), name
-        assert bpd is None or (_finite(bpd) and bpd > 0), name
+        per_image, bpd = m["sample_seconds_per_image"], m["likelihood"].get("test_nll_bits_per_dim")
+        assert per_image is None or (_finite(per_image) and per_image > 0), name
+        assert m["likelihood_kind"] in ("", "exact", "upper bound") and (bpd is None or (_finite(bpd) and bpd > 0))
+        if m["chapter"][:2] <= "11":  # the recipes of chapters 02-11 time their sampling and label their likelihood
+            assert per_image is not None, f"{name}: the recipe does not time its headline samples"
+            assert (m["likelihood_kind"] != "") == (bpd is not None), name
         for key in bench.METRIC_KEYS:
             assert _finite(m[key]), (name, key)
             assert m[key] == m["sample_sets"][m["headline_samples"]][key]
