@@ -459,7 +459,7 @@ NCSN_RECIPE = {
     "DIGITS_OVERLAP": 0.5,
     "DIGITS_T": {"smoke": 2, "cpu": 12, "gpu": 20},
     "DIGITS_CHANNELS": {"smoke": 8, "cpu": 16, "gpu": 32},
-    "DIGITS_STEPS": {"smoke": 20, "cpu": 900, "gpu": 8000},
+    "DIGITS_STEPS": {"smoke": 20, "cpu": 800, "gpu": 8000},
     "DIGITS_BATCH": 96,
     "DIGITS_LR": 2e-3,
     "DIGITS_WARMUP": 100,
