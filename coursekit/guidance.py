@@ -746,9 +746,14 @@ def retrieval_accuracy(query_emb: torch.Tensor, key_emb: torch.Tensor, target: t
 
     Returns:
         python float in [0, 1].
+
+    Raises:
+        TypeError / ValueError: bad embeddings, different E, targets outside 0..M-1.
     """
     check_matrix("query_emb", query_emb)
     check_matrix("key_emb", key_emb)
+    if query_emb.shape[1] != key_emb.shape[1]:
+        raise ValueError(f"query_emb and key_emb must have the same E, got {query_emb.shape[1]} and {key_emb.shape[1]}")
     target = check_class_labels("target", target, query_emb.shape[0], key_emb.shape[0]).to(query_emb.device)
     best = (F.normalize(query_emb, dim=1) @ F.normalize(key_emb, dim=1).T).argmax(1)
     return float((best == target).float().mean())
@@ -902,16 +907,20 @@ class LatentSpace(nn.Module):
 
 def count_flops(fn: Callable, *args, **kwargs) -> int:
     """Floating-point operations of one call ``fn(*args, **kwargs)``, counted by ``torch.utils.flop_counter``
-    (matrix products and convolutions, 2 per multiply-add; element-wise operations are not counted). Runs the call
-    without gradients.
+    (matrix products, convolutions and attention, 2 per multiply-add; element-wise operations are not counted).
+    A backward pass run inside the call with ``.backward()`` is counted too (the counter does not support
+    ``torch.autograd.grad``); wrap the call in ``torch.no_grad()`` for a forward pass alone.
 
     Returns:
         int, FLOPs of the whole call (divide by the batch size for a per-example figure).
+
+    Raises:
+        TypeError: ``fn`` is not callable.
     """
     if not callable(fn):
         raise TypeError(f"fn must be callable, got {type(fn).__name__}")
     counter = FlopCounterMode(display=False)
-    with torch.no_grad(), counter:
+    with counter:
         fn(*args, **kwargs)
     return int(counter.get_total_flops())
 
@@ -923,8 +932,9 @@ def count_flops(fn: Callable, *args, **kwargs) -> int:
 
 def thicken_strokes(x: torch.Tensor, width: int = 2) -> torch.Tensor:
     """A second rendering of digits with thicker strokes: a grey-scale dilation (``scipy.ndimage.grey_dilation``)
-    with a flat 1 x ``width`` footprint along the rows, i.e. each pixel becomes the maximum of itself and its
-    ``width - 1`` horizontal neighbours (scipy's placement of an even footprint).
+    with a flat 1 x ``width`` footprint along the rows, i.e. each pixel becomes the maximum of a run of ``width``
+    pixels of its row around it. For ``width = 2`` (scipy's placement of an even footprint) that is
+    ``max(x[..., j], x[..., j + 1])``, the last column kept; borders are reflected.
 
     Args:
         x: float (N, 1, H, W) images in [0, 1]. width: footprint width >= 1 (1: unchanged).
@@ -971,9 +981,10 @@ class ImageTranslator(nn.Module):
 
 
 class PatchDiscriminator(nn.Module):
-    r"""A PatchGAN discriminator for 8x8 images (Isola et al. 2017, sec. 3.2.2): a logit for each of the 4x4 patches
-    it sees (receptive field 8x8 pixels around each), so that it judges local structure; pix2pix's is conditional
-    (it sees the input image and the output together, channels concatenated).
+    r"""A fully convolutional PatchGAN-style discriminator for 8x8 images (Isola et al. 2017, sec. 3.2.2): one logit
+    per position of a 4x4 grid, each computed from a window of up to 12x12 pixels (conv4x4 stride 2, then two conv3x3,
+    zero padding), so the patches overlap; pix2pix's is conditional (it sees the input image and the output together,
+    channels concatenated).
 
     Args:
         in_channels: total channels of the images passed (1, or 2 for a conditional one). channels: C.

@@ -22,7 +22,7 @@ def classifier_free_eps(fn: Callable, *, seed: int | None = None) -> None:
     Checks the shape and the values for a random w in [1.5, 4] on random (N, 1, 8, 8) predictions, with hints for Ho
     & Salimans' convention used with the chapter's w, the roles of the two predictions swapped, a missing
     unconditional term and the difference's sign flipped; then that w = 0 and w = 1 give the unconditional and the
-    conditional prediction exactly.
+    conditional prediction (to rounding).
 
     Raises:
         AssertionError: with an explanation when a check fails or ``fn`` is a stub.
@@ -60,7 +60,7 @@ def classifier_free_eps(fn: Callable, *, seed: int | None = None) -> None:
         ctx.fn = lambda c_, u_, w_=w_end: orig(c_, u_, w_)
         got = ctx.call(cond, uncond, what=f" and w={w_end}")
         if not close(got, want, **tol):
-            ctx.fail(f"with w = {w_end:g} the guided prediction must be {what} exactly; got a different tensor.")
+            ctx.fail(f"with w = {w_end:g} the guided prediction must be {what} (to rounding); got a different tensor.")
     ctx.passed("eps_uncond + w (eps_cond - eps_uncond); w = 0 unconditional, w = 1 conditional")
 
 
