@@ -1037,31 +1037,34 @@ def pix2pix_generator_loss(fake_logits: torch.Tensor, fake: torch.Tensor, target
 
 def pix2pix_players(generator: nn.Module, discriminator: nn.Module, opt_g, opt_d, *, l1_weight: float = 100.0):
     r"""The two :class:`coursekit.train.Player` s of pix2pix for :func:`coursekit.train.fit_players` on data
-    ``(source, target)`` of paired images: the conditional discriminator minimises
-    :func:`coursekit.gan.discriminator_loss` of its patch logits on (source, target) against (source, G(source)); the
-    generator minimises :func:`pix2pix_generator_loss` (the discriminator frozen). The generator's L1 term is logged
-    as ``l1``.
+    ``(source, target)`` of paired images. One step, as in the paper's code: the generator translates the minibatch
+    once; the conditional discriminator minimises :func:`coursekit.gan.discriminator_loss` of its patch logits on
+    (source, target) against (source, G(source)) with the translation detached; then the generator minimises
+    :func:`pix2pix_generator_loss` on the same minibatch and translation (the discriminator, just updated, frozen).
+    The generator's L1 term is logged as ``l1``.
 
     Returns:
-        ``[discriminator player, generator player]`` (History keys ``loss_d``, ``loss_g``).
+        ``[discriminator player, generator player]`` (History keys ``loss_d``, ``loss_g``); the generator's player
+        reuses the discriminator's minibatch (``uses_batch=False``).
     """
     lam = check_nonnegative_float("l1_weight", l1_weight)
+    step = {}
 
     def d_loss(batch):
         src, tgt = batch
-        with torch.no_grad():
-            fake = generator(src)
-        return gan.discriminator_loss(discriminator(src, tgt).reshape(-1), discriminator(src, fake).reshape(-1))
-
-    def g_loss(batch):
-        src, tgt = batch
         fake = generator(src)
+        step["batch"] = (src, tgt, fake)
+        return gan.discriminator_loss(discriminator(src, tgt).reshape(-1),
+                                      discriminator(src, fake.detach()).reshape(-1))
+
+    def g_loss(_):
+        src, tgt, fake = step.pop("batch")
         with _frozen(discriminator):
             loss = pix2pix_generator_loss(discriminator(src, fake), fake, tgt, lam)
         return loss, {"l1": (fake - tgt).abs().mean().detach()}
 
     return [Player("discriminator", discriminator, opt_d, d_loss, loss_key="loss_d"),
-            Player("generator", generator, opt_g, g_loss, loss_key="loss_g")]
+            Player("generator", generator, opt_g, g_loss, uses_batch=False, loss_key="loss_g")]
 
 
 def cycle_consistency_loss(g_ab: Callable, g_ba: Callable, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -1089,36 +1092,38 @@ def cycle_consistency_loss(g_ab: Callable, g_ba: Callable, a: torch.Tensor, b: t
 def cyclegan_players(g_ab: nn.Module, g_ba: nn.Module, d_a: nn.Module, d_b: nn.Module, opt_g, opt_d, *,
                      cycle_weight: float = 10.0):
     r"""The players of CycleGAN (Zhu et al. 2017, eq. 3, non-saturating form) for :func:`coursekit.train.fit_players`
-    on data ``(a, b)`` of *unpaired* images (row i of a and row i of b are different digits): one player holds both
-    discriminators (``opt_d`` over both), minimising :func:`coursekit.gan.discriminator_loss` of :math:`D_B` on b vs
-    :math:`G_{AB}(a)` plus that of :math:`D_A` on a vs :math:`G_{BA}(b)`; the other holds both translators
-    (``opt_g`` over both), minimising the two generator losses plus ``cycle_weight`` times
-    :func:`cycle_consistency_loss` (:math:`\lambda = 10` in the paper), logged as ``cycle``.
+    on data ``(a, b)`` of *unpaired* images (row i of a and row i of b are different digits). One step, as in the
+    paper's code: the translators' player (both translators, ``opt_g`` over both) translates the minibatch once and
+    minimises the two generator losses plus ``cycle_weight`` times :func:`cycle_consistency_loss` (:math:`\lambda =
+    10` in the paper), logged as ``cycle``, the discriminators frozen; then the discriminators' player (``opt_d`` over
+    both) minimises :func:`coursekit.gan.discriminator_loss` of :math:`D_B` on b vs :math:`G_{AB}(a)` plus that of
+    :math:`D_A` on a vs :math:`G_{BA}(b)`, on the same minibatch and the same translations, detached.
 
     Returns:
-        ``[discriminators player, generators player]`` (History keys ``loss_d``, ``loss_g``).
+        ``[generators player, discriminators player]`` (History keys ``loss_g``, ``loss_d``); the discriminators'
+        player reuses the translators' minibatch (``uses_batch=False``).
     """
     lam = check_nonnegative_float("cycle_weight", cycle_weight)
     dis = nn.ModuleDict({"a": d_a, "b": d_b})
     gens = nn.ModuleDict({"ab": g_ab, "ba": g_ba})
-
-    def d_loss(batch):
-        a, b = batch
-        with torch.no_grad():
-            fake_b, fake_a = g_ab(a), g_ba(b)
-        return (gan.discriminator_loss(d_b(b).reshape(-1), d_b(fake_b).reshape(-1))
-                + gan.discriminator_loss(d_a(a).reshape(-1), d_a(fake_a).reshape(-1)))
+    step = {}
 
     def g_loss(batch):
         a, b = batch
         fake_b, fake_a = g_ab(a), g_ba(b)
+        step["batch"] = (a, b, fake_b.detach(), fake_a.detach())
         with _frozen(d_a, d_b):
             adv = gan.generator_loss(d_b(fake_b).reshape(-1)) + gan.generator_loss(d_a(fake_a).reshape(-1))
         cyc = (g_ba(fake_b) - a).abs().mean() + (g_ab(fake_a) - b).abs().mean()
         return adv + lam * cyc, {"cycle": cyc.detach()}
 
-    return [Player("discriminators", dis, opt_d, d_loss, loss_key="loss_d"),
-            Player("generators", gens, opt_g, g_loss, loss_key="loss_g")]
+    def d_loss(_):
+        a, b, fake_b, fake_a = step.pop("batch")
+        return (gan.discriminator_loss(d_b(b).reshape(-1), d_b(fake_b).reshape(-1))
+                + gan.discriminator_loss(d_a(a).reshape(-1), d_a(fake_a).reshape(-1)))
+
+    return [Player("generators", gens, opt_g, g_loss, loss_key="loss_g"),
+            Player("discriminators", dis, opt_d, d_loss, uses_batch=False, loss_key="loss_d")]
 
 
 @torch.no_grad()
