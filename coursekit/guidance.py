@@ -181,7 +181,7 @@ def _frozen(*modules: nn.Module):
 
 def classifier_guided_eps(eps: torch.Tensor, grad_log_prob: torch.Tensor, t, alphas_cumprod: torch.Tensor,
                           w: float) -> torch.Tensor:
-    r"""The noise prediction of classifier guidance (Dhariwal & Nichol 2021, eq. 14 and Algorithm 2 with scale w):
+    r"""The noise prediction of classifier guidance (Dhariwal & Nichol 2021, with their scale s = w):
 
     .. math::
 
@@ -215,7 +215,7 @@ def classifier_guided_eps(eps: torch.Tensor, grad_log_prob: torch.Tensor, t, alp
 
 
 def classifier_free_eps(eps_cond: torch.Tensor, eps_uncond: torch.Tensor, w: float) -> torch.Tensor:
-    r"""The classifier-free guided noise prediction (Ho & Salimans 2022, eq. 6, with their weight equal to w - 1):
+    r"""The classifier-free guided noise prediction (Ho & Salimans 2022, with their weight equal to w - 1):
 
     .. math::
 
@@ -269,7 +269,7 @@ def class_log_prob_grad(classifier: Callable, x: torch.Tensor, t, y: torch.Tenso
 
 class NoiseAwareClassifier(nn.Module):
     r"""A classifier of noisy digits :math:`p_\phi(y \mid x_t, t)` for classifier guidance (Dhariwal & Nichol 2021,
-    sec. 4: a classifier trained on noised images, which a classifier of clean images is not).
+    a classifier trained on noised images, which a classifier of clean images is not).
 
     Layout: :class:`coursekit.nets.ConvEncoder8x8` maps :math:`x_t` to a feature vector of size ``width``; the
     time goes through :class:`coursekit.nets.SinusoidalTimeEmbedding` and a two-layer MLP to the same size and is
@@ -341,7 +341,7 @@ def _expand_null(null, like: torch.Tensor, name: str) -> torch.Tensor:
 def conditional_diffusion_loss(model: Callable, x0: torch.Tensor, cond, alphas_cumprod: torch.Tensor, *, null,
                                p_uncond: float, generator=None) -> torch.Tensor:
     r""":math:`L_\text{simple}` of a conditional noise model with condition dropout, the training of classifier-free
-    guidance (Ho & Salimans 2022, Algorithm 1): each example's condition is replaced by the null condition with
+    guidance (Ho & Salimans 2022): each example's condition is replaced by the null condition with
     probability ``p_uncond``, so that one network learns :math:`\hat\varepsilon(x_t, t, c)` and
     :math:`\hat\varepsilon(x_t, t, \varnothing)`.
 
@@ -432,7 +432,7 @@ def classifier_guidance(model: Callable, classifier: Callable, y: torch.Tensor, 
 
 
 def dynamic_threshold(x0: torch.Tensor, percentile: float = 0.995) -> torch.Tensor:
-    r"""Imagen's dynamic thresholding of a predicted clean image (Saharia et al. 2022, sec. 2.3): with
+    r"""Imagen's dynamic thresholding of a predicted clean image (Saharia et al. 2022): with
     :math:`s` the ``percentile`` quantile of :math:`|\hat x_0|` over each image's pixels and :math:`s \leftarrow
     \max(s, 1)`, return :math:`\operatorname{clip}(\hat x_0, -s, s)/s`. Images already inside [-1, 1] are returned
     unchanged; an image pushed outside by a large guidance weight is scaled back into [-1, 1] instead of being
@@ -581,7 +581,7 @@ class TextEncoder(nn.Module):
 
 def contrastive_logits(u: torch.Tensor, v: torch.Tensor, temperature) -> torch.Tensor:
     r"""The (N, M) similarity logits :math:`\ell_{ij} = \cos(u_i, v_j)/\tau` of two sets of embeddings (Radford et
-    al. 2021, Figure 3): rows L2-normalised, inner products divided by the temperature.
+    al. 2021): rows L2-normalised, inner products divided by the temperature.
 
     Args:
         u: float (N, E). v: float (M, E). temperature: :math:`\tau > 0`, a float or a 0-dim tensor (a learnt one
@@ -609,7 +609,7 @@ def contrastive_logits(u: torch.Tensor, v: torch.Tensor, temperature) -> torch.T
 
 
 def info_nce(logits: torch.Tensor) -> torch.Tensor:
-    r"""The InfoNCE loss of a batch of N pairs (van den Oord et al. 2018, eq. 4): row i of the (N, N) ``logits``
+    r"""The InfoNCE loss of a batch of N pairs (van den Oord et al. 2018): row i of the (N, N) ``logits``
     scores query i against every key, and key i is its positive,
 
     .. math::
@@ -638,7 +638,7 @@ def info_nce(logits: torch.Tensor) -> torch.Tensor:
 
 
 def symmetric_info_nce(logits: torch.Tensor) -> torch.Tensor:
-    r"""CLIP's symmetric loss (Radford et al. 2021, Figure 3): the mean of :func:`info_nce` over the rows (image to
+    r"""CLIP's symmetric loss (Radford et al. 2021): the mean of :func:`info_nce` over the rows (image to
     text) and over the columns (text to image) of the (N, N) image-text logits. Each half bounds the mutual
     information, and so does their mean.
 
@@ -708,8 +708,8 @@ def contrastive_loss(model: ContrastiveModel, batch):
 
 def zero_shot_classify(image_emb: torch.Tensor, prompt_emb: torch.Tensor, prompt_class: torch.Tensor,
                        n_classes: int) -> torch.Tensor:
-    r"""Zero-shot classification (Radford et al. 2021, sec. 3.1): each class is the mean of its prompts' unit
-    embeddings, re-normalised (a *prompt ensemble*, their sec. 3.1.4), and an image gets the class of highest cosine
+    r"""Zero-shot classification (Radford et al. 2021): each class is the mean of its prompts' unit
+    embeddings, re-normalised (a *prompt ensemble*), and an image gets the class of highest cosine
     similarity. No classifier is trained: the classes are given as text.
 
     Args:
@@ -766,7 +766,7 @@ def retrieval_accuracy(query_emb: torch.Tensor, key_emb: torch.Tensor, target: t
 
 class CrossAttention(nn.Module):
     r"""Multi-head cross-attention with a key padding mask, as in the latent diffusion U-Net (Rombach et al. 2022,
-    sec. 3.3, after Vaswani et al. 2017): queries from the network's features x, keys and values from a context
+    after Vaswani et al. 2017): queries from the network's features x, keys and values from a context
     (caption token features),
 
     .. math::
@@ -954,7 +954,7 @@ def thicken_strokes(x: torch.Tensor, width: int = 2) -> torch.Tensor:
 
 class ImageTranslator(nn.Module):
     r"""A small U-Net generator for 8x8 image-to-image translation (the skip-connected encoder-decoder of pix2pix,
-    Isola et al. 2017, sec. 3.2.1, scaled down): conv3x3 (C) -> conv4x4 stride 2 (2C, 4x4) -> conv3x3 (2C) ->
+    Isola et al. 2017, scaled down): conv3x3 (C) -> conv4x4 stride 2 (2C, 4x4) -> conv3x3 (2C) ->
     transposed conv (C, 8x8) -> concatenated with the first features (the skip) -> conv3x3 (C) -> conv3x3 -> sigmoid.
 
     Args:
@@ -981,7 +981,7 @@ class ImageTranslator(nn.Module):
 
 
 class PatchDiscriminator(nn.Module):
-    r"""A fully convolutional PatchGAN-style discriminator for 8x8 images (Isola et al. 2017, sec. 3.2.2): one logit
+    r"""A fully convolutional PatchGAN-style discriminator for 8x8 images (Isola et al. 2017): one logit
     per position of a 4x4 grid, each computed from a window of up to 12x12 pixels (conv4x4 stride 2, then two conv3x3,
     zero padding), so the patches overlap; pix2pix's is conditional (it sees the input image and the output together,
     channels concatenated).
@@ -1011,7 +1011,7 @@ class PatchDiscriminator(nn.Module):
 
 def pix2pix_generator_loss(fake_logits: torch.Tensor, fake: torch.Tensor, target: torch.Tensor,
                            l1_weight: float = 100.0) -> torch.Tensor:
-    r"""The pix2pix generator objective (Isola et al. 2017, eq. 4 with the non-saturating GAN loss, their sec. 3.3):
+    r"""The pix2pix generator objective (Isola et al. 2017, with the non-saturating GAN loss):
 
     .. math::
 
@@ -1068,7 +1068,7 @@ def pix2pix_players(generator: nn.Module, discriminator: nn.Module, opt_g, opt_d
 
 
 def cycle_consistency_loss(g_ab: Callable, g_ba: Callable, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    r"""CycleGAN's cycle-consistency loss (Zhu et al. 2017, eq. 2): translating to the other domain and back must give
+    r"""CycleGAN's cycle-consistency loss (Zhu et al. 2017): translating to the other domain and back must give
     the image again, in both directions,
 
     .. math::
@@ -1091,7 +1091,7 @@ def cycle_consistency_loss(g_ab: Callable, g_ba: Callable, a: torch.Tensor, b: t
 
 def cyclegan_players(g_ab: nn.Module, g_ba: nn.Module, d_a: nn.Module, d_b: nn.Module, opt_g, opt_d, *,
                      cycle_weight: float = 10.0):
-    r"""The players of CycleGAN (Zhu et al. 2017, eq. 3, non-saturating form) for :func:`coursekit.train.fit_players`
+    r"""The players of CycleGAN (Zhu et al. 2017, in the non-saturating form) for :func:`coursekit.train.fit_players`
     on data ``(a, b)`` of *unpaired* images (row i of a and row i of b are different digits). One step, as in the
     paper's code: the translators' player (both translators, ``opt_g`` over both) translates the minibatch once and
     minimises the two generator losses plus ``cycle_weight`` times :func:`cycle_consistency_loss` (:math:`\lambda =

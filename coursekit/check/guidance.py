@@ -71,8 +71,8 @@ def _clip_reference(u: torch.Tensor, v: torch.Tensor, tau: float) -> torch.Tenso
 
 
 def clip_loss(fn: Callable, *, seed: int | None = None) -> None:
-    r"""Check ``fn(image_emb, text_emb, temperature) -> 0-dim loss``, CLIP's symmetric InfoNCE (Radford et al. 2021,
-    Figure 3): normalise the rows, logits :math:`\cos(u_i, v_j)/\tau`, the mean of the cross-entropies over rows and
+    r"""Check ``fn(image_emb, text_emb, temperature) -> 0-dim loss``, CLIP's symmetric InfoNCE (Radford et al. 2021):
+    normalise the rows, logits :math:`\cos(u_i, v_j)/\tau`, the mean of the cross-entropies over rows and
     over columns with the diagonal as the positives.
 
     Checks a scalar output and its value on random unnormalised (N, E) embeddings (float64), with hints for
@@ -147,7 +147,7 @@ def _random_maps(gen: torch.Generator, d: int):
 
 
 def cycle_consistency_loss(fn: Callable, *, seed: int | None = None) -> None:
-    r"""Check ``fn(g_ab, g_ba, a, b) -> 0-dim loss``, CycleGAN's cycle-consistency loss (Zhu et al. 2017, eq. 2):
+    r"""Check ``fn(g_ab, g_ba, a, b) -> 0-dim loss``, CycleGAN's cycle-consistency loss (Zhu et al. 2017):
     :math:`\mathrm{mean}|g_{BA}(g_{AB}(a)) - a| + \mathrm{mean}|g_{AB}(g_{BA}(b)) - b|`, each mean over every entry.
 
     Checks the value with two random smooth maps on batches of different sizes (hints for one direction only, the
