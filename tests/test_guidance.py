@@ -572,9 +572,11 @@ def test_pix2pix_generator_update_leaves_the_discriminator_without_gradients():
     torch.manual_seed(0)
     src = torch.rand(8, 1, 8, 8)
     gen, dis = gd.ImageTranslator(4), gd.PatchDiscriminator(2, 4)
-    _, g_player = gd.pix2pix_players(gen, dis, torch.optim.SGD(gen.parameters(), 0.1),
-                                     torch.optim.SGD(dis.parameters(), 0.1))
-    loss, metrics = g_player.loss_fn((src, src))
+    d_player, g_player = gd.pix2pix_players(gen, dis, torch.optim.SGD(gen.parameters(), 0.1),
+                                            torch.optim.SGD(dis.parameters(), 0.1))
+    assert not g_player.uses_batch  # the generator reuses the discriminator's minibatch and translation
+    d_player.loss_fn((src, src))
+    loss, metrics = g_player.loss_fn(None)
     loss.backward()
     assert all(p.grad is None for p in dis.parameters()) and all(p.grad is not None for p in gen.parameters())
     assert float(metrics["l1"]) >= 0
