@@ -73,11 +73,10 @@ KL_CLAMP = 1e-6
 
 def _batch_x(batch) -> torch.Tensor:
     """The data tensor of a minibatch from :func:`coursekit.train.fit` (a tensor, or a tuple whose first entry
-    is the data; labels are ignored). Only the shape is checked: the losses run at every training step, and a
-    non-finite value is caught by the training loop's divergence guard."""
+    is the data; labels are ignored), checked with :func:`coursekit._validate.check_matrix`: a finite
+    floating-point (N, D) tensor, so that a NaN batch raises instead of returning a NaN loss."""
     x = batch[0] if isinstance(batch, (tuple, list)) else batch
-    check_shape("x", check_tensor("x", x), ("N", "D"))
-    return x
+    return check_matrix("x", x)
 
 
 def _as_float_tensor(name: str, v, like: torch.Tensor) -> torch.Tensor:
@@ -238,6 +237,10 @@ def autoencoder_loss(model: nn.Module, batch):
 
     Returns:
         ``(loss, {"mse": float})``, ``mse`` the same value as a python float.
+
+    Raises:
+        TypeError: the data ``x`` is not a floating-point tensor.
+        ValueError: ``x`` is not of shape (N, D) with N, D >= 1, or has NaN/Inf entries.
     """
     x = _batch_x(batch)
     loss = _sq_err(x, model(x)).mean()
@@ -285,7 +288,8 @@ def denoising_loss(model: nn.Module, batch, sigma: float, generator: torch.Gener
         ``(loss, {"mse": float})``.
 
     Raises:
-        TypeError / ValueError: bad x or sigma <= 0.
+        TypeError: the data ``x`` is not a floating-point tensor, or sigma is not a real number.
+        ValueError: ``x`` is not of shape (N, D) with N, D >= 1, has NaN/Inf entries, or sigma <= 0.
     """
     sigma = check_positive_float("sigma", sigma)
     x = _batch_x(batch)
@@ -426,6 +430,10 @@ def contractive_loss(model: nn.Module, batch, weight: float):
 
     Returns:
         ``(loss, {"mse": float, "jacobian": float})`` (batch means of the two terms).
+
+    Raises:
+        TypeError: the data ``x`` is not a floating-point tensor, or weight is not a real number.
+        ValueError: ``x`` is not of shape (N, D) with N, D >= 1, has NaN/Inf entries, or weight < 0.
     """
     weight = check_nonnegative_float("weight", weight)
     x = _batch_x(batch)
@@ -490,6 +498,11 @@ def sparse_loss(model: nn.Module, batch, penalty: str, weight: float, rho: float
 
     Returns:
         ``(loss, {"mse": float, "penalty": float, "mean_activation": float})``.
+
+    Raises:
+        TypeError: the data ``x`` is not a floating-point tensor, or weight is not a real number.
+        ValueError: ``x`` is not of shape (N, D) with N, D >= 1 or has NaN/Inf entries; penalty not ``"l1"`` or
+            ``"kl"``; weight < 0; for ``"kl"``, codes outside [0, 1] or rho not in (0, 1).
     """
     check_choice("penalty", penalty, ("l1", "kl"))
     weight = check_nonnegative_float("weight", weight)

@@ -5,8 +5,9 @@ Run it with ``make bench`` or::
     python -m coursekit.bench --profile cpu --out _build/bench
 
 For each model in :data:`REGISTRY` it trains the model with its chapter's recipe under the chosen run
-profile, then records the parameter count, training wall time and steps per second, the held-out
-likelihood where the model has one (nats per image and bits/dim), and the sample-quality metrics of
+profile, then records the parameter count, training wall time and steps per second, the wall time of
+sampling per image, the held-out likelihood where the model has one (nats per image and bits/dim), and the
+sample-quality metrics of
 :mod:`coursekit.metrics` (FID, KID, precision, recall, density, coverage, Inception Score) of
 :data:`~coursekit.metrics.COURSE_SAMPLE_SIZE` = 250 generated images against the 250 held-out test
 digits, in the feature space of the course's digit classifier. The real-data floor (the same metrics
@@ -19,8 +20,10 @@ Output in ``--out``:
 * ``<model>_<sample set>.npy``: the generated images, float32 (n, 64) in [0, 1].
 
 Adding a chapter's model: write a function ``recipe(ctx: BenchContext) -> TrainedModel`` that trains
-with the chapter's budget (``ctx.budget(smoke=..., cpu=..., gpu=...)``) and returns samples, and add
-one line ``register(Recipe(...))`` at the bottom of this file.
+with the chapter's budget (``ctx.budget(smoke=..., cpu=..., gpu=...)``) and returns samples (timing the
+headline set with ``_timed``, and reporting a likelihood as ``test_nll_bits_per_dim`` with its
+``likelihood_kind``), and add one line ``register(Recipe(...))`` at the bottom of this file. Chapter 13's
+cross-model table (:func:`summary_rows`) lists every registered model.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import platform
 import sys
 import time
@@ -41,21 +45,8 @@ import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from . import (
-    __version__,
-    autoencoders,
-    data,
-    flows,
-    gan,
-    guidance,
-    metrics,
-    nets,
-    runtime,
-    score,
-    train,
-    vae,
-    wasserstein,
-)
+from . import __version__, data, flows, gan, guidance, metrics, mixtures, nets, runtime, score, train, vae, wasserstein
+from . import autoencoders as ae
 from . import autoregressive as ar
 from . import diffusion as dm
 from . import flow_matching as fm
@@ -68,6 +59,11 @@ __all__ = [
     "Recipe",
     "REGISTRY",
     "register",
+    "measure_recipe",
+    "find_results",
+    "load_results",
+    "summary_rows",
+    "format_summary",
     "Comparison",
     "COMPARISONS",
     "MOONS_RECIPE",
@@ -117,30 +113,46 @@ class TrainedModel:
         likelihood: held-out likelihood numbers (python floats), or empty for models without one.
         config: the hyper-parameters used under this profile (JSON-serialisable).
         notes: free-text remarks stored in the JSON (e.g. what the sample sets are).
+        sample_seconds: wall-clock time of drawing the headline sample set (all its images, the device
+            synchronised), seconds; ``None`` if the recipe does not time it.
+        likelihood_kind: what ``likelihood["test_nll_bits_per_dim"]`` is: ``"exact"`` or ``"upper bound"``
+            (a variational or dequantisation bound); ``""`` for a model without a likelihood.
+        n_parameters: the number of free parameters when ``model`` is not (only) an ``nn.Module`` (a Gaussian
+            mixture, an autoencoder with a mixture on its codes); ``None`` counts ``model.parameters()``.
+
+    A likelihood is reported, when the model has one, as ``likelihood["test_nll_bits_per_dim"]``: the negative
+    log-likelihood (or its bound) of the test digits in bits per dimension of the data space the model is trained
+    in (binary pixels for a binarised model, the 17 grey levels otherwise).
     """
 
-    model: torch.nn.Module
+    model: object
     steps: int
     train_seconds: float
     samples: dict[str, torch.Tensor]
     likelihood: dict[str, float] = field(default_factory=dict)
     config: dict = field(default_factory=dict)
     notes: str = ""
+    sample_seconds: float | None = None
+    likelihood_kind: str = ""
+    n_parameters: int | None = None
 
     @classmethod
-    def from_run(cls, model: torch.nn.Module, history, train_seconds: float, recipe: dict, *,
+    def from_run(cls, model, history, train_seconds: float, recipe: dict, *,
                  samples: dict[str, torch.Tensor], likelihood: dict[str, float] | None = None,
-                 notes: str = "") -> TrainedModel:
+                 notes: str = "", sample_seconds: float | None = None, likelihood_kind: str = "",
+                 n_parameters: int | None = None) -> TrainedModel:
         """The result of a recipe that trained ``model`` for ``history`` under the resolved ``recipe``.
 
         ``steps`` is the last logged step of ``history`` (training logs its last step at the end of every call, so
         this is the number of steps taken, fewer than planned when a wall-clock budget stopped it), and ``config``
-        is ``recipe`` as JSON: lower-case keys, tuples as lists.
+        is ``recipe`` as JSON: lower-case keys, tuples as lists. The other keywords are the attributes of the same
+        names.
         """
         steps = int(history.steps[-1])
         config = {k.lower(): (list(v) if isinstance(v, tuple) else v) for k, v in recipe.items()}
         return cls(model=model, steps=steps, train_seconds=train_seconds, samples=samples,
-                   likelihood=dict(likelihood or {}), config=config, notes=notes)
+                   likelihood=dict(likelihood or {}), config=config, notes=notes, sample_seconds=sample_seconds,
+                   likelihood_kind=likelihood_kind, n_parameters=n_parameters)
 
 
 @dataclass(frozen=True)
@@ -177,9 +189,41 @@ def register(recipe: Recipe) -> Recipe:
     return recipe
 
 
+class _BestWeights:
+    """A ``fit`` callback that keeps the weights with the lowest validation loss, evaluated (in eval mode, without
+    gradients) every ``every`` steps and at the last step; ``restore(model)`` loads them. ``value`` is that loss."""
+
+    def __init__(self, val_loss, every: int, steps: int):
+        self.val_loss, self.every, self.steps = val_loss, every, steps
+        self.value, self.state = math.inf, None
+
+    @torch.no_grad()
+    def __call__(self, step, m, history):
+        if step % self.every == 0 or step == self.steps:
+            m.eval()
+            val = float(self.val_loss(m))
+            m.train()
+            if val < self.value:
+                self.value, self.state = val, {k: v.detach().clone() for k, v in m.state_dict().items()}
+
+    def restore(self, model: nn.Module) -> None:
+        model.load_state_dict(self.state)
+
+
 # ------------------------------------------------------------------------------------------------
 # Recipes
 # ------------------------------------------------------------------------------------------------
+
+
+def _timed(device: torch.device, draw: Callable[[], torch.Tensor]) -> tuple[torch.Tensor, float]:
+    """``(draw(), seconds)``: the wall time of drawing a sample set, the device synchronised before and after, with
+    gradients off."""
+    _sync(device)
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        out = draw()
+    _sync(device)
+    return out, time.perf_counter() - t0
 
 
 #: The chapter 04 recipe, kept identical to notebooks/04_vae.ipynb (the cells "Train a VAE with beta = 1"
@@ -213,23 +257,14 @@ def _vae_recipe(ctx: BenchContext) -> TrainedModel:
     torch.manual_seed(ctx.seed)
     model = vae.VAE(data_dim=dim, latent_dim=latent_dim, hidden=hidden).to(dev)
     optimiser = torch.optim.Adam(model.parameters(), lr=lr)
-    best = {"elbo": -math.inf, "state": None}
-
-    @torch.no_grad()
-    def on_step(step, m, history):
-        if step % eval_every == 0 or step == steps:
-            m.eval()
-            val = vae.elbo(m, x_val)["elbo"].mean().item()
-            m.train()
-            if val > best["elbo"]:
-                best["elbo"], best["state"] = val, {k: v.detach().clone() for k, v in m.state_dict().items()}
+    best = _BestWeights(lambda m: -vae.elbo(m, x_val)["elbo"].mean().item(), eval_every, steps)
 
     t0 = time.perf_counter()
     history = train.fit(model, optimiser, lambda m, b: vae.vae_loss(m, b, beta=1.0), x_train, steps=steps,
                         batch_size=batch_size, seed=ctx.seed, desc="bench: VAE (ch. 04)", progress=ctx.progress,
-                        callback=on_step)
+                        callback=best)
     train_seconds = time.perf_counter() - t0
-    model.load_state_dict(best["state"])
+    best.restore(model)
     model.eval()
 
     torch.manual_seed(ctx.seed)
@@ -237,9 +272,7 @@ def _vae_recipe(ctx: BenchContext) -> TrainedModel:
         test_elbo = vae.elbo(model, x_test, n_samples=elbo_samples)["elbo"].mean().item()
         test_iwae = vae.iwae_bound(model, x_test, k=iwae_k).mean().item()
     gen = torch.Generator(device=dev).manual_seed(ctx.seed)
-    with torch.no_grad():
-        means = model.sample(ctx.n_samples, generator=gen)
-        draws = torch.bernoulli(means, generator=gen)
+    (means, draws), sample_seconds = _timed(dev, lambda: _vae_draws(model, ctx.n_samples, gen))
     return TrainedModel.from_run(
         model, history, train_seconds, r,
         samples={"binary": draws, "mean": means},
@@ -248,16 +281,24 @@ def _vae_recipe(ctx: BenchContext) -> TrainedModel:
             "test_iwae_nats": test_iwae,
             "test_nll_bits_per_dim_elbo": float(metrics.nats_to_bits_per_dim(-test_elbo, dim)),
             "test_nll_bits_per_dim_iwae": float(metrics.nats_to_bits_per_dim(-test_iwae, dim)),
+            "test_nll_bits_per_dim": float(metrics.nats_to_bits_per_dim(-test_iwae, dim)),
             "elbo_samples": int(elbo_samples),
             "iwae_k": int(iwae_k),
-            "best_val_elbo_nats": float(best["elbo"]),
+            "best_val_elbo_nats": -best.value,
         },
         notes="'binary' (headline): x ~ Bernoulli(decoder(z)), z ~ N(0, I), the model's actual samples, in "
               "the binarised space it was trained on and is compared in; 'mean': the decoder's Bernoulli "
               "means of the same z (the images the chapter shows; grey values never occur in binarised "
               "data, which FID/KID penalise). ELBO/IWAE: nats per image on the 250 test digits; bits/dim "
-              "of the NLL bound (binary pixels: no dequantisation term).",
+              "of the NLL bound (binary pixels: no dequantisation term); test_nll_bits_per_dim is the IWAE one.",
+        sample_seconds=sample_seconds, likelihood_kind="upper bound",
     )
+
+
+def _vae_draws(model: vae.VAE, n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """The decoder's Bernoulli means of ``n`` prior draws and one binary image drawn from each."""
+    means = model.sample(n, generator=gen)
+    return means, torch.bernoulli(means, generator=gen)
 
 
 register(Recipe("vae", "04_vae", "VAE, Bernoulli decoder, latent 8, MLP encoder/decoder", True, _vae_recipe))
@@ -293,32 +334,22 @@ def _flow_recipe(ctx: BenchContext) -> TrainedModel:
                           alpha=r["LOGIT_ALPHA"]).to(dev)
     optimiser = torch.optim.Adam(model.parameters(), lr=r["FLOW_LR"])
     y_val = flows.dequantize_digits(x_val, generator=torch.Generator(device=dev).manual_seed(ctx.seed + 1))
-    best = {"nll": math.inf, "state": None}
     steps = r["FLOW_STEPS"]
-
-    @torch.no_grad()
-    def on_step(step, m, history):
-        if step % r["FLOW_EVAL_EVERY"] == 0 or step == steps:
-            m.eval()
-            val = -m.log_prob(y_val).mean().item()
-            m.train()
-            if val < best["nll"]:
-                best["nll"], best["state"] = val, {k: v.detach().clone() for k, v in m.state_dict().items()}
+    best = _BestWeights(lambda m: -m.log_prob(y_val).mean().item(), r["FLOW_EVAL_EVERY"], steps)
 
     t0 = time.perf_counter()
     history = train.fit(model, optimiser, lambda m, b: flows.nll_loss(m, flows.dequantize_digits(b)), x_train,
                         steps=steps, batch_size=r["FLOW_BATCH_SIZE"], seed=ctx.seed, desc="bench: RealNVP (ch. 05)",
-                        progress=ctx.progress, callback=on_step)
+                        progress=ctx.progress, callback=best)
     train_seconds = time.perf_counter() - t0
-    model.load_state_dict(best["state"])
+    best.restore(model)
     model.eval()
 
     gen = torch.Generator(device=dev).manual_seed(ctx.seed + 2)
     nll = flows.dequantized_nll(model, x_test, draws=r["EVAL_DRAWS"], generator=gen).mean().item()
     bpd = float(flows.digits_bits_per_dim(nll, dim))
     gen = torch.Generator(device=dev).manual_seed(ctx.seed)
-    with torch.no_grad():
-        samples = flows.quantize_digits(model.sample(ctx.n_samples, generator=gen))
+    samples, sample_seconds = _timed(dev, lambda: flows.quantize_digits(model.sample(ctx.n_samples, generator=gen)))
     return TrainedModel.from_run(
         model, history, train_seconds, r,
         samples={"levels": samples},
@@ -327,13 +358,14 @@ def _flow_recipe(ctx: BenchContext) -> TrainedModel:
             "test_nll_bits_per_dim": bpd,
             "test_nll_nats": bpd * dim * math.log(2),
             "eval_draws": int(r["EVAL_DRAWS"]),
-            "best_val_nll_nats_dequantized": float(best["nll"]),
+            "best_val_nll_nats_dequantized": best.value,
         },
         notes="'levels': y ~ flow, quantised to the bin floor(17 y) and shown as k/16, the 17-level grey-scale "
               "space the model is trained in; compared with grey-scale test digits and the grey-scale floor. "
               "Likelihood: continuous NLL of the dequantised test digits (mean over eval_draws noise draws), "
               "bits/dim of the discrete 17-level data = nll / (64 ln 2) + log2 17 (an upper bound; "
               "Theis et al. 2016); test_nll_nats is the same bound in nats per image.",
+        sample_seconds=sample_seconds, likelihood_kind="upper bound",
     )
 
 
@@ -393,7 +425,8 @@ def _diffusion_recipe(ctx: BenchContext) -> TrainedModel:
     train_seconds = time.perf_counter() - t0
     net = ema.module.eval()
     shape = (ctx.n_samples, 1, 8, 8)
-    ddpm = dm.ddpm_sample(net, shape, abar, generator=torch.Generator(device=dev).manual_seed(ctx.seed))
+    ddpm, sample_seconds = _timed(dev, lambda: dm.ddpm_sample(
+        net, shape, abar, generator=torch.Generator(device=dev).manual_seed(ctx.seed)))
     ddim = dm.ddim_sample(net, shape, abar, r["DDIM_STEPS"],
                           generator=torch.Generator(device=dev).manual_seed(ctx.seed + 1))
     vlb = dm.vlb_terms(net, x_test, abar, levels=17, generator=torch.Generator(device=dev).manual_seed(ctx.seed + 2))
@@ -409,6 +442,7 @@ def _diffusion_recipe(ctx: BenchContext) -> TrainedModel:
               "grey-scale floor. Likelihood: the variational bound (L_T + sum L_t-1 + L_0, one noise draw per term) on "
               "the 250 test digits as 17-level data, nats per image and bits/dim (an upper bound on the discrete NLL; "
               "the model is trained with L_simple, not with the bound).",
+        sample_seconds=sample_seconds, likelihood_kind="upper bound",
     )
 
 
@@ -423,9 +457,9 @@ register(Recipe("ddpm", "08_diffusion", "DDPM, small U-Net (eps prediction, EMA)
 NCSN_RECIPE = {
     "DIGITS_SIGMA_MIN": 0.02,
     "DIGITS_OVERLAP": 0.5,
-    "DIGITS_T": {"smoke": 2, "cpu": 20, "gpu": 20},
+    "DIGITS_T": {"smoke": 2, "cpu": 12, "gpu": 20},
     "DIGITS_CHANNELS": {"smoke": 8, "cpu": 16, "gpu": 32},
-    "DIGITS_STEPS": {"smoke": 20, "cpu": 1000, "gpu": 8000},
+    "DIGITS_STEPS": {"smoke": 20, "cpu": 900, "gpu": 8000},
     "DIGITS_BATCH": 96,
     "DIGITS_LR": 2e-3,
     "DIGITS_WARMUP": 100,
@@ -469,11 +503,11 @@ def _ncsn_recipe(ctx: BenchContext) -> TrainedModel:
     net = ema.module.eval()
     gen = torch.Generator(device=dev).manual_seed(ctx.seed)
     x0 = torch.rand(ctx.n_samples, 64, generator=gen, device=dev)
-    with torch.no_grad():
-        raw = score.annealed_langevin_sample(net, x0, sigmas, step_size, r["DIGITS_T"], generator=gen, denoise=True)
+    raw, sample_seconds = _timed(dev, lambda: score.annealed_langevin_sample(
+        net, x0, sigmas, step_size, r["DIGITS_T"], generator=gen, denoise=True).clamp(0, 1))
     return TrainedModel.from_run(
-        net, history, train_seconds, r,
-        samples={"clipped": raw.clamp(0, 1)},
+        net, history, train_seconds, r, sample_seconds=sample_seconds,
+        samples={"clipped": raw},
         notes="'clipped': annealed Langevin samples from the EMA weights (Song & Ermon 2019, step eps * sigma_i^2 / "
               "sigma_L^2, T steps per level; levels and eps by Song & Ermon's 2020 rules; final Tweedie denoising "
               "step) from uniform noise, clipped to [0, 1]; compared with the grey-scale test digits and read "
@@ -522,7 +556,8 @@ def _gan_recipe(ctx: BenchContext, conditional: bool) -> TrainedModel:
                           desc=f"bench: {'conditional GAN' if conditional else 'DCGAN'} (ch. 06)")
     train_seconds = time.perf_counter() - t0
     labels = torch.arange(ctx.n_samples, device=dev) % 10 if conditional else None
-    samples = gan.generate(generator, ctx.n_samples, r["GAN_LATENT"], labels=labels, seed=ctx.seed)
+    samples, sample_seconds = _timed(dev, lambda: gan.generate(generator, ctx.n_samples, r["GAN_LATENT"],
+                                                                labels=labels, seed=ctx.seed))
     notes = ("'samples': G(z), z ~ N(0, I), pixels in (0, 1), compared with the grey-scale test digits and read "
              "against the grey-scale floor. A GAN has no likelihood.")
     if conditional:
@@ -532,7 +567,7 @@ def _gan_recipe(ctx: BenchContext, conditional: bool) -> TrainedModel:
     return TrainedModel.from_run(
         generator, history, train_seconds, r,
         samples={"samples": samples.reshape(ctx.n_samples, -1)},
-        notes=notes,
+        notes=notes, sample_seconds=sample_seconds,
     )
 
 
@@ -573,9 +608,10 @@ def _wgan_gp_recipe(ctx: BenchContext) -> TrainedModel:
                           n_critic=r["WGAN_N_CRITIC"], lr_g=r["WGAN_LR"], lr_d=r["WGAN_LR"], betas=r["WGAN_BETAS"],
                           seed=ctx.seed, progress=ctx.progress, desc="bench: WGAN-GP (ch. 07)")
     train_seconds = time.perf_counter() - t0
-    samples = gan.generate(generator, ctx.n_samples, r["WGAN_LATENT"], seed=ctx.seed)
+    samples, sample_seconds = _timed(dev, lambda: gan.generate(generator, ctx.n_samples, r["WGAN_LATENT"],
+                                                                seed=ctx.seed))
     return TrainedModel.from_run(
-        generator, history, train_seconds, r,
+        generator, history, train_seconds, r, sample_seconds=sample_seconds,
         samples={"samples": samples.reshape(ctx.n_samples, -1)},
         notes="'samples': G(z), z ~ N(0, I), pixels in (0, 1), compared with the grey-scale test digits and read "
               "against the grey-scale floor. A GAN has no likelihood; the critic's estimate is W1 only up to its "
@@ -625,11 +661,11 @@ def _flow_matching_recipe(ctx: BenchContext) -> TrainedModel:
     noise = torch.randn((ctx.n_samples, 1, 8, 8), generator=torch.Generator(device=dev).manual_seed(ctx.seed),
                         device=dev)
     nfe = r["FM_HEUN_NFE"]
+    heun, sample_seconds = _timed(dev, lambda: fm.ode_solve(net, noise, nfe // 2, method="heun"))
     with torch.no_grad():
-        heun = fm.ode_solve(net, noise, nfe // 2, method="heun")
         euler = fm.ode_solve(net, noise, nfe, method="euler")
     return TrainedModel.from_run(
-        net, history, train_seconds, r,
+        net, history, train_seconds, r, sample_seconds=sample_seconds,
         samples={"heun": dm.to_image_space(heun).reshape(ctx.n_samples, -1),
                  "euler": dm.to_image_space(euler).reshape(ctx.n_samples, -1)},
         notes="'heun' (headline): Heun's method with fm_heun_nfe network evaluations from t = 0 (noise) to t = 1; "
@@ -773,53 +809,73 @@ def _loop_moons(ctx: BenchContext, _course) -> dict:
                       _MOONS_BATCH, "the chapter 05 two-moons RealNVP")
 
 
-def _zuko_flow(ctx: BenchContext, kind: str) -> dict:
+def _zuko_flow(ctx: BenchContext, kind: str, seed: int):
     """zuko's ``RealNVP`` or ``NSF`` on two moons with the chapter's steps, batch size, learning rate and data,
-    trained by the plain loop; held-out NLL in nats per point."""
+    trained by the plain loop from ``seed``: ``(held-out NLL in nats per point, seconds, flow)``."""
     import zuko  # the `bench` extra
 
     r, x, x_test = _moons(ctx)
-    torch.manual_seed(ctx.seed)
+    torch.manual_seed(seed)
     if kind == "RealNVP":
         flow = zuko.flows.RealNVP(2, transforms=6, hidden_features=(64, 64)).to(ctx.device)
     else:
         flow = zuko.flows.NSF(2, transforms=4, hidden_features=(64, 64)).to(ctx.device)
     optimiser = torch.optim.Adam(flow.parameters(), lr=_MOONS_LR)
-    seconds = _plain_loop(lambda b: -flow().log_prob(b).mean(), optimiser, x, r["MOONS_STEPS"], _MOONS_BATCH,
-                          ctx.seed)
+    seconds = _plain_loop(lambda b: -flow().log_prob(b).mean(), optimiser, x, r["MOONS_STEPS"], _MOONS_BATCH, seed)
     with torch.no_grad():
         nll = -flow().log_prob(x_test).mean().item()
-    hidden = "6 affine couplings" if kind == "RealNVP" else "4 autoregressive spline transforms, 8 bins"
-    return _entry(nll, r["MOONS_STEPS"], seconds, flow, f"zuko.flows.{kind} ({hidden}, hidden (64, 64))")
+    return nll, seconds, flow
 
 
-def _course_moons_flow(ctx: BenchContext, build, what: str) -> dict:
+def _course_moons_flow(ctx: BenchContext, build, what: str, seed: int):
+    """The course's flow ``build()`` trained by ``train.fit`` like :func:`_zuko_flow`: ``(NLL, seconds, flow)``."""
     r, x, x_test = _moons(ctx)
-    torch.manual_seed(ctx.seed)
+    torch.manual_seed(seed)
     flow = build().to(ctx.device)
     optimiser = torch.optim.Adam(flow.parameters(), lr=_MOONS_LR)
     t0 = time.perf_counter()
-    train.fit(flow, optimiser, flows.nll_loss, x, steps=r["MOONS_STEPS"], batch_size=_MOONS_BATCH, seed=ctx.seed,
-              desc=f"bench: {what} on two moons", progress=ctx.progress)
+    train.fit(flow, optimiser, flows.nll_loss, x, steps=r["MOONS_STEPS"], batch_size=_MOONS_BATCH, seed=seed,
+              desc=f"bench: {what} on two moons (seed {seed})", progress=ctx.progress)
     seconds = time.perf_counter() - t0
     flow.eval()
     with torch.no_grad():
         nll = -flow.log_prob(x_test).mean().item()
-    return _entry(nll, r["MOONS_STEPS"], seconds, flow, what)
+    return nll, seconds, flow
+
+
+def _flow_pair(ctx: BenchContext, build, what: str, kind: str) -> dict:
+    """The course flow and zuko's ``kind`` on two moons from the same seeds (smoke 1, cpu and gpu 5): each side's
+    value is its mean held-out NLL over the seeds, with the per-seed values and their standard error. One seed's
+    NLL varies by about as much as the two implementations differ, so a single run cannot compare them."""
+    seeds = [ctx.seed + k for k in range(ctx.budget(smoke=1, cpu=5, gpu=5))]
+    r, _, _ = _moons(ctx)
+    runs = {"course": [_course_moons_flow(ctx, build, what, s) for s in seeds],
+            "reference": [_zuko_flow(ctx, kind, s) for s in seeds]}
+    hidden = "6 affine couplings" if kind == "RealNVP" else "4 autoregressive spline transforms, 8 bins"
+    whats = {"course": what, "reference": f"zuko.flows.{kind} ({hidden}, hidden (64, 64))"}
+    out = {"metric": f"two-moons test NLL (nats per point), mean over {len(seeds)} seeds", "lower_is_better": True,
+           "seeds": seeds}
+    for side, rs in runs.items():
+        nll = np.array([v for v, _, _ in rs])
+        entry = _entry(float(nll.mean()), r["MOONS_STEPS"] * len(rs), sum(sec for _, sec, _ in rs), rs[0][2],
+                       whats[side])
+        entry["steps"] = r["MOONS_STEPS"]
+        entry["seed_values"] = [float(v) for v in nll]
+        entry["standard_error"] = float(nll.std(ddof=1) / math.sqrt(len(nll))) if len(nll) > 1 else None
+        out[side] = entry
+    diffs = np.array(out["course"]["seed_values"]) - np.array(out["reference"]["seed_values"])
+    out["difference_standard_error"] = float(diffs.std(ddof=1) / math.sqrt(len(diffs))) if len(diffs) > 1 else None
+    return out
 
 
 def _nsf_vs_zuko(ctx: BenchContext, _course) -> dict:
-    return {"metric": "two-moons test NLL (nats per point)", "lower_is_better": True,
-            "course": _course_moons_flow(ctx, lambda: flows.nsf(2, n_couplings=4, hidden=(64, 64), bins=8, bound=4.0),
-                                         "coursekit.flows.nsf (4 spline couplings, 8 bins, hidden (64, 64))"),
-            "reference": _zuko_flow(ctx, "NSF")}
+    return _flow_pair(ctx, lambda: flows.nsf(2, n_couplings=4, hidden=(64, 64), bins=8, bound=4.0),
+                      "coursekit.flows.nsf (4 spline couplings, 8 bins, hidden (64, 64))", "NSF")
 
 
 def _realnvp_vs_zuko(ctx: BenchContext, _course) -> dict:
-    return {"metric": "two-moons test NLL (nats per point)", "lower_is_better": True,
-            "course": _course_moons_flow(ctx, lambda: flows.realnvp(2, n_couplings=6, hidden=(64, 64)),
-                                         "coursekit.flows.realnvp (6 affine couplings, hidden (64, 64))"),
-            "reference": _zuko_flow(ctx, "RealNVP")}
+    return _flow_pair(ctx, lambda: flows.realnvp(2, n_couplings=6, hidden=(64, 64)),
+                      "coursekit.flows.realnvp (6 affine couplings, hidden (64, 64))", "RealNVP")
 
 
 class _ExamplesVAE(nn.Module):
@@ -992,32 +1048,25 @@ def _pixelcnn_recipe(ctx: BenchContext) -> TrainedModel:
     tok = {s: ar.digits_to_tokens(data.load_digits(s, device=dev)[0]) for s in ("train", "val", "test")}
     torch.manual_seed(ctx.seed)
     model = ar.GatedPixelCNN(ar.DIGITS_LEVELS, r["GATED_CHANNELS"], r["GATED_LAYERS"], r["GATED_KERNEL"]).to(dev)
-    best = {"nll": math.inf, "state": None}
     steps = r["PIXEL_STEPS"]
-
-    @torch.no_grad()
-    def on_step(step, m, history):
-        if step % r["EVAL_EVERY"] == 0 or step == steps:
-            m.eval()
-            val = -ar.sequence_log_prob(m, tok["val"]).mean().item()
-            m.train()
-            if val < best["nll"]:
-                best["nll"], best["state"] = val, {k: v.detach().clone() for k, v in m.state_dict().items()}
+    best = _BestWeights(lambda m: -ar.sequence_log_prob(m, tok["val"]).mean().item(), r["EVAL_EVERY"], steps)
 
     t0 = time.perf_counter()
     history = train.fit(model, torch.optim.Adam(model.parameters(), lr=r["PIXEL_LR"]), ar.nll_loss, tok["train"],
                         steps=steps, batch_size=r["PIXEL_BATCH"], seed=ctx.seed, desc="bench: gated PixelCNN (ch. 11)",
-                        progress=ctx.progress, lr_schedule="linear", callback=on_step)
+                        progress=ctx.progress, lr_schedule="linear", callback=best)
     train_seconds = time.perf_counter() - t0
-    model.load_state_dict(best["state"])
+    best.restore(model)
     model.eval()
     with torch.no_grad():
         nll = -ar.sequence_log_prob(model, tok["test"]).mean().item()
-    s = ar.sample(model, ctx.n_samples, generator=torch.Generator(device=dev).manual_seed(ctx.seed))
+    s, sample_seconds = _timed(dev, lambda: ar.tokens_to_digits(
+        ar.sample(model, ctx.n_samples, generator=torch.Generator(device=dev).manual_seed(ctx.seed))))
     return TrainedModel.from_run(
-        model, history, train_seconds, r, samples={"levels": ar.tokens_to_digits(s)},
+        model, history, train_seconds, r, samples={"levels": s}, sample_seconds=sample_seconds,
+        likelihood_kind="exact",
         likelihood={"test_nll_nats": nll, "test_nll_bits_per_dim": float(ar.bits_per_dim(nll, 64)),
-                    "best_val_nll_nats": float(best["nll"])},
+                    "best_val_nll_nats": best.value},
         notes="'levels': ancestral samples (temperature 1) of the 17 grey levels, shown as k/16; compared with the "
               "grey-scale test digits and floor. Likelihood: the exact NLL of the 250 test digits as 17-level data "
               "(no dequantisation term), nats per image and bits/dim.",
@@ -1058,11 +1107,11 @@ def _vq_prior_recipe(ctx: BenchContext) -> TrainedModel:
                         progress=ctx.progress, lr_schedule="linear")
     train_seconds = time.perf_counter() - t0
     usage = ar.code_usage(codes, r["VQ_CODES"])
-    with torch.no_grad():
-        s = ar.sample(prior.eval(), ctx.n_samples, generator=torch.Generator(device=dev).manual_seed(ctx.seed))
-        images_out = vqvae.decode_codes(s).reshape(ctx.n_samples, -1)
+    images_out, sample_seconds = _timed(dev, lambda: vqvae.decode_codes(ar.sample(
+        prior.eval(), ctx.n_samples, generator=torch.Generator(device=dev).manual_seed(ctx.seed))).reshape(
+        ctx.n_samples, -1))
     return TrainedModel.from_run(
-        prior, history, train_seconds, r, samples={"decoded": images_out},
+        prior, history, train_seconds, r, samples={"decoded": images_out}, sample_seconds=sample_seconds,
         notes="'decoded': codes sampled from the transformer prior (temperature 1) and decoded by the VQ-VAE "
               "(sigmoid intensities in (0, 1)); compared with the grey-scale test digits and floor. No likelihood "
               "reported (the VQ-VAE's decoder has no discrete likelihood). Code usage on the training digits: "
@@ -1093,14 +1142,16 @@ def _dalle_recipe(ctx: BenchContext) -> TrainedModel:
     train_seconds = time.perf_counter() - t0
     asked = torch.arange(ctx.n_samples) % 10
     prefix = tokenizer.encode([f"a thick {ar.DIGIT_NAMES[c]}" for c in asked.tolist()]).to(dev)
-    s = ar.sample(model.eval(), ctx.n_samples, prefix=prefix, token_range=(n_text, n_text + r["VQ_CODES"]),
-                  generator=torch.Generator(device=dev).manual_seed(ctx.seed))
-    with torch.no_grad():
-        out = vqvae.decode_codes(s[:, prefix.shape[1]:] - n_text).reshape(ctx.n_samples, -1)
+    def draw():
+        s = ar.sample(model.eval(), ctx.n_samples, prefix=prefix, token_range=(n_text, n_text + r["VQ_CODES"]),
+                      generator=torch.Generator(device=dev).manual_seed(ctx.seed))
+        return vqvae.decode_codes(s[:, prefix.shape[1]:] - n_text).reshape(ctx.n_samples, -1)
+
+    out, sample_seconds = _timed(dev, draw)
     pred = metrics.probabilities(out.cpu(), metrics.get_digits_classifier()).argmax(1)
     agreement = float((pred == asked.to(pred.device)).float().mean())
     return TrainedModel.from_run(
-        model, history, train_seconds, r, samples={"prompted": out},
+        model, history, train_seconds, r, samples={"prompted": out}, sample_seconds=sample_seconds,
         notes="'prompted': images generated from 'a thick <digit>' for the classes 0..9 in turn (temperature 1), "
               "decoded by the VQ-VAE; compared with the grey-scale test digits and floor. The course classifier "
               f"assigns {100 * agreement:.1f} % of them to the prompted class.",
@@ -1113,6 +1164,118 @@ register(Recipe("vq_prior", "11_autoregressive", "VQ-VAE (32 codes, 4x4 grid) + 
                 _vq_prior_recipe))
 register(Recipe("dalle", "11_autoregressive", "caption tokens + VQ codes in one causal transformer (prompted)",
                 False, _dalle_recipe))
+
+
+#: The chapter 02 recipe, kept identical to notebooks/02_mixtures.ipynb (the cell "Digits: dequantised 17-level
+#: images"); tests/test_bench.py reads the notebook and fails if the two drift apart. The covariance floors per
+#: covariance type are :data:`GMM_FLOOR` (the notebook's ``FLOOR``).
+GMM_RECIPE = {
+    "DIGITS_CANDIDATES": {
+        "smoke": [("diag", 1), ("diag", 4)],
+        "cpu": [("diag", 1), ("diag", 5), ("diag", 10), ("diag", 20), ("diag", 40), ("diag", 80), ("diag", 160),
+                ("full", 1), ("full", 2), ("full", 5), ("full", 10)],
+        "gpu": [("diag", 1), ("diag", 5), ("diag", 10), ("diag", 20), ("diag", 40), ("diag", 80), ("diag", 160),
+                ("full", 1), ("full", 2), ("full", 5), ("full", 10), ("full", 20)],
+    },
+    "EM_ITER": {"smoke": 10, "cpu": 100, "gpu": 300},
+    "EM_TOL": 1e-4,
+}
+GMM_FLOOR = {"diag": 1e-4, "full": 1e-3}
+
+
+def _dequantised_digits(split: str, seed: int, device) -> torch.Tensor:
+    """A split's 17-level digits uniformly dequantised to [0, 1)^64 with a fixed seed, float64 (chapter 02)."""
+    levels = (data.load_digits(split, device=device)[0] * 16).round()
+    gen = torch.Generator(device=levels.device).manual_seed(seed)
+    return metrics.uniform_dequantize(levels, flows.DIGITS_LEVELS, generator=gen).double()
+
+
+def _gmm_recipe(ctx: BenchContext) -> TrainedModel:
+    """Chapter 02: Gaussian mixtures fitted by EM to the dequantised 17-level digits, the candidate (covariance type,
+    K) with the best validation likelihood kept, exactly as notebooks/02_mixtures.ipynb does (:data:`GMM_RECIPE`,
+    :data:`GMM_FLOOR`); its test bits/dim (dequantisation bound) and ``n`` ancestral samples quantised back to the 17
+    levels. ``steps`` counts the EM iterations of all candidates, ``train_seconds`` their fits."""
+    r = ctx.resolve(GMM_RECIPE)
+    dev = ctx.device
+    y_train, y_val, y_test = (_dequantised_digits(s, ctx.seed + i, dev) for i, s in
+                              enumerate(("train", "val", "test"), start=1))
+    dim = y_train.shape[1]
+    best, iterations = None, 0
+    t0 = time.perf_counter()
+    for cov_type, k in r["DIGITS_CANDIDATES"]:
+        fit = mixtures.fit_gmm(y_train, k, covariance_type=cov_type, reg_covar=GMM_FLOOR[cov_type],
+                               max_iter=r["EM_ITER"], tol=r["EM_TOL"], seed=ctx.seed)
+        iterations += fit.n_iter
+        val = -fit.log_prob(y_val).mean().item()
+        if best is None or val < best[0]:
+            best = (val, cov_type, k, fit)
+    train_seconds = time.perf_counter() - t0
+    _, cov_type, k, gmm = best
+    nll = -gmm.log_prob(y_test).mean().item()
+    bpd = float(metrics.discrete_nll_to_bits_per_dim(nll, dim, flows.DIGITS_LEVELS))
+    gen = torch.Generator().manual_seed(ctx.seed)
+    samples, sample_seconds = _timed(dev, lambda: flows.quantize_digits(gmm.sample(ctx.n_samples, generator=gen)))
+    return TrainedModel(
+        model=gmm, steps=max(iterations, 1), train_seconds=train_seconds, samples={"levels": samples.float()},
+        likelihood={"test_nll_nats_dequantized": nll, "test_nll_bits_per_dim": bpd,
+                    "test_nll_nats": bpd * dim * math.log(2), "best_val_nll_nats_dequantized": float(best[0])},
+        config={"candidates": [list(c) for c in r["DIGITS_CANDIDATES"]], "em_iter": r["EM_ITER"],
+                "em_tol": r["EM_TOL"], "chosen": [cov_type, k]},
+        notes=f"the candidate with the best validation likelihood: {cov_type} covariances, K = {k}. 'levels': "
+              "ancestral samples quantised to the bin floor(17 y) and shown as k/16, the 17-level grey-scale space; "
+              "compared with grey-scale test digits and the grey-scale floor. Likelihood: the density's NLL of the "
+              "dequantised test digits plus 64 log 17 nats (an upper bound on the discrete NLL, Theis et al. 2016). "
+              "steps: EM iterations over all candidates.",
+        sample_seconds=sample_seconds, likelihood_kind="upper bound", n_parameters=gmm.n_parameters())
+
+
+#: The chapter 03 recipe, kept identical to notebooks/03_autoencoders.ipynb (the budgets cell and the cells "Nonlinear
+#: AE vs PCA" and "Codes of the k = 8 autoencoder"); tests/test_bench.py reads the notebook and fails if the two
+#: drift apart. The code size (8) and the learning rate (2e-3) are the notebook's literals.
+AE_GMM_RECIPE = {
+    "AE_STEPS": {"smoke": 150, "cpu": 1500, "gpu": 8000},
+    "AE_HIDDEN": {"smoke": (64,), "cpu": (128,), "gpu": (256, 128)},
+    "GMM_COMPONENTS": {"smoke": 4, "cpu": 10, "gpu": 10},
+    "BATCH": 128,
+}
+_AE_CODE_SIZE, _AE_LR = 8, 2e-3
+
+
+def _ae_gmm_recipe(ctx: BenchContext) -> TrainedModel:
+    """Chapter 03: an autoencoder with an 8-dimensional code (MLP encoder and decoder, sigmoid output, squared error)
+    on the grey-scale digits, then a full-covariance Gaussian mixture fitted by EM to the training codes, as
+    notebooks/03_autoencoders.ipynb does (:data:`AE_GMM_RECIPE`); ``n`` decoded mixture samples. No likelihood (the
+    decoder is deterministic). ``train_seconds`` covers both stages; the parameters count both."""
+    r = ctx.resolve(AE_GMM_RECIPE)
+    dev = ctx.device
+    x_train, _ = data.load_digits("train", device=dev)
+    torch.manual_seed(ctx.seed)
+    model = ae.Autoencoder(x_train.shape[1], _AE_CODE_SIZE, hidden=r["AE_HIDDEN"], output="sigmoid").to(dev)
+    t0 = time.perf_counter()
+    history = train.fit(model, torch.optim.Adam(model.parameters(), lr=_AE_LR), ae.autoencoder_loss, x_train,
+                        steps=r["AE_STEPS"], batch_size=r["BATCH"], seed=ctx.seed, desc="bench: autoencoder (ch. 03)",
+                        progress=ctx.progress)
+    model.eval()
+    with torch.no_grad():
+        codes = model.encode(x_train)
+    gmm = mixtures.fit_gmm(codes.double().cpu(), r["GMM_COMPONENTS"], seed=ctx.seed)
+    train_seconds = time.perf_counter() - t0
+    gen = torch.Generator().manual_seed(ctx.seed)
+    samples, sample_seconds = _timed(dev, lambda: model.decode(gmm.sample(ctx.n_samples, generator=gen).float()
+                                                                .to(dev)))
+    n_params = sum(p.numel() for p in model.parameters()) + gmm.n_parameters()
+    return TrainedModel.from_run(
+        model, history, train_seconds, r, samples={"decoded": samples}, sample_seconds=sample_seconds,
+        n_parameters=n_params,
+        notes=f"'decoded': codes drawn from a {r['GMM_COMPONENTS']}-component Gaussian mixture fitted to the training "
+              "codes, decoded (sigmoid intensities in (0, 1)); compared with the grey-scale test digits and floor. "
+              "No likelihood. Parameters: the autoencoder's and the mixture's.",
+    )
+
+
+register(Recipe("gmm", "02_mixtures", "Gaussian mixture by EM, dequantised grey-scale digits", False, _gmm_recipe))
+register(Recipe("ae_gmm", "03_autoencoders", "autoencoder (code 8) + Gaussian mixture on its codes", False,
+                _ae_gmm_recipe))
 
 
 #: The chapter 12 recipes, kept identical to notebooks/12_guidance.ipynb (the cells "The class-conditional U-Net",
@@ -1228,13 +1391,13 @@ def _latent_diffusion_recipe(ctx: BenchContext) -> TrainedModel:
               desc="bench: contrastive (ch. 12)", progress=ctx.progress)
     text_encoder = clip.eval().text_encoder.requires_grad_(False)
     torch.manual_seed(ctx.seed)
-    ae = autoencoders.Autoencoder(64, r["AE_CODE"], hidden=r["AE_HIDDEN"], output="sigmoid").to(dev)
-    train.fit(ae, torch.optim.Adam(ae.parameters(), lr=r["AE_LR"]), autoencoders.autoencoder_loss, flat,
+    autoencoder = ae.Autoencoder(64, r["AE_CODE"], hidden=r["AE_HIDDEN"], output="sigmoid").to(dev)
+    train.fit(autoencoder, torch.optim.Adam(autoencoder.parameters(), lr=r["AE_LR"]), ae.autoencoder_loss, flat,
               steps=r["AE_STEPS"], batch_size=64, seed=ctx.seed, lr_schedule="linear",
               desc="bench: autoencoder (ch. 12)", progress=ctx.progress)
-    ae.eval().requires_grad_(False)
+    autoencoder.eval().requires_grad_(False)
     with torch.no_grad():
-        latent = guidance.LatentSpace(ae, ae.encode(flat))
+        latent = guidance.LatentSpace(autoencoder, autoencoder.encode(flat))
         z_train = latent.encode(flat)
         ctx_train = text_encoder.token_features(tokens, mask)
         null_tokens, null_mask = (t.to(dev) for t in guidance.tokenize_captions(tokenizer, [""], r["CAPTION_LEN"]))
@@ -1329,8 +1492,11 @@ def run_bench(profile: str = "cpu", out="_build/bench", *, models=None, seed: in
             floor: {grayscale: {metric: float, ...}, binarized: {...}}   # train vs test digits at n
             fid_vs_n: {grayscale: [{n, fid_mean, fid_std, kid_mean, kid_std}, ...], binarized: [...]},
             models: {name: {chapter, description, profile, binarize, floor ("binarized"|"grayscale"),
-                            parameters, steps, train_seconds, steps_per_second, config: {...},
-                            likelihood: {...} (may be empty),
+                            parameters, steps, train_seconds, steps_per_second,
+                            sample_seconds_per_image (wall time of the headline set / its size, or null),
+                            config: {...},
+                            likelihood: {...} (may be empty; test_nll_bits_per_dim when the model has one),
+                            likelihood_kind ("exact" | "upper bound" | ""),
                             fid, kid_mean, kid_std, precision, recall, density, coverage, is_mean, is_std
                               (of the headline sample set),
                             headline_samples, samples_file,
@@ -1352,6 +1518,71 @@ def run_bench(profile: str = "cpu", out="_build/bench", *, models=None, seed: in
         return _run_bench(profile, out, models, seed, n, device, progress, verbose, references)
     finally:
         torch.set_num_threads(threads_before)
+
+
+def measure_recipe(name: str, ctx: BenchContext, classifier: metrics.DigitsClassifier | None = None, *, out=None,
+                   k: int = 3, kid_subsets: int = metrics.KID_SUBSETS,
+                   kid_subset_size: int = metrics.KID_SUBSET_SIZE) -> dict:
+    """Train the recipe ``name`` of :data:`REGISTRY` under ``ctx`` and measure it: one entry of results.json.
+
+    Every sample set of the recipe is compared with the first ``ctx.n_samples`` test digits (binarised for a
+    binarised model) by :func:`coursekit.metrics.sample_quality` with ``classifier`` (default
+    :func:`~coursekit.metrics.get_digits_classifier` ``(ctx.seed)``), ``k``, ``kid_subsets``, ``kid_subset_size``
+    (at most ``ctx.n_samples``) and ``seed=ctx.seed``.
+
+    Args:
+        name: a key of :data:`REGISTRY`. ctx: profile, seed, device and sample size.
+        classifier: the feature extractor. out: a directory to save each sample set to as
+            ``<name>_<set>.npy`` (float32 (n, 64)); ``None`` saves nothing.
+        k, kid_subsets, kid_subset_size: as :func:`coursekit.metrics.sample_quality`.
+
+    Returns:
+        the dict stored under ``results["models"][name]`` (see :func:`run_bench`).
+
+    Raises:
+        ValueError: for an unknown name.
+    """
+    if name not in REGISTRY:
+        raise ValueError(f"unknown model {name!r}; registered: {list(REGISTRY)}")
+    recipe = REGISTRY[name]
+    clf = classifier or metrics.get_digits_classifier(seed=ctx.seed)
+    qkw = {"k": k, "kid_subsets": kid_subsets, "kid_subset_size": min(kid_subset_size, ctx.n_samples)}
+    trained = recipe.run(ctx)
+    x_real = data.load_digits("test", binarize=recipe.binarize)[0][:ctx.n_samples]
+    sets = {}
+    for set_name, samples in trained.samples.items():
+        samples = samples.detach().to("cpu", torch.float32).reshape(samples.shape[0], -1)
+        fname = f"{name}_{set_name}.npy"
+        if out is not None:
+            np.save(Path(out) / fname, samples.numpy())
+        q = metrics.sample_quality(x_real, samples, classifier=clf, seed=ctx.seed, **qkw)
+        sets[set_name] = {**_metrics_only(q), "file": fname}
+    headline = next(iter(sets))
+    n_params = trained.n_parameters
+    if n_params is None:
+        n_params = sum(p.numel() for p in trained.model.parameters())
+    n_headline = trained.samples[headline].shape[0]
+    return {
+        "chapter": recipe.chapter,
+        "description": recipe.description,
+        "profile": ctx.profile,
+        "binarize": recipe.binarize,
+        "floor": "binarized" if recipe.binarize else "grayscale",
+        "parameters": int(n_params),
+        "steps": int(trained.steps),
+        "train_seconds": float(trained.train_seconds),
+        "steps_per_second": float(trained.steps / trained.train_seconds) if trained.train_seconds > 0 else None,
+        "sample_seconds_per_image": (None if trained.sample_seconds is None
+                                     else float(trained.sample_seconds / n_headline)),
+        "config": trained.config,
+        "likelihood": {k: (v if isinstance(v, int) else _json_float(v)) for k, v in trained.likelihood.items()},
+        "likelihood_kind": trained.likelihood_kind,
+        **{k: sets[headline][k] for k in METRIC_KEYS},
+        "headline_samples": headline,
+        "samples_file": sets[headline]["file"],
+        "sample_sets": sets,
+        "notes": trained.notes,
+    }
 
 
 def _run_bench(profile, out, models, seed, n, device, progress, verbose, references) -> dict:
@@ -1406,40 +1637,9 @@ def _run_bench(profile, out, models, seed, n, device, progress, verbose, referen
     }
 
     for name in names:
-        recipe = REGISTRY[name]
         runtime.seed_everything(seed)
         ctx = BenchContext(profile=profile, seed=seed, device=device, n_samples=n, progress=progress)
-        trained = recipe.run(ctx)
-        x_real, _ = data.load_digits("test", binarize=recipe.binarize)
-        x_real = x_real[:n]
-        sets = {}
-        for set_name, samples in trained.samples.items():
-            samples = samples.detach().to("cpu", torch.float32).reshape(samples.shape[0], -1)
-            fname = f"{name}_{set_name}.npy"
-            np.save(out / fname, samples.numpy())
-            q = metrics.sample_quality(x_real, samples, classifier=clf, seed=seed, **qkw)
-            sets[set_name] = {**_metrics_only(q), "file": fname}
-        headline = next(iter(sets))
-        n_params = sum(p.numel() for p in trained.model.parameters())
-        entry = {
-            "chapter": recipe.chapter,
-            "description": recipe.description,
-            "profile": profile,
-            "binarize": recipe.binarize,
-            "floor": "binarized" if recipe.binarize else "grayscale",
-            "parameters": int(n_params),
-            "steps": int(trained.steps),
-            "train_seconds": float(trained.train_seconds),
-            "steps_per_second": float(trained.steps / trained.train_seconds) if trained.train_seconds > 0 else None,
-            "config": trained.config,
-            "likelihood": {k: (v if isinstance(v, int) else _json_float(v)) for k, v in trained.likelihood.items()},
-            **{k: sets[headline][k] for k in METRIC_KEYS},
-            "headline_samples": headline,
-            "samples_file": sets[headline]["file"],
-            "sample_sets": sets,
-            "notes": trained.notes,
-        }
-        results["models"][name] = entry
+        results["models"][name] = measure_recipe(name, ctx, clf, out=out, **qkw)
 
     results["comparisons"] = _run_comparisons(results, profile, seed, n, device, progress) if references else {}
     results["total_seconds"] = time.perf_counter() - t_start
@@ -1494,6 +1694,102 @@ def format_table(results: dict) -> str:
     return "\n".join(lines + _comparison_lines(results.get("comparisons", {})))
 
 
+#: Where ``make bench`` writes its results, relative to the repository root.
+RESULTS_FILE = Path("_build") / "bench" / "results.json"
+#: An environment variable naming a results.json to use instead (read by :func:`find_results`).
+RESULTS_ENV_VAR = "COURSEKIT_BENCH_RESULTS"
+
+
+def find_results(start=None) -> Path | None:
+    """The results.json of the last ``make bench``, if there is one.
+
+    ``$COURSEKIT_BENCH_RESULTS`` when it names a file; otherwise ``_build/bench/results.json`` under ``start``
+    (default the working directory) or under the nearest of its parent directories that has one (a notebook runs
+    in ``notebooks/``, the file lives at the repository root).
+
+    Returns:
+        the path, or ``None`` when no file exists.
+    """
+    env = os.environ.get(RESULTS_ENV_VAR)
+    if env:
+        return Path(env) if Path(env).is_file() else None
+    here = Path.cwd() if start is None else Path(start)
+    for folder in (here, *here.resolve().parents):
+        if (folder / RESULTS_FILE).is_file():
+            return folder / RESULTS_FILE
+    return None
+
+
+def load_results(path) -> dict:
+    """Read a results.json written by :func:`run_bench`.
+
+    Raises:
+        ValueError: if its ``schema_version`` is not :data:`SCHEMA_VERSION` (a file from an older layout).
+    """
+    with open(path) as fh:
+        results = json.load(fh)
+    if results.get("schema_version") != SCHEMA_VERSION:
+        raise ValueError(f"{path} has schema_version {results.get('schema_version')!r}, expected {SCHEMA_VERSION}: "
+                         "run `make bench` again")
+    return results
+
+
+#: The columns of :func:`summary_rows` that hold sample-quality numbers of the headline sample set.
+SUMMARY_METRICS = ("fid", "kid_mean", "precision", "recall", "density", "coverage")
+
+
+def summary_rows(results: dict) -> list[dict]:
+    """One row per model of ``results`` (the dict of :func:`run_bench`, or any dict with its ``models`` and
+    ``floor``) in chapter order, then one per real-data floor: the cross-model table of chapter 13.
+
+    Each model row: ``name``, ``chapter``, ``description``, ``space`` (``"binarized"`` or ``"grayscale"``: the data
+    it is trained on and compared with), ``bits_per_dim`` (``likelihood["test_nll_bits_per_dim"]``, or ``None``),
+    ``likelihood_kind``, the metrics of :data:`SUMMARY_METRICS`, ``parameters``, ``train_seconds``,
+    ``sample_ms_per_image`` (``None`` when not measured) and ``floor`` (the name of the floor row to read it
+    against). Floor rows have ``name`` ``"floor (<space>)"`` and ``None`` in the columns that do not apply.
+    """
+    models = sorted(results["models"].items(), key=lambda kv: kv[1]["chapter"][:2])  # stable: registry order
+    rows = []
+    for name, m in models:
+        per_image = m.get("sample_seconds_per_image")
+        rows.append({
+            "name": name, "chapter": m["chapter"], "description": m["description"], "space": m["floor"],
+            "bits_per_dim": m["likelihood"].get("test_nll_bits_per_dim"),
+            "likelihood_kind": m.get("likelihood_kind", ""),
+            **{k: m[k] for k in SUMMARY_METRICS}, "parameters": m["parameters"], "train_seconds": m["train_seconds"],
+            "sample_ms_per_image": None if per_image is None else 1e3 * per_image, "floor": f"floor ({m['floor']})",
+        })
+    for space, f in results["floor"].items():
+        rows.append({"name": f"floor ({space})", "chapter": "", "description": "training digits vs test digits",
+                     "space": space, "bits_per_dim": None, "likelihood_kind": "", **{k: f[k] for k in SUMMARY_METRICS},
+                     "parameters": None, "train_seconds": None, "sample_ms_per_image": None, "floor": None})
+    return rows
+
+
+def format_summary(rows: list[dict]) -> str:
+    """The rows of :func:`summary_rows` as a plain-text table (KID x 1000; bits/dim marked ``*`` for an upper
+    bound; ``-`` where a column does not apply or was not measured)."""
+    def cell(v, spec, width):
+        return f"{'-' if v is None else format(v, spec):>{width}s}"
+
+    head = (f"{'model':17s} {'ch.':>3s} {'data':5s} {'bits/dim':>9s} {'FID':>7s} {'KIDx1e3':>8s} {'prec':>5s} "
+            f"{'rec':>5s} {'dens':>5s} {'cov':>5s} {'params':>9s} {'train s':>8s} {'ms/img':>7s}")
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        bpd = None if r["bits_per_dim"] is None else (
+            f"{r['bits_per_dim']:.3f}" + ("*" if r["likelihood_kind"] == "upper bound" else " "))
+        kid = None if r["kid_mean"] is None else 1e3 * r["kid_mean"]
+        lines.append(
+            f"{r['name'][:17]:17s} {r['chapter'][:2]:>3s} {r['space'][:5]:5s} {cell(bpd, 's', 9)} "
+            f"{cell(r['fid'], '.2f', 7)} {cell(kid, '.1f', 8)} {cell(r['precision'], '.2f', 5)} "
+            f"{cell(r['recall'], '.2f', 5)} {cell(r['density'], '.2f', 5)} {cell(r['coverage'], '.2f', 5)} "
+            f"{cell(r['parameters'], ',d', 9)} {cell(r['train_seconds'], '.1f', 8)} "
+            f"{cell(r['sample_ms_per_image'], '.3f', 7)}")
+    lines.append("bits/dim: * an upper bound, otherwise exact; each in its model's data space (grays: 17 grey levels, "
+                 "binar: binary pixels), comparable only within one space")
+    return "\n".join(lines)
+
+
 def _comparison_lines(comparisons: dict) -> list[str]:
     """The side-by-side table of the comparisons: each pair on two lines, then the quality difference and the
     speed ratio."""
@@ -1507,8 +1803,10 @@ def _comparison_lines(comparisons: dict) -> list[str]:
             e = c[side]
             lines.append(f"  {side[:3]} {e['what'][:54]:54s} {_fmt(e['value'], '9.3f')} {e['parameters']:9,d} "
                          f"{e['steps']:6d} {_fmt(e['steps_per_second'], '8.1f')}")
-        lines.append(f"  difference (course - reference) {_fmt(c['difference'], '+.3f')}, "
-                     f"speed ratio (course / reference) {_fmt(c['speed_ratio'], '.2f')}")
+        se = c.get("difference_standard_error")
+        lines.append(f"  difference (course - reference) {_fmt(c['difference'], '+.3f')}"
+                     + (f" +- {se:.3f} (standard error over the seeds)" if se is not None else "")
+                     + f", speed ratio (course / reference) {_fmt(c['speed_ratio'], '.2f')}")
     return lines
 
 

@@ -148,7 +148,7 @@ def gaussian_kl(
     return 0.5 * per_dim.sum(dim=-1)
 
 
-# ---- discrete distributions (chapter 06) ----
+# ---- discrete distributions (chapter 01; JS is the divergence of chapter 06's GAN) ----
 #
 # Derivations. For probability vectors p, q on K outcomes (entries >= 0, summing to 1):
 #

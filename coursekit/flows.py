@@ -761,6 +761,19 @@ def checkerboard_mask(height: int, width: int) -> torch.Tensor:
     return ((rows + cols) % 2 == 0).float().reshape(-1)
 
 
+def _coupling_masks(dim, n_couplings, mask) -> list[torch.Tensor]:
+    """The masks of ``n_couplings`` coupling layers, alternating between ``mask`` (default: the even coordinates)
+    and ``1 - mask``, after checking ``dim >= 2`` and the mask's size."""
+    dim = check_positive_int("dim", dim)
+    if dim < 2:
+        raise ValueError("a coupling flow needs dim >= 2")
+    n_couplings = check_positive_int("n_couplings", n_couplings)
+    mask = _alternating_mask(dim, 0) if mask is None else torch.as_tensor(mask, dtype=torch.float32).reshape(-1)
+    if mask.numel() != dim:
+        raise ValueError(f"mask must have {dim} entries, got {mask.numel()}")
+    return [mask if k % 2 == 0 else 1 - mask for k in range(n_couplings)]
+
+
 def realnvp(dim: int, n_couplings: int = 6, hidden: Sequence[int] = (64, 64), *, mask=None, logit: bool = False,
             alpha: float = 0.05, scale_bound: float | None = 3.0, activation=nn.ReLU, seed: int | None = None) -> Flow:
     """A RealNVP flow (Dinh et al. 2017): ``n_couplings`` affine couplings whose masks alternate between
@@ -775,18 +788,12 @@ def realnvp(dim: int, n_couplings: int = 6, hidden: Sequence[int] = (64, 64), *,
     Raises:
         ValueError: for ``dim < 2`` or a mask of the wrong size (see :class:`AffineCoupling`).
     """
-    dim = check_positive_int("dim", dim)
-    if dim < 2:
-        raise ValueError("a coupling flow needs dim >= 2")
-    n_couplings = check_positive_int("n_couplings", n_couplings)
-    mask = _alternating_mask(dim, 0) if mask is None else torch.as_tensor(mask, dtype=torch.float32).reshape(-1)
-    if mask.numel() != dim:
-        raise ValueError(f"mask must have {dim} entries, got {mask.numel()}")
+    masks = _coupling_masks(dim, n_couplings, mask)
+    dim = masks[0].numel()
 
     def build():
         layers: list[FlowLayer] = [LogitTransform(dim, alpha)] if logit else []
-        layers += [AffineCoupling(mask if k % 2 == 0 else 1 - mask, hidden, activation, scale_bound=scale_bound)
-                   for k in range(n_couplings)]
+        layers += [AffineCoupling(m, hidden, activation, scale_bound=scale_bound) for m in masks]
         layers.append(ElementwiseAffine(dim))
         return Flow(layers)
 
@@ -840,18 +847,12 @@ def nsf(dim: int, n_couplings: int = 4, hidden: Sequence[int] = (64, 64), *, bin
     Raises:
         ValueError: for ``dim < 2``, a mask of the wrong size, or bad spline settings (see :class:`SplineCoupling`).
     """
-    dim = check_positive_int("dim", dim)
-    if dim < 2:
-        raise ValueError("a coupling flow needs dim >= 2")
-    n_couplings = check_positive_int("n_couplings", n_couplings)
-    mask = _alternating_mask(dim, 0) if mask is None else torch.as_tensor(mask, dtype=torch.float32).reshape(-1)
-    if mask.numel() != dim:
-        raise ValueError(f"mask must have {dim} entries, got {mask.numel()}")
+    masks = _coupling_masks(dim, n_couplings, mask)
+    dim = masks[0].numel()
     minima = {"min_bin_width": min_bin_width, "min_bin_height": min_bin_height, "min_derivative": min_derivative}
 
     def build():
-        layers: list[FlowLayer] = [SplineCoupling(mask if k % 2 == 0 else 1 - mask, hidden, bins, bound, activation,
-                                                  **minima) for k in range(n_couplings)]
+        layers: list[FlowLayer] = [SplineCoupling(m, hidden, bins, bound, activation, **minima) for m in masks]
         layers.append(ElementwiseAffine(dim))
         return Flow(layers)
 

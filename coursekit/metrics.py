@@ -9,7 +9,14 @@ Sample-quality metrics (all computed on *features*, arrays of shape ``(N, D)``)
     :func:`kernel_distance` (KID, Binkowski et al. 2018),
     :func:`inception_score` (IS, Salimans et al. 2016; takes class probabilities),
     :func:`precision_recall` (Kynkaanniemi et al. 2019), :func:`density_coverage` (Naeem et al. 2020),
-    :func:`prdc` (all four at once).
+    :func:`prdc` (all four at once), :func:`fid_infinity` (FID extrapolated to infinite n, Chong & Forsyth
+    2020), :func:`expected_coverage` (its value for identical distributions), :func:`sliced_wasserstein`
+    (Rabin et al. 2011; Karras et al. 2018).
+
+Memorisation and diversity
+    :func:`nearest_neighbour_distances`, :func:`memorisation_check` (nearest training neighbours of samples
+    against those of held-out data), :func:`ssim` (Wang et al. 2004), :func:`ms_ssim` (Wang et al. 2003) and
+    :func:`pairwise_ms_ssim` (MS-SSIM between random pairs of samples, Odena et al. 2017).
 
 The feature extractor
     ImageNet's Inception network cannot be downloaded here and does not suit 8x8 digits, so the course
@@ -17,6 +24,7 @@ The feature extractor
     for MNIST: :func:`get_digits_classifier`, :func:`features`, :func:`probabilities`. The numbers are
     therefore *not* comparable with published ImageNet-feature FIDs, only with each other and with the
     real-data floor (:func:`real_data_floor`) computed in the same feature space at the same sample size.
+    :func:`random_digits_network` gives the same architecture untrained, the random-features baseline.
 
 Which real data, and how many
     Samples are compared with real data in the space the model was trained in: the chapter 04 VAE models
@@ -34,6 +42,7 @@ estimate to mean anything) raises ``ValueError``/``TypeError`` saying what was e
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from pathlib import Path
@@ -49,6 +58,7 @@ from ._compat import moved_names
 from ._validate import (
     check_choice,
     check_covariance,
+    check_floating,
     check_nonnegative_float,
     check_nonnegative_int,
     check_positive_float,
@@ -70,11 +80,21 @@ __all__ = [
     "precision_recall",
     "density_coverage",
     "prdc",
+    "fid_infinity",
+    "expected_coverage",
+    "nearest_neighbour_distances",
+    "memorisation_check",
+    "sliced_wasserstein",
+    "MS_SSIM_WEIGHTS",
+    "ssim",
+    "ms_ssim",
+    "pairwise_ms_ssim",
     # the domain classifier
     "CLASSIFIER_VERSION",
     "FEATURE_DIM",
     "DigitsClassifier",
     "get_digits_classifier",
+    "random_digits_network",
     "features",
     "probabilities",
     # real-data reference numbers
@@ -611,6 +631,440 @@ def prdc(real, fake, k=3) -> dict:
 
 
 # ------------------------------------------------------------------------------------------------
+# FID at infinite sample size (Chong & Forsyth 2020)
+# ------------------------------------------------------------------------------------------------
+
+
+def fid_infinity(real, fake, ns=None, *, repeats: int = 1, seed: int = 0) -> dict:
+    r"""FID extrapolated to an infinite number of generated samples (Chong & Forsyth 2020, "Effectively unbiased
+    FID and Inception Score and where to find them").
+
+    The Frechet distance between the Gaussian fitted to all of ``real`` and the one fitted to ``n`` rows of
+    ``fake`` is biased upwards at finite n, to leading order linearly in 1/n:
+    :math:`\mathbb{E}[\mathrm{FID}_n] \approx \mathrm{FID}_\infty + b / n`. For each n in ``ns`` this draws
+    ``repeats`` subsets of ``fake`` without replacement (numpy ``default_rng(seed)``), averages their FIDs, fits
+    the line :math:`\mathrm{FID}_n = a + b/n` by least squares and returns its intercept :math:`a`, the estimate
+    of :math:`\mathrm{FID}_\infty`. (Chong & Forsyth's code keeps the real statistics fixed, evaluates 15 sizes
+    evenly spaced between 5,000 and 50,000 generated images, one draw each, and fits the same line.) The
+    extrapolation removes the bias from the generated side only; the real statistics are used as they are.
+
+    Args:
+        real: (N_real, D) features, N_real > D. fake: (N_fake, D) features, N_fake > D.
+        ns: increasing subset sizes, each D < n <= N_fake, at least 2 distinct values; default: 6 sizes evenly
+            spaced between max(2D, N_fake / 5) and N_fake.
+        repeats: subsets per size (positive int); the largest size always uses all of ``fake``.
+        seed: seed of the subset draws.
+
+    Returns:
+        dict: ``fid_infinity`` (the intercept, squared feature units; may be slightly negative when the
+        distributions are equal), ``slope`` (b, squared feature units x samples), ``ns`` (list of int) and
+        ``fid`` (list of the mean FID at each n).
+
+    Raises:
+        ValueError: for mismatched D, NaN/Inf, a set with N <= D, sizes outside (D, N_fake] or fewer than 2
+            distinct sizes.
+    """
+    real = _features_2d("real", real)
+    fake = _features_2d("fake", fake)
+    _same_dim("real", real, "fake", fake)
+    repeats = check_positive_int("repeats", repeats)
+    d, n_fake = fake.shape[1], fake.shape[0]
+    for name, f in (("real", real), ("fake", fake)):
+        if f.shape[0] <= d:
+            raise ValueError(f"{name} has N={f.shape[0]} samples of D={d} features; FID needs N > D")
+    if ns is None:
+        lo = min(max(2 * d, n_fake // 5), n_fake)
+        ns = np.unique(np.linspace(lo, n_fake, 6).astype(int))
+    ns = sorted({check_positive_int("ns", n) for n in ns})
+    if len(ns) < 2 or ns[0] <= d or ns[-1] > n_fake:
+        raise ValueError(f"ns must hold at least 2 distinct sizes with D={d} < n <= N_fake={n_fake}, got {ns}")
+    mu_r = real.mean(axis=0)
+    sigma_r = np.cov(real, rowvar=False, ddof=1).reshape(d, d)
+    rng = np.random.default_rng(seed)
+    means = []
+    for n in ns:
+        vals = []
+        for _ in range(repeats if n < n_fake else 1):
+            f = fake[np.sort(rng.choice(n_fake, n, replace=False))]
+            vals.append(frechet_distance(mu_r, sigma_r, f.mean(axis=0), np.cov(f, rowvar=False, ddof=1).reshape(d, d)))
+        means.append(float(np.mean(vals)))
+    design = np.stack([np.ones(len(ns)), 1.0 / np.asarray(ns, dtype=np.float64)], axis=1)
+    (intercept, slope), *_ = np.linalg.lstsq(design, np.asarray(means), rcond=None)
+    return {"fid_infinity": float(intercept), "slope": float(slope), "ns": [int(n) for n in ns], "fid": means}
+
+
+
+# ------------------------------------------------------------------------------------------------
+# Expected coverage of identical distributions
+# ------------------------------------------------------------------------------------------------
+
+
+def expected_coverage(n_real: int, n_fake: int, k: int) -> float:
+    r"""The expected coverage when real and fake samples come from the same continuous distribution.
+
+    .. math::
+
+        \mathbb{E}[\mathrm{coverage}] = 1 - \frac{\binom{N - 1}{k}}{\binom{M + N - 1}{k}}
+        = 1 - \prod_{j=1}^{k} \frac{N - j}{M + N - j}
+        \xrightarrow{M = N \to \infty} 1 - 2^{-k}
+
+    for N = ``n_real`` real and M = ``n_fake`` fake samples (Naeem et al. 2020, "Reliable fidelity and diversity
+    metrics for generative models"). Reason: the ball of real sample :math:`x_i` misses every fake sample exactly
+    when its k nearest neighbours among the other N - 1 real and the M fake samples are all real; the M + N - 1
+    distances are exchangeable and tie-free, so the k nearest are a uniformly random k-subset. Chapter 13 derives
+    it step by step and checks it by simulation.
+
+    Args:
+        n_real: N >= k + 1. n_fake: M >= 1. k: the neighbourhood size, positive int.
+
+    Returns:
+        python float in (0, 1).
+
+    Raises:
+        TypeError / ValueError: for non-integers or N <= k.
+    """
+    n_real = check_positive_int("n_real", n_real)
+    n_fake = check_positive_int("n_fake", n_fake)
+    k = check_positive_int("k", k)
+    if n_real <= k:
+        raise ValueError(f"n_real must exceed k={k} (each real ball needs k other real samples), got {n_real}")
+    miss = 1.0
+    for j in range(1, k + 1):
+        miss *= (n_real - j) / (n_fake + n_real - j)
+    return 1.0 - miss
+
+
+# ------------------------------------------------------------------------------------------------
+# Nearest neighbours: memorisation
+# ------------------------------------------------------------------------------------------------
+
+
+def nearest_neighbour_distances(x, reference) -> np.ndarray:
+    """Euclidean distance from each row of ``x`` to its nearest row of ``reference``.
+
+    Args:
+        x: (N, D) samples (images flattened, or features). reference: (M, D), e.g. the training set; M >= 1.
+
+    Returns:
+        float64 numpy array (N,), in the units of the inputs (pixel intensities or feature units).
+
+    Raises:
+        ValueError: for mismatched D, NaN/Inf, an empty set.
+    """
+    x = _features_2d("x", x)
+    reference = _features_2d("reference", reference)
+    _same_dim("x", x, "reference", reference)
+    return cdist(x, reference).min(axis=1)
+
+
+def memorisation_check(samples, train, held_out, *, quantile: float = 0.05) -> dict:
+    r"""Does a generator copy its training set? Nearest training neighbours of samples vs of held-out data.
+
+    For every generated sample its distance :math:`d_s` to the nearest training image, and for every held-out real
+    image the same distance :math:`d_h`. A model that generalises puts its samples about as far from the training
+    images as new real data is, so the fraction of samples closer than the ``quantile``-quantile :math:`\tau` of
+    the held-out distances is about ``quantile``; a model that reproduces training images has fraction 1. Small
+    distances are necessary for memorisation, not sufficient proof of it, and in pixel space a copy shifted by one
+    pixel is far from its original: compute it also in a feature space (Theis et al. 2016 discuss both
+    limitations of nearest-neighbour tests).
+
+    Args:
+        samples: (N, D) generated samples. train: (M, D) training set. held_out: (L, D) real data not trained on,
+            L >= 1. All in the same space (flattened pixels or features).
+        quantile: q in (0, 1).
+
+    Returns:
+        dict of python floats: ``threshold`` (:math:`\tau`), ``copy_fraction`` (fraction of samples with
+        :math:`d_s \le \tau`; about q for a model that generalises), ``held_out_fraction`` (the same fraction for the
+        held-out data, about q by construction), ``exact_copies`` (fraction of samples at distance 0 from a
+        training image), ``median_ratio`` (median :math:`d_s` / median :math:`d_h`; about 1 for a model that
+        generalises, 0 for a copier).
+
+    Raises:
+        ValueError: for mismatched D, NaN/Inf, empty sets, q outside (0, 1).
+    """
+    quantile = check_positive_float("quantile", quantile)
+    if quantile >= 1:
+        raise ValueError(f"quantile must be in (0, 1), got {quantile}")
+    samples = _features_2d("samples", samples)
+    train = _features_2d("train", train)
+    held_out = _features_2d("held_out", held_out)
+    _same_dim("samples", samples, "train", train)
+    _same_dim("held_out", held_out, "train", train)
+    d_s = cdist(samples, train).min(axis=1)
+    d_h = cdist(held_out, train).min(axis=1)
+    tau = float(np.quantile(d_h, quantile))
+    med_h = float(np.median(d_h))
+    return {"threshold": tau, "copy_fraction": float((d_s <= tau).mean()),
+            "held_out_fraction": float((d_h <= tau).mean()), "exact_copies": float((d_s == 0).mean()),
+            "median_ratio": float(np.median(d_s) / med_h) if med_h > 0 else math.inf}
+
+
+# ------------------------------------------------------------------------------------------------
+# Sliced Wasserstein distance
+# ------------------------------------------------------------------------------------------------
+
+
+def _wasserstein_1d_pp(u: np.ndarray, v: np.ndarray, p: float) -> np.ndarray:
+    """W_p^p between the empirical distributions of each row of ``u`` (P, n) and ``v`` (P, m), both sorted along
+    rows: the integral over t in (0, 1] of |F^-1(t) - G^-1(t)|^p, exactly, on the merged grid of the two step
+    quantile functions."""
+    n, m = u.shape[1], v.shape[1]
+    t = np.union1d(np.arange(1, n + 1) / n, np.arange(1, m + 1) / m)
+    width = np.diff(t, prepend=0.0)
+    mid = t - width / 2
+    iu = np.minimum((mid * n).astype(np.int64), n - 1)
+    iv = np.minimum((mid * m).astype(np.int64), m - 1)
+    return (np.abs(u[:, iu] - v[:, iv]) ** p) @ width
+
+
+def sliced_wasserstein(x, y, *, n_projections: int = 256, p: float = 2.0, seed: int = 0, projections=None) -> float:
+    r"""Sliced Wasserstein distance between the empirical distributions of two sample sets.
+
+    .. math::
+
+        \mathrm{SW}_p(\mu, \nu) = \Big( \mathbb{E}_{\theta \sim \mathcal{U}(S^{D-1})}
+            W_p^p\big(\theta^\top_\# \mu, \theta^\top_\# \nu\big) \Big)^{1/p},
+
+    estimated with ``n_projections`` random unit directions :math:`\theta_l` (Rabin et al. 2011; Bonneel et al.
+    2015). Each 1-D distance is exact: with :math:`F^{-1}, G^{-1}` the quantile functions of the projected
+    samples, :math:`W_p^p = \int_0^1 |F^{-1}(t) - G^{-1}(t)|^p\, dt`, a sum over the merged grid of the two step
+    functions (sorting; sizes may differ). Karras et al. (2018) compute it on local patches of a Laplacian pyramid
+    of the images to compare generators at several scales; here it is computed on whatever vectors it is given
+    (flattened pixels or features).
+
+    Args:
+        x: (N, D), y: (M, D) samples (numpy or torch), N, M >= 1.
+        n_projections: P, positive int. p: the order, float >= 1. seed: numpy ``default_rng`` seed of the
+            directions. projections: optional (D, P) matrix whose columns are the directions (normalised here);
+            overrides ``n_projections`` and ``seed``.
+
+    Returns:
+        python float >= 0, in the units of the inputs.
+
+    Raises:
+        ValueError: for mismatched D, NaN/Inf, p < 1, a zero or wrongly shaped projection matrix.
+    """
+    x = _features_2d("x", x)
+    y = _features_2d("y", y)
+    _same_dim("x", x, "y", y)
+    p = check_positive_float("p", p)
+    if p < 1:
+        raise ValueError(f"p must be >= 1 (W_p is a distance for p >= 1), got {p}")
+    d = x.shape[1]
+    if projections is None:
+        n_projections = check_positive_int("n_projections", n_projections)
+        theta = np.random.default_rng(seed).normal(size=(d, n_projections))
+    else:
+        theta = _features_2d("projections", projections)
+        if theta.shape[0] != d:
+            raise ValueError(f"projections must have shape (D, P) with D={d}, got {theta.shape}")
+    norms = np.linalg.norm(theta, axis=0)
+    if np.any(norms == 0):
+        raise ValueError("projections must not contain a zero column (a direction needs a length)")
+    theta = theta / norms
+    u = np.sort((x @ theta).T, axis=1)
+    v = np.sort((y @ theta).T, axis=1)
+    return float(np.mean(_wasserstein_1d_pp(u, v, p)) ** (1.0 / p))
+
+
+# ------------------------------------------------------------------------------------------------
+# SSIM and MS-SSIM (diversity between pairs of samples)
+# ------------------------------------------------------------------------------------------------
+
+#: Wang, Simoncelli & Bovik's (2003) exponents of the five scales of MS-SSIM, finest first.
+MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
+
+
+def _images_4d(name: str, x) -> torch.Tensor:
+    check_floating(name, x)
+    if x.ndim == 2 and x.shape[1] == 64:
+        x = x.reshape(-1, 1, 8, 8)
+    elif x.ndim == 3:
+        x = x.unsqueeze(1)
+    if x.ndim != 4:
+        raise ValueError(f"{name} must have shape (N, C, H, W), (N, H, W) or (N, 64) (8x8 digits), got "
+                         f"{tuple(x.shape)}")
+    return x
+
+
+def _window(kernel_size, sigma, channels, like: torch.Tensor) -> torch.Tensor:
+    k = check_positive_int("kernel_size", kernel_size)
+    if k % 2 == 0:
+        raise ValueError(f"kernel_size must be odd (a window centred on a pixel), got {k}")
+    r = torch.arange(k, dtype=like.dtype, device=like.device) - (k - 1) / 2
+    if sigma is None:
+        g = torch.ones_like(r)
+    else:
+        g = torch.exp(-r**2 / (2 * check_positive_float("sigma", sigma) ** 2))
+    w = g[:, None] * g[None, :]
+    return (w / w.sum()).expand(channels, 1, k, k)
+
+
+def _ssim_maps(x, y, window, c1, c2):
+    """Local statistics with a normalised window over the valid positions (Wang et al. 2004, eq. 14-16) and the
+    SSIM and contrast-structure maps (eq. 13 with C3 = C2 / 2)."""
+    ch = x.shape[1]
+    conv = functools.partial(nn.functional.conv2d, weight=window, groups=ch)
+    mu_x, mu_y = conv(x), conv(y)
+    var_x = (conv(x * x) - mu_x**2).clamp_min(0)
+    var_y = (conv(y * y) - mu_y**2).clamp_min(0)
+    cov = conv(x * y) - mu_x * mu_y
+    cs = (2 * cov + c2) / (var_x + var_y + c2)
+    lum = (2 * mu_x * mu_y + c1) / (mu_x**2 + mu_y**2 + c1)
+    return lum * cs, cs
+
+
+def _ssim_inputs(x, y, data_range, k1, k2):
+    x, y = _images_4d("x", x), _images_4d("y", y)
+    if x.shape != y.shape:
+        raise ValueError(f"x and y must have the same shape (one pair per row), got x {tuple(x.shape)} and y "
+                         f"{tuple(y.shape)}")
+    data_range = check_positive_float("data_range", data_range)
+    k1, k2 = check_positive_float("k1", k1), check_positive_float("k2", k2)
+    return x, y, (k1 * data_range) ** 2, (k2 * data_range) ** 2
+
+
+def ssim(x, y, *, data_range: float = 1.0, kernel_size: int = 3, sigma: float | None = 1.0, k1: float = 0.01,
+         k2: float = 0.03) -> torch.Tensor:
+    r"""Structural similarity (SSIM) of pairs of images (Wang, Bovik, Sheikh & Simoncelli 2004, eq. 13-16).
+
+    With local means :math:`\mu`, variances :math:`\sigma^2` and covariance :math:`\sigma_{xy}` under a normalised
+    ``kernel_size`` x ``kernel_size`` window (Gaussian with std ``sigma`` pixels, or uniform for ``sigma=None``) at
+    every position where the window fits inside the image,
+
+    .. math::
+
+        \mathrm{SSIM}(x, y) = \operatorname{mean}_{\text{positions}}
+        \frac{(2 \mu_x \mu_y + C_1)(2 \sigma_{xy} + C_2)}{(\mu_x^2 + \mu_y^2 + C_1)(\sigma_x^2 + \sigma_y^2 + C_2)},
+        \qquad C_1 = (k_1 L)^2,\ C_2 = (k_2 L)^2,
+
+    with L = ``data_range``. 1 for identical images; at most 1. Wang et al. use an 11 x 11 window with
+    :math:`\sigma = 1.5` on images of several hundred pixels a side; the default 3 x 3 window with
+    :math:`\sigma = 1` suits the 8 x 8 digits.
+
+    Args:
+        x, y: floating tensors of the same shape, (N, C, H, W), (N, H, W) or (N, 64) (8 x 8 digits), H, W >=
+            ``kernel_size``. data_range: L > 0 (1 for intensities in [0, 1]). kernel_size: odd positive int.
+        sigma: window std in pixels (> 0) or ``None`` for a uniform window. k1, k2: positive constants.
+
+    Returns:
+        tensor (N,) in the inputs' dtype, on their device: the SSIM of each pair (channels averaged).
+
+    Raises:
+        TypeError: for a non-floating tensor. ValueError: for NaN/Inf, different shapes, images smaller than the
+            window, an even kernel size or non-positive constants.
+    """
+    x, y, c1, c2 = _ssim_inputs(x, y, data_range, k1, k2)
+    if min(x.shape[-2:]) < kernel_size:
+        raise ValueError(f"images of size {tuple(x.shape[-2:])} are smaller than the window (kernel_size="
+                         f"{kernel_size}); pass x and y with H, W >= kernel_size")
+    s, _ = _ssim_maps(x, y, _window(kernel_size, sigma, x.shape[1], x), c1, c2)
+    return s.flatten(1).mean(1)
+
+
+def ms_ssim(x, y, *, scales: int = 2, weights=None, data_range: float = 1.0, kernel_size: int = 3,
+            sigma: float | None = 1.0, k1: float = 0.01, k2: float = 0.03) -> torch.Tensor:
+    r"""Multi-scale SSIM of pairs of images (Wang, Simoncelli & Bovik 2003).
+
+    .. math::
+
+        \mathrm{MS\text{-}SSIM}(x, y) = \prod_{j=1}^{M-1} \big[\overline{cs}_j\big]_+^{\beta_j}
+            \cdot \big[\overline{\mathrm{SSIM}}_M\big]_+^{\beta_M},
+
+    where scale 1 is the image, scale j + 1 is scale j average-pooled over 2 x 2 blocks, :math:`\overline{cs}_j` is
+    the mean of the contrast-structure map :math:`(2\sigma_{xy} + C_2)/(\sigma_x^2 + \sigma_y^2 + C_2)` at scale j
+    and :math:`\overline{\mathrm{SSIM}}_M` the mean SSIM map at the coarsest scale (the luminance term enters only
+    there). A term that is negative (anti-correlated structure) is clipped to 0 before the power, as torchmetrics'
+    ``normalize="relu"`` does, so the value lies in [0, 1]. Default weights: the first ``scales`` of Wang et al.'s
+    five exponents (:data:`MS_SSIM_WEIGHTS`), renormalised to sum to 1; the 8 x 8 digits allow 2 scales with the
+    default 3 x 3 window.
+
+    Args:
+        x, y: as :func:`ssim`; H, W >= kernel_size * 2^(scales - 1). scales: M, positive int.
+        weights: M positive exponents (default above). Other arguments: as :func:`ssim`.
+
+    Returns:
+        tensor (N,) in [0, 1], the inputs' dtype and device.
+
+    Raises:
+        TypeError / ValueError: as :func:`ssim`; images too small for ``scales``; weights of the wrong length or
+            not positive.
+    """
+    x, y, c1, c2 = _ssim_inputs(x, y, data_range, k1, k2)
+    scales = check_positive_int("scales", scales)
+    if weights is None:
+        if scales > len(MS_SSIM_WEIGHTS):
+            raise ValueError(f"scales > {len(MS_SSIM_WEIGHTS)} needs explicit weights")
+        weights = MS_SSIM_WEIGHTS[:scales]
+        weights = [w / sum(weights) for w in weights]
+    weights = [check_positive_float(f"weights[{i}]", w) for i, w in enumerate(weights)]
+    if len(weights) != scales:
+        raise ValueError(f"weights must have one exponent per scale ({scales}), got {len(weights)}")
+    if min(x.shape[-2:]) < kernel_size * 2 ** (scales - 1):
+        raise ValueError(f"images of size {tuple(x.shape[-2:])} are too small for {scales} scales with kernel_size="
+                         f"{kernel_size}: the coarsest scale needs H, W >= {kernel_size} after "
+                         f"{scales - 1} halvings")
+    window = _window(kernel_size, sigma, x.shape[1], x)
+    out = torch.ones(x.shape[0], dtype=x.dtype, device=x.device)
+    for j in range(scales):
+        s, cs = _ssim_maps(x, y, window, c1, c2)
+        term = (s if j == scales - 1 else cs).flatten(1).mean(1).clamp_min(0)
+        out = out * term ** weights[j]
+        x, y = nn.functional.avg_pool2d(x, 2), nn.functional.avg_pool2d(y, 2)
+    return out
+
+
+def pairwise_ms_ssim(x, labels=None, *, n_pairs: int = 1000, seed: int = 0, **kwargs) -> tuple[float, float]:
+    """Mean and std of MS-SSIM between random pairs of distinct samples of one set: a diversity measure.
+
+    Odena, Olah & Shlens (2017) compare the mean MS-SSIM of random pairs of a generator's samples *of one class*
+    with that of real images of the class: a higher value than real data's means less variety (a generator that
+    collapsed to one image per class scores 1), a lower one more variety than the data has. Pass ``labels`` (e.g.
+    the course classifier's predicted classes) to draw pairs within classes; without them pairs are drawn from the
+    whole set, where a collapse onto a few images per class goes almost unseen (most pairs then come from two
+    different classes). It says nothing about realism, and it is blind to a generator that copies training images
+    (their pairs are as different as real pairs).
+
+    Args:
+        x: images as :func:`ms_ssim` (N >= 2). labels: optional (N,) integer labels; pairs are then drawn by picking
+            an image uniformly among those whose label occurs at least twice, then a partner uniformly among the
+            other images with its label. n_pairs: positive int. seed: numpy ``default_rng`` seed.
+            **kwargs: passed to :func:`ms_ssim`.
+
+    Returns:
+        ``(mean, std)`` python floats (std with ddof=0).
+
+    Raises:
+        ValueError: for N < 2, labels of the wrong shape, no label occurring twice, and as :func:`ms_ssim`.
+    """
+    x = _images_4d("x", x)
+    n_pairs = check_positive_int("n_pairs", n_pairs)
+    n = x.shape[0]
+    if n < 2:
+        raise ValueError(f"x needs at least 2 images to form pairs, got {n}")
+    rng = np.random.default_rng(seed)
+    if labels is None:
+        i = rng.integers(0, n, n_pairs)
+        j = (i + rng.integers(1, n, n_pairs)) % n  # uniform over the other images
+    else:
+        lab = np.asarray(labels.detach().cpu() if isinstance(labels, torch.Tensor) else labels)
+        if lab.shape != (n,):
+            raise ValueError(f"labels must have shape ({n},), one per image, got {lab.shape}")
+        groups = [g for g in (np.flatnonzero(lab == v) for v in np.unique(lab)) if len(g) >= 2]
+        if not groups:
+            raise ValueError("labels: no label occurs at least twice, so there is no pair within a class")
+        i = rng.choice(np.concatenate(groups), n_pairs)
+        j = np.empty_like(i)
+        for g in groups:  # each g is sorted (flatnonzero): a partner is another member of i's group
+            at = np.isin(i, g)
+            pos = np.searchsorted(g, i[at])
+            j[at] = g[(pos + rng.integers(1, len(g), int(at.sum()))) % len(g)]
+    v = ms_ssim(x[torch.as_tensor(i, device=x.device)], x[torch.as_tensor(j, device=x.device)], **kwargs).double()
+    return float(v.mean()), float(v.std(unbiased=False))
+
+
+# ------------------------------------------------------------------------------------------------
 # The domain classifier: features and class probabilities for 8x8 digits
 # ------------------------------------------------------------------------------------------------
 
@@ -740,6 +1194,11 @@ def _train_loop(x_all, y_all, n, seed):
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+    return _standardise(model, x_all)
+
+
+def _standardise(model: DigitsClassifier, x_all: torch.Tensor) -> DigitsClassifier:
+    """Set the feature standardisation buffers to the per-feature mean and std of ``model.body`` on ``x_all``."""
     model.eval()
     with torch.no_grad():
         h = model.body(x_all).double()
@@ -820,6 +1279,28 @@ def get_digits_classifier(seed: int = 0, device=None, cache: bool = True) -> Dig
     if device is not None:
         model = model.to(device)
     return model
+
+
+def random_digits_network(seed: int = 0) -> DigitsClassifier:
+    """The course classifier's architecture with random (untrained) weights: the random-features baseline.
+
+    PyTorch's default initialisation under ``torch.manual_seed(seed)`` (inside a forked RNG, so the caller's
+    random state is untouched), then the same feature standardisation as :func:`get_digits_classifier` (per-feature
+    mean and std on the grey-scale and binarised training split), so that its features are on the same scale.
+    Its logits and probabilities mean nothing; use only :meth:`DigitsClassifier.features`.
+
+    Args:
+        seed: non-negative int.
+
+    Returns:
+        :class:`DigitsClassifier` in eval mode on the CPU, parameters not requiring gradients.
+    """
+    seed = check_nonnegative_int("seed", seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = DigitsClassifier()
+    x_all = torch.cat([data.load_digits("train", image_shape=True, binarize=b)[0] for b in (False, True)])
+    return _standardise(model, x_all).requires_grad_(False)
 
 
 def features(x, classifier: DigitsClassifier | None = None) -> torch.Tensor:

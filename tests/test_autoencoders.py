@@ -391,6 +391,42 @@ def test_kl_sparsity_rejects_bad_input():
         ae.l1_activity_penalty(torch.tensor([[1, 2]]))
 
 
+LOSSES = {
+    "autoencoder_loss": ae.autoencoder_loss,
+    "denoising_loss": lambda m, b: ae.denoising_loss(m, b, 0.3),
+    "contractive_loss": lambda m, b: ae.contractive_loss(m, b, 0.5),
+    "sparse_loss": lambda m, b: ae.sparse_loss(m, b, "kl", 0.5, rho=0.1),
+}
+
+
+@pytest.mark.parametrize("name", LOSSES)
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_losses_raise_on_a_non_finite_batch_instead_of_returning_nan(name, value):
+    """A NaN (or Inf) in the batch is a ValueError naming x and counting the bad entries, for every loss, also
+    when the batch is a (data, labels) tuple; the same batch without it gives a finite loss."""
+    model = ae.Autoencoder(4, 3, hidden=(5,), code_activation="sigmoid").double().requires_grad_(False)
+    x = torch.rand(6, 4, dtype=torch.float64)
+    loss, _ = LOSSES[name](model, x)
+    assert torch.isfinite(loss)
+    x[2, 1] = value
+    with pytest.raises(ValueError, match=r"x .*(NaN|Inf)"):
+        LOSSES[name](model, x)
+    with pytest.raises(ValueError, match=r"x .*(NaN|Inf)"):
+        LOSSES[name](model, (x, torch.zeros(6)))
+
+
+@pytest.mark.parametrize("name", LOSSES)
+def test_losses_reject_integer_and_misshapen_batches(name):
+    model = ae.Autoencoder(4, 3, hidden=(), code_activation="sigmoid").double().requires_grad_(False)
+    with pytest.raises(TypeError, match="x must be a floating-point tensor"):
+        LOSSES[name](model, torch.ones(6, 4, dtype=torch.int64))
+    with pytest.raises(TypeError, match="x must be a torch.Tensor"):
+        LOSSES[name](model, np.ones((6, 4)))
+    for shape in [(4,), (2, 3, 4), (0, 4)]:
+        with pytest.raises(ValueError, match="x must have shape"):
+            LOSSES[name](model, torch.rand(*shape, dtype=torch.float64))
+
+
 # ----------------------------------------------------------------------------- codes as a sampling space
 def test_nearest_code_distance_matches_a_kd_tree():
     g = torch.Generator().manual_seed(8)

@@ -55,6 +55,12 @@ def test_results_json_schema(smoke_run):
         assert isinstance(m["steps"], int) and m["steps"] > 0
         assert _finite(m["train_seconds"]) and m["train_seconds"] > 0
         assert m["steps_per_second"] == pytest.approx(m["steps"] / m["train_seconds"])
+        per_image, bpd = m["sample_seconds_per_image"], m["likelihood"].get("test_nll_bits_per_dim")
+        assert per_image is None or (_finite(per_image) and per_image > 0), name
+        assert m["likelihood_kind"] in ("", "exact", "upper bound") and (bpd is None or (_finite(bpd) and bpd > 0))
+        if m["chapter"][:2] <= "11":  # the recipes of chapters 02-11 time their sampling and label their likelihood
+            assert per_image is not None, f"{name}: the recipe does not time its headline samples"
+            assert (m["likelihood_kind"] != "") == (bpd is not None), name
         for key in bench.METRIC_KEYS:
             assert _finite(m[key]), (name, key)
             assert m[key] == m["sample_sets"][m["headline_samples"]][key]
@@ -92,6 +98,45 @@ def test_table_lists_models_and_floor(smoke_run, capsys):
     assert "vae [mean]" in table and "FID" in table and "bits/dim" in table
 
 
+def test_summary_rows_list_every_model_in_chapter_order_then_the_floors(smoke_run):
+    _, results = smoke_run
+    rows = bench.summary_rows(results)
+    models = [r for r in rows if r["floor"] is not None]
+    assert {r["name"] for r in models} == set(bench.REGISTRY)
+    assert [r["chapter"] for r in models] == sorted(r["chapter"] for r in models)
+    assert [r["name"] for r in rows[len(models):]] == ["floor (grayscale)", "floor (binarized)"]
+    vae = next(r for r in models if r["name"] == "vae")
+    entry = results["models"]["vae"]
+    assert vae["space"] == "binarized" and vae["fid"] == entry["fid"]
+    assert vae["bits_per_dim"] == entry["likelihood"]["test_nll_bits_per_dim_iwae"]
+    assert vae["sample_ms_per_image"] == pytest.approx(1e3 * entry["sample_seconds_per_image"])
+    table = bench.format_summary(rows)
+    assert all(r["name"] in table for r in rows) and len(table.splitlines()) == len(rows) + 3
+    line = bench.format_summary([dict(rows[0], bits_per_dim=None, sample_ms_per_image=None)]).splitlines()[2]
+    assert line.split()[3] == "-" and line.split()[-1] == "-"  # a missing number is shown as "-"
+
+
+def test_find_and_load_results(smoke_run, tmp_path, monkeypatch):
+    out, results = smoke_run
+    monkeypatch.delenv(bench.RESULTS_ENV_VAR, raising=False)
+    root = tmp_path / "repo"
+    (root / "_build" / "bench").mkdir(parents=True)
+    (root / "notebooks").mkdir()
+    assert bench.find_results(root / "notebooks") is None
+    target = root / bench.RESULTS_FILE
+    target.write_text((out / "results.json").read_text())
+    assert bench.find_results(root / "notebooks") == target  # found from a subdirectory
+    assert bench.load_results(target) == json.loads(json.dumps(results))
+    monkeypatch.setenv(bench.RESULTS_ENV_VAR, str(out / "results.json"))
+    assert bench.find_results(root) == out / "results.json"
+    monkeypatch.setenv(bench.RESULTS_ENV_VAR, str(tmp_path / "missing.json"))
+    assert bench.find_results(root) is None
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps({"schema_version": 0}))
+    with pytest.raises(ValueError, match="schema_version"):
+        bench.load_results(old)
+
+
 def test_comparisons_put_each_course_model_beside_its_reference(smoke_run):
     """Every comparison ran (its course model is in the run), with both sides measured on the same steps and the
     difference and speed ratio computed from them; the loop comparisons time the very same model."""
@@ -111,6 +156,11 @@ def test_comparisons_put_each_course_model_beside_its_reference(smoke_run):
         c = comps[name]
         assert c["course"]["parameters"] == c["reference"]["parameters"]
         assert c["course"]["value"] == pytest.approx(c["course"]["steps_per_second"])
+    for name in ("realnvp_zuko", "nsf_zuko"):  # each side's value is its mean over the same seeds
+        c = comps[name]
+        for side in ("course", "reference"):
+            assert len(c[side]["seed_values"]) == len(c["seeds"]) >= 1
+            assert c[side]["value"] == pytest.approx(np.mean(c[side]["seed_values"]))
     assert comps["vae_examples"]["course"]["value"] == -results["models"]["vae"]["likelihood"]["test_iwae_nats"]
     assert comps["ddpm_diffusers"]["course"]["value"] == results["models"]["ddpm"]["fid"]
     table = bench.format_table(results)
@@ -145,6 +195,8 @@ def test_registry_and_errors(tmp_path):
 #: (registry name, recipe dict in coursekit.bench, chapter notebook): the bench must train each model exactly as
 #: its chapter does, so its numbers are the chapter's.
 RECIPE_CHAPTERS = [
+    ("gmm", "GMM_RECIPE", "02_mixtures"),
+    ("ae_gmm", "AE_GMM_RECIPE", "03_autoencoders"),
     ("vae", "VAE_RECIPE", "04_vae"),
     ("flow", "FLOW_RECIPE", "05_flows"),
     ("cgan", "CGAN_RECIPE", "06_gan"),  # CGAN_RECIPE = DCGAN_RECIPE + the conditional GAN's steps
@@ -170,6 +222,17 @@ def test_recipe_matches_its_chapter(name, recipe_attr, chapter):
     found = notebook_assignments(notebook, set(recipe))
     assert set(found) == set(recipe), f"missing in notebooks/{chapter}.ipynb: {set(recipe) - set(found)}"
     assert found == recipe, f"update coursekit.bench.{recipe_attr} to the budgets of notebooks/{chapter}.ipynb"
+
+
+def test_gmm_floors_match_chapter_02():
+    found = notebook_assignments(Path(__file__).resolve().parents[1] / "notebooks" / "02_mixtures.ipynb", {"FLOOR"})
+    assert found == {"FLOOR": bench.GMM_FLOOR}, "update coursekit.bench.GMM_FLOOR to notebooks/02_mixtures.ipynb"
+
+
+def test_measure_recipe_rejects_an_unknown_name():
+    ctx = bench.BenchContext(profile="smoke", seed=0, device=torch.device("cpu"), n_samples=100, progress=False)
+    with pytest.raises(ValueError, match="unknown model"):
+        bench.measure_recipe("nope", ctx)
 
 
 def test_two_moons_recipe_matches_chapter_05():

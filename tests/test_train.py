@@ -167,18 +167,25 @@ def test_fit_calls_callback_and_restores_mode():
     assert steps == [1, 2, 3, 4, 5] and all(modes) and not model.training
 
 
-def test_fit_nan_loss_raises_training_diverged():
-    x, y = _regression()
-    model, opt = _linear()
+def _nan_on_call(bad_call):
+    """A squared-error loss that returns NaN on its ``bad_call``-th call (1-based) and the true loss otherwise;
+    ``loss_fn.calls["k"]`` counts its calls."""
     calls = {"k": 0}
 
     def loss_fn(m, batch):
         calls["k"] += 1
         loss = _mse(m, batch)
-        return loss * float("nan") if calls["k"] == 4 else loss
+        return loss * float("nan") if calls["k"] == bad_call else loss
 
+    loss_fn.calls = calls
+    return loss_fn
+
+
+def test_fit_nan_loss_raises_training_diverged():
+    x, y = _regression()
+    model, opt = _linear()
     with pytest.raises(TrainingDiverged, match="step 4") as err:
-        fit(model, opt, loss_fn, (x, y), steps=10, batch_size=8, progress=False)
+        fit(model, opt, _nan_on_call(4), (x, y), steps=10, batch_size=8, progress=False)
     assert err.value.step == 4 and err.value.quantity == "loss" and math.isnan(err.value.value)
     assert "learning rate" in str(err.value) and "lr=0.1" in str(err.value)
     assert isinstance(err.value, RuntimeError)
@@ -226,19 +233,12 @@ def test_deferred_nan_stops_within_check_every_steps(bad_step, check_every):
     a message naming step s; at most k - 1 further steps run."""
     x, y = _regression()
     model, opt = _linear()
-    calls = {"k": 0}
-
-    def loss_fn(m, batch):
-        calls["k"] += 1
-        loss = _mse(m, batch)
-        return loss * float("nan") if calls["k"] == bad_step else loss
-
-    steps = 12
+    steps, loss_fn = 12, _nan_on_call(bad_step)
     with pytest.raises(TrainingDiverged, match=f"at step {bad_step} of {steps}") as err:
         fit(model, opt, loss_fn, (x, y), steps=steps, batch_size=8, log_every=100, progress=False,
             check_every=check_every)
     noticed = min(math.ceil(bad_step / check_every) * check_every, steps)
-    assert calls["k"] == noticed and calls["k"] - bad_step <= check_every - 1
+    assert loss_fn.calls["k"] == noticed and loss_fn.calls["k"] - bad_step <= check_every - 1
     assert err.value.step == bad_step and err.value.quantity == "loss" and math.isnan(err.value.value)
     assert f"noticed after step {noticed}" in str(err.value) and "lr=0.1" in str(err.value)
 
