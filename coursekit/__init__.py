@@ -27,6 +27,7 @@ __all__ = [
     "score",  # 09
     "flow_matching",  # 10
     "autoregressive",  # 11
+    "guidance",  # 12
     "disentangle",  # 14
     # the exercise checkers, one module per concept module with exercises
     "check",

@@ -45,7 +45,7 @@ import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from . import __version__, data, flows, gan, metrics, mixtures, nets, runtime, score, train, vae, wasserstein
+from . import __version__, data, flows, gan, guidance, metrics, mixtures, nets, runtime, score, train, vae, wasserstein
 from . import autoencoders as ae
 from . import autoregressive as ar
 from . import diffusion as dm
@@ -1276,6 +1276,174 @@ def _ae_gmm_recipe(ctx: BenchContext) -> TrainedModel:
 register(Recipe("gmm", "02_mixtures", "Gaussian mixture by EM, dequantised grey-scale digits", False, _gmm_recipe))
 register(Recipe("ae_gmm", "03_autoencoders", "autoencoder (code 8) + Gaussian mixture on its codes", False,
                 _ae_gmm_recipe))
+
+
+#: The chapter 12 recipes, kept identical to notebooks/12_guidance.ipynb (the cells "The class-conditional U-Net",
+#: "The sweep", "Captions, tokens and two contrastive models", "The autoencoder" and "Latent diffusion");
+#: tests/test_bench.py reads the notebook and fails if they drift apart. The U-Net's architecture and budgets are
+#: chapter 08's (:data:`DIFFUSION_RECIPE`), and the latent model trains for the same steps with the same optimiser.
+GUIDED_RECIPE = {
+    **{k: v for k, v in DIFFUSION_RECIPE.items() if k != "DDIM_STEPS"},
+    "P_UNCOND": 0.2,
+    "GUIDANCE_WEIGHTS": (0.0, 1.0, 1.5, 2.0, 3.0, 5.0),
+    "GUIDED_DDIM_STEPS": {"smoke": 10, "cpu": 25, "gpu": 50},
+}
+LATENT_DIFFUSION_RECIPE = {
+    **{k: v for k, v in GUIDED_RECIPE.items() if k != "CHANNELS"},
+    "CAPTION_LEN": 4,
+    "SHORT_SHARE": 0.25,
+    "CLIP_EMBED": 32,
+    "CLIP_STEPS": {"smoke": 20, "cpu": 500, "gpu": 2000},
+    "CLIP_BATCH": 128,
+    "CLIP_LR": 2e-3,
+    "CLIP_TEMPERATURE": 0.07,
+    "AE_CODE": 8,
+    "AE_HIDDEN": (256, 128),
+    "AE_STEPS": {"smoke": 20, "cpu": 1500, "gpu": 4000},
+    "AE_LR": 2e-3,
+    "LDM_WIDTH": 128,
+    "LDM_DEPTH": 2,
+}
+_NULL_LABEL = 10
+
+
+def _weight_name(w: float) -> str:
+    return f"w{w:g}".replace(".", "p")
+
+
+def _guided_sets(ctx: BenchContext, r: dict, sample_at, labels: torch.Tensor):
+    """Sample sets at every guidance weight (the unguided w = 1 first, the headline) and their class agreement."""
+    weights = [1.0] + [w for w in r["GUIDANCE_WEIGHTS"] if w != 1.0]
+    clf = metrics.get_digits_classifier()
+    samples, agreement = {}, {}
+    for w in weights:
+        images = sample_at(w).reshape(ctx.n_samples, -1).clamp(0.0, 1.0)
+        samples[_weight_name(w)] = images
+        agreement[w] = gan.class_agreement(images.cpu(), labels.cpu(), clf)["accuracy"]
+    return samples, ", ".join(f"w = {w:g}: {100 * a:.1f} %" for w, a in agreement.items())
+
+
+def _guided_recipe(ctx: BenchContext) -> TrainedModel:
+    """Chapter 12: chapter 08's U-Net with a label embedding, trained on L_simple with label dropout (P_UNCOND) by
+    chapter 08's recipe, exactly as notebooks/12_guidance.ipynb trains it (:data:`GUIDED_RECIPE`); ``n`` samples per
+    guidance weight, the requested classes 0..9 in turn, classifier-free guided DDIM from the same noise."""
+    r = ctx.resolve(GUIDED_RECIPE)
+    dev = ctx.device
+    x01, y = data.load_digits("train", image_shape=True, device=dev)
+    x_train = dm.to_model_space(x01)
+    abar = dm.alphas_cumprod_from_betas(dm.beta_schedule(r["SCHEDULE"], r["T"])).float().to(dev)
+    null = torch.tensor(_NULL_LABEL, device=dev)
+    torch.manual_seed(ctx.seed)
+    model = nets.UNet(in_channels=1, channels=r["CHANNELS"], n_classes=10).to(dev)
+    optimiser, ema, after_step = _adam_warmup_ema(model, r["LR"], r["WARMUP"], r["EMA_DECAY"])
+    t0 = time.perf_counter()
+    history = train.fit(
+        model, optimiser,
+        lambda m, b: guidance.conditional_diffusion_loss(m, b[0], b[1], abar, null=null, p_uncond=r["P_UNCOND"]),
+        (x_train, y), steps=r["STEPS"], batch_size=r["BATCH_SIZE"], seed=ctx.seed, desc="bench: guided U-Net (ch. 12)",
+        progress=ctx.progress, callback=after_step)
+    train_seconds = time.perf_counter() - t0
+    net = ema.module.eval()
+    asked = (torch.arange(ctx.n_samples) % 10).to(dev)
+    x_T = torch.randn((ctx.n_samples, 1, 8, 8), generator=torch.Generator(device=dev).manual_seed(ctx.seed), device=dev)
+
+    def sample_at(w):
+        eps_fn = guidance.classifier_free_guidance(net, asked, null, w)
+        return dm.to_image_space(dm.ddim_sample(eps_fn, tuple(x_T.shape), abar, r["GUIDED_DDIM_STEPS"], x_T=x_T,
+                                                device=dev))
+
+    samples, agreement = _guided_sets(ctx, r, sample_at, asked)
+    return TrainedModel.from_run(
+        net, history, train_seconds, r, samples=samples,
+        notes="one sample set per classifier-free guidance weight w (w1: the unguided conditional model, the headline; "
+              "w0: unconditional; wXpY: w = X.Y), classes 0..9 in turn, deterministic DDIM with guided_ddim_steps "
+              "steps from the same noise, EMA weights, mapped to [0, 1]; compared with the grey-scale test digits and "
+              "floor. "
+              f"Class agreement (course classifier): {agreement}.",
+    )
+
+
+def _latent_diffusion_recipe(ctx: BenchContext) -> TrainedModel:
+    """Chapter 12: latent diffusion as notebooks/12_guidance.ipynb trains it (:data:`LATENT_DIFFUSION_RECIPE`): the
+    contrastive image-text model (learnt temperature), whose frozen text encoder gives the caption token features;
+    chapter 03's autoencoder and its standardised latent space; the latent denoiser with masked cross-attention,
+    trained like the guided U-Net (same steps, optimiser, EMA, caption dropout). ``n`` samples per guidance weight for
+    the prompts 'a thin/thick <digit>', classes in turn. ``train_seconds`` covers the three trainings."""
+    r = ctx.resolve(LATENT_DIFFUSION_RECIPE)
+    dev = ctx.device
+    x01, y = data.load_digits("train", image_shape=True, device=dev)
+    flat = x01.reshape(-1, 64)
+    abar = dm.alphas_cumprod_from_betas(dm.beta_schedule(r["SCHEDULE"], r["T"])).float().to(dev)
+    tokenizer = guidance.caption_tokenizer()
+    long_captions, _ = ar.digit_captions(flat, y)
+    short = torch.rand(len(long_captions), generator=torch.Generator().manual_seed(4)) < r["SHORT_SHARE"]
+    captions = [ar.DIGIT_NAMES[c] if s else cap for cap, c, s in zip(long_captions, y.tolist(), short.tolist())]
+    tokens, mask = (t.to(dev) for t in guidance.tokenize_captions(tokenizer, captions, r["CAPTION_LEN"]))
+    t0 = time.perf_counter()
+    torch.manual_seed(ctx.seed)
+    clip = guidance.ContrastiveModel(
+        nets.ConvEncoder8x8(r["CLIP_EMBED"], channels=16),
+        guidance.TextEncoder(len(tokenizer), r["CAPTION_LEN"], d_model=32, n_heads=2, n_layers=1,
+                             embed_dim=r["CLIP_EMBED"]),
+        temperature=r["CLIP_TEMPERATURE"]).to(dev)
+    train.fit(clip, torch.optim.Adam(clip.parameters(), lr=r["CLIP_LR"]), guidance.contrastive_loss,
+              (x01, tokens, mask), steps=r["CLIP_STEPS"], batch_size=r["CLIP_BATCH"], seed=ctx.seed,
+              desc="bench: contrastive (ch. 12)", progress=ctx.progress)
+    text_encoder = clip.eval().text_encoder.requires_grad_(False)
+    torch.manual_seed(ctx.seed)
+    autoencoder = ae.Autoencoder(64, r["AE_CODE"], hidden=r["AE_HIDDEN"], output="sigmoid").to(dev)
+    train.fit(autoencoder, torch.optim.Adam(autoencoder.parameters(), lr=r["AE_LR"]), ae.autoencoder_loss, flat,
+              steps=r["AE_STEPS"], batch_size=64, seed=ctx.seed, lr_schedule="linear",
+              desc="bench: autoencoder (ch. 12)", progress=ctx.progress)
+    autoencoder.eval().requires_grad_(False)
+    with torch.no_grad():
+        latent = guidance.LatentSpace(autoencoder, autoencoder.encode(flat))
+        z_train = latent.encode(flat)
+        ctx_train = text_encoder.token_features(tokens, mask)
+        null_tokens, null_mask = (t.to(dev) for t in guidance.tokenize_captions(tokenizer, [""], r["CAPTION_LEN"]))
+        null_ctx = text_encoder.token_features(null_tokens, null_mask)
+    null = (null_ctx[0], null_mask[0])
+    torch.manual_seed(ctx.seed)
+    denoiser = guidance.LatentDenoiser(r["AE_CODE"], context_dim=text_encoder.d_model, width=r["LDM_WIDTH"],
+                                       depth=r["LDM_DEPTH"]).to(dev)
+    optimiser, ema, after_step = _adam_warmup_ema(denoiser, r["LR"], r["WARMUP"], r["EMA_DECAY"])
+    history = train.fit(
+        denoiser, optimiser,
+        lambda m, b: guidance.conditional_diffusion_loss(m, b[0], (b[1], b[2]), abar, null=null,
+                                                         p_uncond=r["P_UNCOND"]),
+        (z_train, ctx_train, mask), steps=r["STEPS"], batch_size=r["BATCH_SIZE"], seed=ctx.seed,
+        desc="bench: latent diffusion (ch. 12)", progress=ctx.progress, callback=after_step)
+    train_seconds = time.perf_counter() - t0
+    net = ema.module.eval()
+    asked = (torch.arange(ctx.n_samples) % 10).to(dev)
+    prompts = [f"a {'thin' if (i // 10) % 2 == 0 else 'thick'} {ar.DIGIT_NAMES[i % 10]}" for i in range(ctx.n_samples)]
+    p_tokens, p_mask = (t.to(dev) for t in guidance.tokenize_captions(tokenizer, prompts, r["CAPTION_LEN"]))
+    with torch.no_grad():
+        p_ctx = text_encoder.token_features(p_tokens, p_mask)
+    z_T = torch.randn((ctx.n_samples, r["AE_CODE"]), generator=torch.Generator(device=dev).manual_seed(ctx.seed),
+                      device=dev)
+
+    def sample_at(w):
+        eps_fn = guidance.classifier_free_guidance(net, (p_ctx, p_mask), null, w)
+        z0 = dm.ddim_sample(eps_fn, tuple(z_T.shape), abar, r["GUIDED_DDIM_STEPS"], x_T=z_T, device=dev, clip=False)
+        with torch.no_grad():
+            return latent.decode(z0)
+
+    samples, agreement = _guided_sets(ctx, r, sample_at, asked)
+    return TrainedModel.from_run(
+        net, history, train_seconds, r, samples=samples,
+        notes="one sample set per classifier-free guidance weight w (w1: unguided, the headline), prompts 'a thin "
+              "<digit>' / 'a thick <digit>' with the classes 0..9 in turn, DDIM in the standardised latent space of "
+              "chapter 03's autoencoder, decoded (sigmoid intensities); compared with the grey-scale test digits and "
+              f"floor. Class agreement with the prompt (course classifier): {agreement}. train_seconds covers the "
+              "contrastive model, the autoencoder and the denoiser; parameters counts the denoiser.",
+    )
+
+
+register(Recipe("guided", "12_guidance", "class-conditional U-Net, label dropout, classifier-free guided DDIM", False,
+                _guided_recipe))
+register(Recipe("latent_diffusion", "12_guidance", "latent diffusion, cross-attention on frozen caption features",
+                False, _latent_diffusion_recipe))
 
 
 # ------------------------------------------------------------------------------------------------

@@ -4,7 +4,8 @@
 * :class:`ConvEncoder8x8` / :class:`ConvDecoder8x8` - small convolutional encoder/decoder for
   1x8x8 images (scikit-learn digits), mirror images of each other.
 * :class:`SinusoidalTimeEmbedding` / :class:`UNet` - a small U-Net with a time embedding, the noise
-  model of the diffusion chapter.
+  model of the diffusion chapter; with ``n_classes`` also a class embedding (and a null class), the
+  class-conditional noise model of classifier-free guidance (chapter 12).
 
 All modules take float32 input and follow the device of their parameters (``model.to(device)``).
 """
@@ -17,7 +18,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ._validate import check_positive_int, check_shape, check_tensor
+from ._validate import check_class_labels, check_positive_int, check_shape, check_tensor
 
 __all__ = ["MLP", "ConvEncoder8x8", "ConvDecoder8x8", "SinusoidalTimeEmbedding", "UNet"]
 
@@ -244,20 +245,31 @@ class UNet(nn.Module):
     added, projected, inside every residual block. GroupNorm instead of BatchNorm: the output for one image
     must not depend on the others in the batch (which mixes noise levels).
 
+    With ``n_classes = K`` the network is class-conditional as in Dhariwal & Nichol (2021, their ADM code): a
+    learnt embedding of the label y (size 4C) is added to the time embedding, so that every residual block
+    sees it. Label K is the *null* class, "no label": one network is then both the conditional model
+    :math:`\hat\varepsilon(x_t, t, y)` and the unconditional one :math:`\hat\varepsilon(x_t, t, \varnothing)`
+    of classifier-free guidance (Ho & Salimans 2022), trained with label dropout. The embedding is created
+    after every other layer, so the other layers get the same initial weights from the same seed as the
+    unconditional U-Net, and without ``n_classes`` the network is exactly the unconditional one.
+
     Args:
         in_channels: image channels (1 for digits). channels: C (>= 8). groups: GroupNorm groups (C must be
             divisible by it). attention: self-attention at S/2. image_size: S (even), checked in forward.
+        n_classes: K >= 1 for a class-conditional network (labels 0..K-1 and the null label K), or ``None``.
 
     Shapes:
-        ``forward(x, t)``: x (N, in_channels, S, S) float, t (N,) integer time indices (or float times) ->
+        ``forward(x, t, y=None)``: x (N, in_channels, S, S) float, t (N,) integer time indices (or float times),
+        y (N,) int64 labels in 0..K (K: null; ``None``: null for every image; only with ``n_classes``) ->
         (N, in_channels, S, S).
 
     Raises:
-        ValueError: bad sizes; in forward, a wrong input shape or a t that is not (N,).
+        ValueError: bad sizes; in forward, a wrong input shape, a t that is not (N,), labels that are not (N,)
+            or outside 0..K, or labels given to an unconditional network. TypeError: non-integer labels.
     """
 
     def __init__(self, in_channels: int = 1, channels: int = 32, *, groups: int = 8, attention: bool = False,
-                 image_size: int = 8):
+                 image_size: int = 8, n_classes: int | None = None):
         super().__init__()
         self.in_channels = check_positive_int("in_channels", in_channels)
         c = check_positive_int("channels", channels)
@@ -283,14 +295,23 @@ class UNet(nn.Module):
         self.out = nn.Sequential(nn.GroupNorm(min(g, c), c), nn.SiLU(), nn.Conv2d(c, self.in_channels, 3, padding=1))
         nn.init.zeros_(self.out[-1].weight)
         nn.init.zeros_(self.out[-1].bias)
+        self.n_classes = None if n_classes is None else check_positive_int("n_classes", n_classes)
+        # created last: the layers above get the same initial weights from the same seed with or without it
+        self.label_embed = None if n_classes is None else nn.Embedding(self.n_classes + 1, t_dim)
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         s = self.image_size
         check_shape("x", x, ("N", self.in_channels, s, s))
         check_tensor("t", t)
         if t.shape != (x.shape[0],):
             raise ValueError(f"t must have shape ({x.shape[0]},) (one time per image), got {tuple(t.shape)}")
         temb = self.time_embed(t)
+        if self.label_embed is not None:
+            if y is None:
+                y = torch.full((x.shape[0],), self.n_classes, dtype=torch.long, device=x.device)
+            temb = temb + self.label_embed(check_class_labels("y", y, x.shape[0], self.n_classes + 1))
+        elif y is not None:
+            raise ValueError("labels y were given to an unconditional U-Net; build it with UNet(..., n_classes=K)")
         h0 = self.inp(x)
         h1 = self.down1(h0, temb)
         h2 = self.down2(self.downsample(h1), temb)

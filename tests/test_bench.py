@@ -207,6 +207,8 @@ RECIPE_CHAPTERS = [
     ("pixelcnn", "PIXELCNN_RECIPE", "11_autoregressive"),
     ("vq_prior", "VQ_PRIOR_RECIPE", "11_autoregressive"),
     ("dalle", "DALLE_RECIPE", "11_autoregressive"),
+    ("guided", "GUIDED_RECIPE", "12_guidance"),  # chapter 08's recipe + label dropout and the guidance sweep
+    ("latent_diffusion", "LATENT_DIFFUSION_RECIPE", "12_guidance"),
 ]
 
 
@@ -237,6 +239,22 @@ def test_two_moons_recipe_matches_chapter_05():
     found = notebook_assignments(Path(__file__).resolve().parents[1] / "notebooks" / "05_flows.ipynb",
                                  set(bench.MOONS_RECIPE))
     assert found == bench.MOONS_RECIPE, "update coursekit.bench.MOONS_RECIPE to notebooks/05_flows.ipynb"
+
+
+def test_guided_recipes_reuse_chapter_08_and_sample_every_weight(smoke_run):
+    """The guided U-Net is chapter 08's recipe with label dropout; the latent model trains for the same steps; each
+    stores one sample set per guidance weight, the unguided w = 1 first."""
+    _, results = smoke_run
+    diffusion = {k: v for k, v in bench.DIFFUSION_RECIPE.items() if k != "DDIM_STEPS"}
+    assert {k: bench.GUIDED_RECIPE[k] for k in diffusion} == diffusion
+    for key in ("T", "SCHEDULE", "STEPS", "BATCH_SIZE", "LR", "WARMUP", "EMA_DECAY", "P_UNCOND", "GUIDANCE_WEIGHTS"):
+        assert bench.LATENT_DIFFUSION_RECIPE[key] == bench.GUIDED_RECIPE[key], key
+    for name in ("guided", "latent_diffusion"):
+        m = results["models"][name]
+        assert m["headline_samples"] == "w1"
+        assert len(m["sample_sets"]) == len(bench.GUIDED_RECIPE["GUIDANCE_WEIGHTS"])
+        assert m["steps"] == bench.DIFFUSION_RECIPE["STEPS"]["smoke"]
+        assert "Class agreement" in m["notes"]
 
 
 def test_recipe_details():

@@ -95,3 +95,41 @@ def test_initialisation_follows_the_seed():
     sa, sb, sc = a.state_dict(), b.state_dict(), c.state_dict()
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
     assert not all(torch.equal(sa[k], sc[k]) for k in sa)
+
+
+def test_unet_without_classes_is_unchanged_and_refuses_labels():
+    from coursekit.nets import UNet
+
+    net = UNet(channels=8, groups=4)
+    assert net.label_embed is None and not any(k.startswith("label_embed") for k in net.state_dict())
+    with pytest.raises(ValueError, match="unconditional U-Net"):
+        net(torch.zeros(2, 1, 8, 8), torch.zeros(2, dtype=torch.long), torch.zeros(2, dtype=torch.long))
+
+
+def test_class_conditional_unet():
+    """The label embedding is added to the time embedding: the same seed gives the other layers the unconditional
+    U-Net's weights, the output depends on the label, no label means the null label K, and bad labels are refused."""
+    from coursekit.nets import UNet
+
+    torch.manual_seed(1)
+    plain = UNet(channels=8, groups=4)
+    torch.manual_seed(1)
+    cond = UNet(channels=8, groups=4, n_classes=3)
+    shared = plain.state_dict()
+    assert all(torch.equal(cond.state_dict()[k], v) for k, v in shared.items())
+    assert cond.label_embed.weight.shape == (4, 32)  # labels 0..2 and the null label 3, size 4C
+    for p in cond.parameters():
+        nn.init.normal_(p, std=0.05)
+    x, t = torch.randn(4, 1, 8, 8), torch.tensor([0, 3, 7, 9])
+    y = torch.tensor([0, 1, 2, 3])
+    out = cond(x, t, y)
+    assert out.shape == x.shape
+    assert not torch.allclose(out, cond(x, t, torch.tensor([1, 2, 0, 3])))
+    assert torch.equal(cond(x, t), cond(x, t, torch.full((4,), 3)))
+    assert torch.allclose(cond(x[:1], t[:1], y[:1]), out[:1], atol=1e-6)  # one image does not see the others
+    with pytest.raises(ValueError, match=r"y must lie in 0\.\.3"):
+        cond(x, t, torch.tensor([0, 1, 2, 4]))
+    with pytest.raises(TypeError, match="integer tensor"):
+        cond(x, t, torch.zeros(4))
+    with pytest.raises(ValueError, match="n_classes"):
+        UNet(channels=8, groups=4, n_classes=0)

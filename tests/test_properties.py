@@ -259,6 +259,22 @@ def score_fn(x):
     return -x + 0.1 * torch.tanh(x)
 
 
+def linear_classifier(d, k, dtype):
+    """A classifier ``(x, t) -> logits`` that ignores the time, for the guidance gradient."""
+    torch.manual_seed(0)
+    lin = nn.Linear(d, k).to(dtype)
+    return lambda x, t: lin(x)
+
+
+def label_model(x, t, y):
+    """A conditional noise model ``(x_t, t, y) -> eps_hat`` that reads its label."""
+    return 0.5 * x + 0.1 * y[:, None].to(x.dtype)
+
+
+def half(x):
+    return 0.5 * x
+
+
 def B(d):
     return (d.b,)
 
@@ -755,6 +771,46 @@ CASES = [
          lambda i: ((i.ints(i.dims.k, i.dims.b, i.dims.d), i.dims.k), {"pseudocount": 0.5}), lambda d: (d.d, d.k),
          free={"tokens": ALL}, float_out=False,  # float32, documented
          bad={"tokens": [AS_FLOAT, NEGATIVE, OUT_OF_VOCABULARY], "vocab_size": [0], "pseudocount": [-1.0, math.nan]}),
+    # chapter 12: guidance, contrastive image-text models, image-to-image translation
+    Case(ck.guidance.classifier_guided_eps,
+         lambda i: ((i.randn(i.dims.b, 1, 2, 2), i.randn(i.dims.b, 1, 2, 2), 3, i.abar(), 2.0), {}),
+         lambda d: (d.b, 1, 2, 2), tensors=("eps", "grad_log_prob"),
+         bad={"w": [math.nan, math.inf], "t": [-1, 50]}),
+    Case(ck.guidance.classifier_free_eps,
+         lambda i: ((i.randn(i.dims.b, i.dims.d), i.randn(i.dims.b, i.dims.d), 1.5), {}), BD,
+         tensors=("eps_cond", "eps_uncond"), bad={"w": [math.nan]}),
+    Case(ck.guidance.class_log_prob_grad,
+         lambda i: ((linear_classifier(i.dims.d, i.dims.k, i.dtype), i.randn(i.dims.b, i.dims.d), None,
+                     torch.arange(i.dims.b) % i.dims.k), {}), BD, tensors=("x",)),
+    Case(ck.guidance.conditional_diffusion_loss,
+         lambda i: ((label_model, i.randn(i.dims.b, i.dims.d), torch.arange(i.dims.b) % 3, i.abar()),
+                    {"null": torch.tensor(3), "p_uncond": 0.5, "generator": torch.Generator().manual_seed(8)}),
+         scalar, tensors=("x0",), free={"x0": (1,)}, bad={"p_uncond": [-0.1, 1.5]}),
+    Case(ck.guidance.dynamic_threshold, lambda i: ((3 * i.randn(i.dims.b, i.dims.d), 0.9), {}), BD, tensors=("x0",),
+         free={"x0": ALL},
+         bad={"percentile": [-0.1, 1.5]}),
+    Case(ck.guidance.contrastive_logits,
+         lambda i: ((i.randn(i.dims.b, i.dims.d), i.randn(i.dims.b + 1, i.dims.d), 0.1), {}),
+         lambda d: (d.b, d.b + 1), tensors=("u", "v"), free={"u": (0,), "v": (0,)},
+         bad={"temperature": [0.0, -1.0, math.nan]}),
+    *[Case(f, lambda i: ((i.randn(i.dims.b, i.dims.b),), {}), scalar, tensors=("logits",))
+      for f in (ck.guidance.info_nce, ck.guidance.symmetric_info_nce)],
+    Case(ck.guidance.zero_shot_classify,
+         lambda i: ((i.randn(i.dims.b, i.dims.d), i.randn(2 * i.dims.k, i.dims.d),
+                     torch.arange(2 * i.dims.k) % i.dims.k, i.dims.k), {}), B, tensors=("image_emb", "prompt_emb"),
+         free={"image_emb": (0,)}, float_out=False, bad={"n_classes": [0]}),  # int64 classes
+    Case(ck.guidance.retrieval_accuracy,
+         lambda i: ((i.randn(i.dims.b, i.dims.d), i.randn(i.dims.k, i.dims.d), torch.arange(i.dims.b) % i.dims.k), {}),
+         scalar, tensors=("query_emb", "key_emb"), float_out=False),  # a python float
+    Case(ck.guidance.thicken_strokes, lambda i: ((i.rand(i.dims.b, 1, 3, i.dims.d),), {"width": 2}),
+         lambda d: (d.b, 1, 3, d.d), tensors=("x",), free={"x": (0, 2, 3)}, bad={"width": [0]}),
+    Case(ck.guidance.pix2pix_generator_loss,
+         lambda i: ((i.randn(i.dims.b, 4), i.rand(i.dims.b, 1, 2, 2), i.rand(i.dims.b, 1, 2, 2)), {"l1_weight": 10.0}),
+         scalar, tensors=("fake_logits", "fake", "target"), free={"fake_logits": ALL},
+         bad={"l1_weight": [-1.0, math.nan]}),
+    Case(ck.guidance.cycle_consistency_loss,
+         lambda i: ((torch.tanh, half, i.randn(i.dims.b, i.dims.d), i.randn(i.dims.b + 1, i.dims.d)), {}), scalar,
+         tensors=("a", "b"), free={"a": ALL, "b": ALL}),
     # chapter 14: disentanglement
     Case(ck.disentangle.adain,
          lambda i: ((i.randn(i.dims.b, i.dims.d, 3, 3), i.randn(i.dims.b, i.dims.d), i.randn(i.dims.b, i.dims.d)), {}),

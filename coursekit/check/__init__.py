@@ -18,8 +18,8 @@ Every failure message ends with the seed that reproduces it: ``check.kl_std_norm
 There is one checker module per concept module with exercises (``check.divergences`` for chapter 01,
 ``check.mixtures`` 02, ``check.autoencoders`` 03, ``check.vae`` 04, ``check.flows`` 05, ``check.gan`` 06,
 ``check.wasserstein`` 07, ``check.diffusion`` 08, ``check.score`` 09, ``check.flow_matching`` 10,
-``check.autoregressive`` 11, ``check.metrics`` 13, ``check.disentangle`` 14), all built on the shared machinery in
-``check._harness``; this package re-exports every checker.
+``check.autoregressive`` 11, ``check.guidance`` 12, ``check.metrics`` 13, ``check.disentangle`` 14), all built on
+the shared machinery in ``check._harness``; this package re-exports every checker.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from .divergences import discrete_entropy, mutual_info, sample_exponential
 from .flow_matching import cfm_target, heun_step, hutchinson_divergence
 from .flows import coupling_forward, coupling_inverse, digits_bits_per_dim
 from .gan import jsd_discrete, mode_counts, non_saturating_loss, optimal_discriminator
+from .guidance import classifier_free_eps, clip_loss, cycle_consistency_loss
 from .metrics import coverage, frechet_distance, inception_score
 from .mixtures import e_step, kmeans_assign, m_step_covariances
 from .score import dsm_target, langevin_step, score_jacobian_trace
@@ -61,6 +62,8 @@ __all__ = [
     "cfm_target", "heun_step", "hutchinson_divergence",
     # chapter 11: autoregressive models and discrete tokens
     "pixelcnn_mask", "straight_through", "sampling_probs",
+    # chapter 12: guidance, contrastive models, image-to-image translation
+    "classifier_free_eps", "clip_loss", "cycle_consistency_loss",
     # chapter 13: evaluating generative models
     "frechet_distance", "inception_score", "coverage",
     # chapter 14: disentanglement
