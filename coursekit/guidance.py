@@ -390,9 +390,15 @@ def classifier_free_guidance(model: Callable, cond, null, w: float) -> Callable:
 
     Returns:
         ``eps_fn(x_t, t) -> eps`` (no gradients).
+
+    Raises:
+        TypeError / ValueError: a non-finite ``w``, a number of null conditions other than of conditions, a null
+            condition not of one example's shape.
     """
     w = _finite_float("w", w)
     cond, null = _as_tuple(cond), _as_tuple(null)
+    if len(cond) != len(null):
+        raise ValueError(f"null must have one entry per condition ({len(cond)}), got {len(null)}")
     both = tuple(torch.cat([c, _expand_null(z, c, "null")]) for c, z in zip(cond, null))
 
     @torch.no_grad()
@@ -700,8 +706,17 @@ def contrastive_loss(model: ContrastiveModel, batch):
 
     Returns:
         ``(loss, {"temperature": tau})``, loss in nats.
+
+    Raises:
+        TypeError / ValueError: non-float or non-finite images, images and captions of different N (and the text
+            encoder's errors for bad tokens or masks).
     """
     x, tokens, mask = batch
+    check_batch("x", x)
+    check_tensor("tokens", tokens)
+    if tokens.ndim < 1 or tokens.shape[0] != x.shape[0]:
+        raise ValueError(f"x and tokens must hold the same number N of (image, caption) pairs, got x of shape "
+                         f"{tuple(x.shape)} and tokens of shape {tuple(tokens.shape)}")
     loss = symmetric_info_nce(model(x, tokens, mask))
     return loss, {"temperature": model.temperature.detach()}
 

@@ -224,6 +224,10 @@ def test_classifier_free_guidance_makes_one_call_on_the_doubled_batch():
     with torch.no_grad():
         want = gd.classifier_free_eps(model(x, t, y), model(x, t, torch.full_like(y, 10)), 2.5)
     assert torch.allclose(out, want, atol=1e-12)
+    with pytest.raises(ValueError, match="one entry per condition"):  # zip would drop the second condition
+        gd.classifier_free_guidance(model, (y, y), torch.tensor(10), 2.5)
+    with pytest.raises(ValueError, match="one example's shape"):
+        gd.classifier_free_guidance(model, y, torch.tensor([[10]]), 2.5)
 
 
 def test_classifier_guidance_eps_function():
@@ -394,6 +398,12 @@ def test_contrastive_model_temperature_and_loss():
     assert loss.item() >= math.log(1 + 2 * math.exp(-2)) - 1e-6  # the temperature floor at tau = 1, N = 3
     assert float(metrics["temperature"]) == pytest.approx(1.0)
     assert torch.allclose(fixed.encode_image(x).norm(dim=1), torch.ones(3), atol=1e-6)
+    with pytest.raises(ValueError, match="same number N"):  # 2 images, 3 captions: no pairs
+        gd.contrastive_loss(fixed, (x[:2], tokens, mask))
+    with pytest.raises(ValueError, match="x must be finite"):
+        gd.contrastive_loss(fixed, (torch.full_like(x, math.nan), tokens, mask))
+    with pytest.raises(TypeError, match="x must be a floating-point"):
+        gd.contrastive_loss(fixed, ((x > 0.5).long(), tokens, mask))
 
 
 def test_zero_shot_classify_and_retrieval_accuracy():
