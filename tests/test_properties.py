@@ -275,6 +275,36 @@ def half(x):
     return 0.5 * x
 
 
+def half_eps(x, t):
+    """An eps function ``(x_t, t) -> eps_hat`` (an unconditional noise model)."""
+    return 0.5 * x
+
+
+def contrastive_model(vocab, length, dtype):
+    """A tiny CLIP-style model: a linear image encoder of (N, 1, 8, 8) images and a one-layer text encoder."""
+    torch.manual_seed(0)
+    image = nn.Sequential(nn.Flatten(), nn.Linear(64, 4))
+    text = ck.guidance.TextEncoder(vocab, length, d_model=4, n_heads=1, n_layers=1, embed_dim=4)
+    return ck.guidance.ContrastiveModel(image, text).to(dtype)
+
+
+def caption_batch(i, vocab, length):
+    """A minibatch (images (b, 1, 8, 8), tokens (b, L - 1), mask (b, L - 1)) of captions shorter than the
+    encoder's L (so one more position is valid), each keeping at least its first token."""
+    mask = i.rand(i.dims.b, length - 1) > 0.5
+    mask[:, 0] = True
+    return i.rand(i.dims.b, 1, 8, 8), i.ints(vocab, i.dims.b, length - 1), mask
+
+
+#: The batch on which the eps functions made by the guidance factories are evaluated: x_t (4, 2) and t (4,).
+PROBE_X, PROBE_T = torch.linspace(-1, 1, 8).reshape(4, 2), torch.full((4,), 7)
+
+
+def on_probe(eps_fn):
+    return eps_fn(PROBE_X, PROBE_T)
+
+
+
 def B(d):
     return (d.b,)
 
@@ -774,18 +804,40 @@ CASES = [
     # chapter 12: guidance, contrastive image-text models, image-to-image translation
     Case(ck.guidance.classifier_guided_eps,
          lambda i: ((i.randn(i.dims.b, 1, 2, 2), i.randn(i.dims.b, 1, 2, 2), 3, i.abar(), 2.0), {}),
-         lambda d: (d.b, 1, 2, 2), tensors=("eps", "grad_log_prob"),
+         lambda d: (d.b, 1, 2, 2), tensors=("eps", "grad_log_prob"), free={"alphas_cumprod": (0,)},  # any T
          bad={"w": [math.nan, math.inf], "t": [-1, 50]}),
     Case(ck.guidance.classifier_free_eps,
          lambda i: ((i.randn(i.dims.b, i.dims.d), i.randn(i.dims.b, i.dims.d), 1.5), {}), BD,
          tensors=("eps_cond", "eps_uncond"), bad={"w": [math.nan]}),
+    # the classifier is any callable (x, t) -> logits: the size of an example is its business; N must agree with y
     Case(ck.guidance.class_log_prob_grad,
          lambda i: ((linear_classifier(i.dims.d, i.dims.k, i.dtype), i.randn(i.dims.b, i.dims.d), None,
-                     torch.arange(i.dims.b) % i.dims.k), {}), BD, tensors=("x",)),
+                     torch.arange(i.dims.b) % i.dims.k), {}), BD, tensors=("x",), free={"x": (1,)}),
     Case(ck.guidance.conditional_diffusion_loss,
          lambda i: ((label_model, i.randn(i.dims.b, i.dims.d), torch.arange(i.dims.b) % 3, i.abar()),
                     {"null": torch.tensor(3), "p_uncond": 0.5, "generator": torch.Generator().manual_seed(8)}),
-         scalar, tensors=("x0",), free={"x0": (1,)}, bad={"p_uncond": [-0.1, 1.5]}),
+         scalar, tensors=("x0",), free={"x0": (1,), "alphas_cumprod": (0,)}, bad={"p_uncond": [-0.1, 1.5]}),
+    Case(ck.guidance.noise_aware_classifier_loss,
+         lambda i: ((linear_classifier(i.dims.d, i.dims.k, i.dtype),
+                     (i.randn(i.dims.b, i.dims.d), torch.arange(i.dims.b) % i.dims.k), i.abar()),
+                    {"generator": i.seeded(17)}), scalar, tensors=("batch[0]", "alphas_cumprod"),
+         free={"batch[0]": (1,), "alphas_cumprod": (0,)},  # the classifier's example size; any T
+         aliases={"batch[0]": "x0", "batch[1]": "y"}, out=loss_and_metrics,
+         float_out=False,  # the accuracy is a float32 share
+         bad={"batch[1]": [AS_FLOAT, NEGATIVE, Corrupt("class k", lambda y: y + 99)]}),
+    # factories of eps functions: their tensors are checked when made; the eps function runs on a probe batch
+    Case(ck.guidance.classifier_free_guidance,
+         lambda i: ((label_model, torch.arange(4) % 3, torch.tensor(3), 1.5), {}), lambda d: (4, 2),
+         free={"cond": ALL}, out=on_probe, float_out=False,  # the probe is float32; cond sets N
+         bad={"w": [math.nan, math.inf], "null": [Corrupt("(1, 1)", lambda z: z.reshape(1, 1)),
+                                                   Corrupt("two", lambda z: (z, z))]}),
+    Case(ck.guidance.classifier_guidance,
+         lambda i: ((half_eps, linear_classifier(2, 3, torch.float32), torch.arange(4) % 3, 2.0, i.abar()), {}),
+         lambda d: (4, 2), tensors=("alphas_cumprod",), free={"y": ALL, "alphas_cumprod": (0,)}, out=on_probe,
+         float_out=False, bad={"w": [math.nan, math.inf]}),  # the probe is float32; y is checked against x_t
+    Case(ck.guidance.thresholded, lambda i: ((half_eps, i.abar(), 0.9), {}), lambda d: (4, 2),
+         tensors=("alphas_cumprod",), free={"alphas_cumprod": (0,)}, out=on_probe, float_out=False,
+         bad={"percentile": [-0.1, 1.5, math.nan]}),
     Case(ck.guidance.dynamic_threshold, lambda i: ((3 * i.randn(i.dims.b, i.dims.d), 0.9), {}), BD, tensors=("x0",),
          free={"x0": ALL},
          bad={"percentile": [-0.1, 1.5]}),
@@ -795,15 +847,28 @@ CASES = [
          bad={"temperature": [0.0, -1.0, math.nan]}),
     *[Case(f, lambda i: ((i.randn(i.dims.b, i.dims.b),), {}), scalar, tensors=("logits",))
       for f in (ck.guidance.info_nce, ck.guidance.symmetric_info_nce)],
+    # the image encoder is any module: the image shape is its business; N must agree with the captions
+    Case(ck.guidance.contrastive_loss,
+         lambda i: ((contrastive_model(i.dims.k + 2, 4, i.dtype), caption_batch(i, i.dims.k + 2, 4)), {}), scalar,
+         tensors=("batch[0]",), free={"batch[0]": (1, 2, 3), "batch[1]": (1,), "batch[2]": (1,)},
+         aliases={"batch[0]": "x", "batch[1]": "tokens", "batch[2]": "mask"}, out=loss_and_metrics,
+         bad={"batch[1]": [AS_FLOAT, NEGATIVE, OUT_OF_VOCABULARY],
+              "batch[2]": [Corrupt("no token", lambda m: m & False), Corrupt("float", lambda m: m.float())]}),
     Case(ck.guidance.zero_shot_classify,
          lambda i: ((i.randn(i.dims.b, i.dims.d), i.randn(2 * i.dims.k, i.dims.d),
                      torch.arange(2 * i.dims.k) % i.dims.k, i.dims.k), {}), B, tensors=("image_emb", "prompt_emb"),
          free={"image_emb": (0,)}, float_out=False, bad={"n_classes": [0]}),  # int64 classes
     Case(ck.guidance.retrieval_accuracy,
          lambda i: ((i.randn(i.dims.b, i.dims.d), i.randn(i.dims.k, i.dims.d), torch.arange(i.dims.b) % i.dims.k), {}),
-         scalar, tensors=("query_emb", "key_emb"), float_out=False),  # a python float
+         scalar, tensors=("query_emb", "key_emb"), float_out=False,  # a python float
+         free={"key_emb": (0,)}),  # M keys: the targets index them, more keys are valid
     Case(ck.guidance.thicken_strokes, lambda i: ((i.rand(i.dims.b, 1, 3, i.dims.d),), {"width": 2}),
          lambda d: (d.b, 1, 3, d.d), tensors=("x",), free={"x": (0, 2, 3)}, bad={"width": [0]}),
+    Case(ck.guidance.translation_scores,
+         lambda i: ((i.rand(i.dims.b, 1, 8, 8), i.rand(i.dims.b, 1, 8, 8), i.ints(10, i.dims.b)),
+                    {"classifier": digits_classifier()}), None, tensors=("translated", "target"), out=values_of,
+         float_out=False,  # python floats
+         bad={"labels": [AS_FLOAT, NEGATIVE, Corrupt("class 10", lambda y: y + 10)]}),
     Case(ck.guidance.pix2pix_generator_loss,
          lambda i: ((i.randn(i.dims.b, 4), i.rand(i.dims.b, 1, 2, 2), i.rand(i.dims.b, 1, 2, 2)), {"l1_weight": 10.0}),
          scalar, tensors=("fake_logits", "fake", "target"), free={"fake_logits": ALL},
@@ -1174,6 +1239,12 @@ EXCLUDED = {
     "disentangle.importance_matrix": "the first half of dci, whose row tries its inputs and keyword arguments",
     "disentangle.infogan_players": _NO_TENSOR,
     "disentangle.linear_probe_direction": _FIT,
+    "guidance.caption_tokenizer": _NO_TENSOR,
+    "guidance.tokenize_captions": _DATA,
+    "guidance.count_flops": "counts the FLOPs of any call, its arguments passed through untouched",
+    "guidance.pix2pix_players": _NO_TENSOR + " (players of coursekit.train.fit_players; their loss has a row)",
+    "guidance.cyclegan_players": _NO_TENSOR + " (players of coursekit.train.fit_players; cycle_consistency_loss has "
+                                 "a row)",
     "metrics.dequantize_nll_correction": _NO_TENSOR,
     "metrics.uniform_dequantize": _DATA,
     "metrics.get_digits_classifier": _EXPERIMENT,
