@@ -608,6 +608,13 @@ def rq_spline(x: torch.Tensor, knots_x: torch.Tensor, knots_y: torch.Tensor, der
     return _rq_spline(x, knots_x, knots_y, derivatives, inverse)
 
 
+def _unit_interval(xi: torch.Tensor) -> torch.Tensor:
+    """``xi`` clamped to [0, 1] against rounding, with the gradient of ``xi`` itself: the spline's derivative at a
+    knot or at +-b_max is its one-sided limit, not the clamp's subgradient (whose value at the ends differs between
+    torch releases: 1 in 2.13, 0 in 2.14)."""
+    return xi + (xi.clamp(0, 1) - xi).detach()
+
+
 def _rq_spline(x, knots_x, knots_y, derivatives, inverse):
     """:func:`rq_spline` without the input checks."""
     inside, x0, w, y0, h, d0, d1 = _rq_bin_values(x, knots_y if inverse else knots_x, knots_x, knots_y, derivatives)
@@ -620,11 +627,11 @@ def _rq_spline(x, knots_x, knots_y, derivatives, inverse):
         c = -s * delta
         root = torch.sqrt((b * b - 4 * a * c).clamp_min(0))
         b_pos = b >= 0  # each branch divides by a safe placeholder where it is not used (finite gradients)
-        xi = torch.where(b_pos, 2 * c / torch.where(b_pos, -b - root, -torch.ones_like(b)),
-                         (-b + root) / torch.where(b_pos, torch.ones_like(a), 2 * a)).clamp(0, 1)
+        xi = _unit_interval(torch.where(b_pos, 2 * c / torch.where(b_pos, -b - root, -torch.ones_like(b)),
+                                        (-b + root) / torch.where(b_pos, torch.ones_like(a), 2 * a)))
         out = x0 + xi * w
     else:
-        xi = torch.where(inside, (x - x0) / w, torch.zeros_like(x)).clamp(0, 1)
+        xi = _unit_interval(torch.where(inside, (x - x0) / w, torch.zeros_like(x)))
         out = y0 + h * (s * xi**2 + d0 * xi * (1 - xi)) / (s + beta * xi * (1 - xi))
     one_minus = 1 - xi
     log_slope = (2 * torch.log(s) + torch.log(d1 * xi**2 + 2 * s * xi * one_minus + d0 * one_minus**2)

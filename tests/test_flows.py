@@ -391,6 +391,19 @@ def test_rq_spline_is_monotone_and_its_log_det_matches_autograd():
     assert float(y_bad.diff().min()) < 0
 
 
+def test_rq_spline_autograd_derivative_at_its_knots_and_ends():
+    """At a knot and at +-b_max (where the bin coordinate is exactly 0 or 1) autograd gives the spline's
+    one-sided derivative, delta^(k), in both directions: no clamp subgradient leaks into it (torch 2.13 and 2.14
+    differ there)."""
+    kx, ky, kd = _random_knots((), 6, bound=3.0, seed=5)
+    for inverse, (points, slope) in ((False, (kx, kd)), (True, (ky, 1 / kd))):
+        x = points.clone().requires_grad_(True)
+        rep = [t.expand(len(x), -1) for t in (kx, ky, kd)]
+        y, ld = flows.rq_spline(x, *rep, inverse=inverse)
+        (grad,) = torch.autograd.grad(y.sum(), x)
+        assert torch.allclose(grad, slope, rtol=1e-10) and torch.allclose(ld.exp(), slope, rtol=1e-10)
+
+
 def test_rq_spline_identity_tails():
     kx, ky, kd = _random_knots((6,), 5, bound=2.0, seed=4)
     x = torch.tensor([-7.0, -2.0001, 2.0001, 3.0, 50.0, -2.5], dtype=torch.float64)
