@@ -1312,15 +1312,16 @@ def _weight_name(w: float) -> str:
 
 
 def _guided_sets(ctx: BenchContext, r: dict, sample_at, labels: torch.Tensor):
-    """Sample sets at every guidance weight (the unguided w = 1 first, the headline) and their class agreement."""
+    """Sample sets at every guidance weight (the unguided w = 1 first, the headline), their class agreement and the
+    wall time of drawing the headline set."""
     weights = [1.0] + [w for w in r["GUIDANCE_WEIGHTS"] if w != 1.0]
     clf = metrics.get_digits_classifier()
-    samples, agreement = {}, {}
+    samples, agreement, seconds = {}, {}, {}
     for w in weights:
-        images = sample_at(w).reshape(ctx.n_samples, -1).clamp(0.0, 1.0)
+        images, seconds[w] = _timed(ctx.device, lambda w=w: sample_at(w).reshape(ctx.n_samples, -1).clamp(0.0, 1.0))
         samples[_weight_name(w)] = images
         agreement[w] = gan.class_agreement(images.cpu(), labels.cpu(), clf)["accuracy"]
-    return samples, ", ".join(f"w = {w:g}: {100 * a:.1f} %" for w, a in agreement.items())
+    return samples, ", ".join(f"w = {w:g}: {100 * a:.1f} %" for w, a in agreement.items()), seconds[1.0]
 
 
 def _guided_recipe(ctx: BenchContext) -> TrainedModel:
@@ -1352,9 +1353,9 @@ def _guided_recipe(ctx: BenchContext) -> TrainedModel:
         return dm.to_image_space(dm.ddim_sample(eps_fn, tuple(x_T.shape), abar, r["GUIDED_DDIM_STEPS"], x_T=x_T,
                                                 device=dev))
 
-    samples, agreement = _guided_sets(ctx, r, sample_at, asked)
+    samples, agreement, sample_seconds = _guided_sets(ctx, r, sample_at, asked)
     return TrainedModel.from_run(
-        net, history, train_seconds, r, samples=samples,
+        net, history, train_seconds, r, samples=samples, sample_seconds=sample_seconds,
         notes="one sample set per classifier-free guidance weight w (w1: the unguided conditional model, the headline; "
               "w0: unconditional; wXpY: w = X.Y), classes 0..9 in turn, deterministic DDIM with guided_ddim_steps "
               "steps from the same noise, EMA weights, mapped to [0, 1]; compared with the grey-scale test digits and "
@@ -1429,9 +1430,9 @@ def _latent_diffusion_recipe(ctx: BenchContext) -> TrainedModel:
         with torch.no_grad():
             return latent.decode(z0)
 
-    samples, agreement = _guided_sets(ctx, r, sample_at, asked)
+    samples, agreement, sample_seconds = _guided_sets(ctx, r, sample_at, asked)
     return TrainedModel.from_run(
-        net, history, train_seconds, r, samples=samples,
+        net, history, train_seconds, r, samples=samples, sample_seconds=sample_seconds,
         notes="one sample set per classifier-free guidance weight w (w1: unguided, the headline), prompts 'a thin "
               "<digit>' / 'a thick <digit>' with the classes 0..9 in turn, DDIM in the standardised latent space of "
               "chapter 03's autoencoder, decoded (sigmoid intensities); compared with the grey-scale test digits and "

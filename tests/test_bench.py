@@ -58,9 +58,8 @@ def test_results_json_schema(smoke_run):
         per_image, bpd = m["sample_seconds_per_image"], m["likelihood"].get("test_nll_bits_per_dim")
         assert per_image is None or (_finite(per_image) and per_image > 0), name
         assert m["likelihood_kind"] in ("", "exact", "upper bound") and (bpd is None or (_finite(bpd) and bpd > 0))
-        if m["chapter"][:2] <= "11":  # the recipes of chapters 02-11 time their sampling and label their likelihood
-            assert per_image is not None, f"{name}: the recipe does not time its headline samples"
-            assert (m["likelihood_kind"] != "") == (bpd is not None), name
+        assert per_image is not None, f"{name}: the recipe does not time its headline samples"
+        assert (m["likelihood_kind"] != "") == (bpd is not None), name
         for key in bench.METRIC_KEYS:
             assert _finite(m[key]), (name, key)
             assert m[key] == m["sample_sets"][m["headline_samples"]][key]
