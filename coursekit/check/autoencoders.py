@@ -185,6 +185,9 @@ def mixture_denoiser(fn: Callable, *, seed: int | None = None) -> None:
     w = ctx.uniform(0.2, 1.0, n_comp)
     w = w / w.sum()
     x = 1.5 * ctx.randn(n, dim)
+    # three points between pairs of means, where the responsibilities are mixed: there the noisy and the clean
+    # mixture's responsibilities differ whatever the draw (near a single mode both are one-hot)
+    x[:3] = 0.5 * (means[[0, 1, 0]] + means[[1, 2, 2]]) + 0.1 * ctx.randn(3, dim)
     sigma = float(ctx.uniform(0.3, 0.9, 1))
     orig = ctx.fn
     ctx.fn = lambda a, m, s, wt: orig(a, m, s, wt, sigma)
