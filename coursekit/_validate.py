@@ -46,6 +46,9 @@ __all__ = [
     "check_points",
     "check_class_labels",
     "check_finite_values",
+    "check_schedule",
+    "check_alphas_cumprod",
+    "check_time_indices",
 ]
 
 
@@ -526,3 +529,63 @@ def check_finite_values(name: str, v):
         raise ValueError(f"{name} must be finite, but it has {int(np.isnan(a).sum())} NaN and "
                          f"{int(np.isinf(a).sum())} Inf entries (shape {a.shape})")
     return v
+
+
+def check_schedule(name: str, a) -> torch.Tensor:
+    """A per-step schedule (betas or alphas_cumprod): a finite floating-point tensor of shape (T,), T >= 1.
+
+    Raises:
+        TypeError / ValueError: for a non-floating, non-finite, empty or wrongly shaped tensor."""
+    return check_nonempty(name, check_shape(name, check_floating(name, a), ("T",)))
+
+
+def check_alphas_cumprod(a) -> torch.Tensor:
+    """A schedule that is a cumulative product of 1 - beta_t (chapters 08, 10, 12): a (T,) floating tensor in (0, 1],
+    non-increasing in t.
+
+    Raises:
+        TypeError / ValueError: for a non-floating, non-finite, empty or wrongly shaped tensor, values outside
+            (0, 1], or an increase in t."""
+    check_schedule("alphas_cumprod", a)
+    if bool((a <= 0).any()) or bool((a > 1).any()):
+        raise ValueError(
+            f"alphas_cumprod must lie in (0, 1] (a product of 1 - beta_t), got values in "
+            f"[{float(a.min()):.3g}, {float(a.max()):.3g}]"
+        )
+    if a.numel() > 1 and bool((a[1:] > a[:-1]).any()):
+        raise ValueError("alphas_cumprod must be non-increasing in t (every beta_t >= 0)")
+    return a
+
+
+def check_time_indices(t, T: int, n: int, device, name: str = "t", allow_minus_one: bool = False) -> torch.Tensor:
+    """Time indices of a T-step schedule -> int64 tensor (n,) on ``device``. Accepts a python int or an integer
+    tensor of shape () or (n,), with values in 0..T-1 (-1 also with ``allow_minus_one``: "before the first step").
+
+    Raises:
+        TypeError: for a bool, a float or bool tensor, or another type. ValueError: for a wrong shape or a value
+            out of range; the messages use ``name``."""
+    lo = -1 if allow_minus_one else 0
+    if isinstance(t, bool):
+        raise TypeError(f"{name} must be an integer time index, got a bool")
+    if isinstance(t, numbers.Integral):
+        t = torch.full((n,), int(t), dtype=torch.long, device=device)
+    elif isinstance(t, torch.Tensor):
+        if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
+            raise TypeError(
+                f"{name} must hold integer time indices (dtype torch.long), got dtype {t.dtype}; "
+                f"continuous times in [0, 1] must be mapped to indices first, e.g. (u * T).long()"
+            )
+        if t.ndim == 0:
+            t = t.expand(n)
+        elif t.shape != (n,):
+            raise ValueError(f"{name} must be a python int or have shape () or ({n},) (one index per image), "
+                             f"got shape {tuple(t.shape)}")
+        t = t.to(device=device, dtype=torch.long)
+    else:
+        raise TypeError(f"{name} must be a python int or an integer tensor, got {type(t).__name__}")
+    if t.numel() and (int(t.min()) < lo or int(t.max()) > T - 1):
+        raise ValueError(
+            f"{name} must lie in {{{lo}, ..., {T - 1}}} (0-based indices of a {T}-step schedule), got values in "
+            f"[{int(t.min())}, {int(t.max())}]"
+        )
+    return t

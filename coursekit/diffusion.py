@@ -29,23 +29,23 @@ References
 from __future__ import annotations
 
 import math
-import numbers
 
 import torch
 
 from ._validate import (
     check_all_positive,
+    check_alphas_cumprod,
     check_batch,
     check_broadcastable,
     check_choice,
     check_floating,
-    check_nonempty,
     check_nonnegative_float,
     check_nonnegative_int,
     check_positive_float,
     check_positive_int,
     check_same_shape,
-    check_shape,
+    check_schedule,
+    check_time_indices,
 )
 
 __all__ = [
@@ -91,54 +91,6 @@ _TIME_SAMPLERS = ("uniform", "low_discrepancy")  # the methods of sample_timeste
 # ------------------------------------------------------------------------------------------------
 
 
-def _check_schedule(name: str, a) -> torch.Tensor:
-    """A per-step schedule (betas or alphas_cumprod): a finite floating-point tensor of shape (T,), T >= 1."""
-    return check_nonempty(name, check_shape(name, check_floating(name, a), ("T",)))
-
-
-def _check_alphas_cumprod(a) -> torch.Tensor:
-    """A schedule that is a cumulative product of 1 - beta_t: in (0, 1] and non-increasing in t."""
-    _check_schedule("alphas_cumprod", a)
-    if bool((a <= 0).any()) or bool((a > 1).any()):
-        raise ValueError(
-            f"alphas_cumprod must lie in (0, 1] (a product of 1 - beta_t), got values in "
-            f"[{float(a.min()):.3g}, {float(a.max()):.3g}]"
-        )
-    if a.numel() > 1 and bool((a[1:] > a[:-1]).any()):
-        raise ValueError("alphas_cumprod must be non-increasing in t (every beta_t >= 0)")
-    return a
-
-
-def _check_t(t, T: int, n: int, device, name: str = "t", allow_minus_one: bool = False) -> torch.Tensor:
-    """Time indices -> int64 tensor (n,) on ``device``. Accepts a python int or an integer tensor of
-    shape () or (n,)."""
-    lo = -1 if allow_minus_one else 0
-    if isinstance(t, bool):
-        raise TypeError(f"{name} must be an integer time index, got a bool")
-    if isinstance(t, numbers.Integral):
-        t = torch.full((n,), int(t), dtype=torch.long, device=device)
-    elif isinstance(t, torch.Tensor):
-        if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
-            raise TypeError(
-                f"{name} must hold integer time indices (dtype torch.long), got dtype {t.dtype}; "
-                f"continuous times in [0, 1] must be mapped to indices first, e.g. (u * T).long()"
-            )
-        if t.ndim == 0:
-            t = t.expand(n)
-        elif t.shape != (n,):
-            raise ValueError(f"{name} must be a python int or have shape () or ({n},) (one index per image), "
-                             f"got shape {tuple(t.shape)}")
-        t = t.to(device=device, dtype=torch.long)
-    else:
-        raise TypeError(f"{name} must be a python int or an integer tensor, got {type(t).__name__}")
-    if t.numel() and (int(t.min()) < lo or int(t.max()) > T - 1):
-        raise ValueError(
-            f"{name} must lie in {{{lo}, ..., {T - 1}}} (0-based indices of a {T}-step schedule), got values in "
-            f"[{int(t.min())}, {int(t.max())}]"
-        )
-    return t
-
-
 def _gather(values: torch.Tensor, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """values[t] as float64, shaped (N, 1, ..., 1) to broadcast against ``like`` (N, ...)."""
     out = values.to(device=like.device, dtype=torch.float64)[t]
@@ -157,9 +109,9 @@ def _images_at_t(t, alphas_cumprod, like: str, **images):
     for name, x in images.items():
         check_batch(name, x)
     check_same_shape(**images)
-    a = _check_alphas_cumprod(alphas_cumprod)
+    a = check_alphas_cumprod(alphas_cumprod)
     ref = images[like]
-    return a, _check_t(t, a.numel(), ref.shape[0], ref.device)
+    return a, check_time_indices(t, a.numel(), ref.shape[0], ref.device)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -231,7 +183,7 @@ def alphas_cumprod_from_betas(betas: torch.Tensor) -> torch.Tensor:
     Raises:
         TypeError: non-float input. ValueError: wrong shape, NaN/Inf, betas outside [0, 1).
     """
-    _check_schedule("betas", betas)
+    check_schedule("betas", betas)
     if bool((betas < 0).any()) or bool((betas >= 1).any()):
         raise ValueError(
             f"betas must lie in [0, 1), got values in [{float(betas.min()):.3g}, {float(betas.max()):.3g}]"
@@ -244,14 +196,14 @@ def snr(alphas_cumprod: torch.Tensor) -> torch.Tensor:
     :math:`q(x_t \mid x_0) = \mathcal{N}(\sqrt{\bar\alpha_t}x_0, (1-\bar\alpha_t)\mathbf{I})` (Kingma et al. 2021,
     eq. 2 with :math:`\alpha^2 = \bar\alpha`, :math:`\sigma^2 = 1 - \bar\alpha`). Float64 (T,); decreasing in t.
     A schedule with :math:`\bar\alpha_t = 1` has infinite SNR there."""
-    a = _check_alphas_cumprod(alphas_cumprod).to(torch.float64)
+    a = check_alphas_cumprod(alphas_cumprod).to(torch.float64)
     return a / (1 - a)
 
 
 def log_snr(alphas_cumprod: torch.Tensor) -> torch.Tensor:
     r""":math:`\log \mathrm{SNR}_t = \log \bar\alpha_t - \log(1 - \bar\alpha_t)`, float64 (T,) (Kingma et al.
     2021 write :math:`\gamma = -\log\mathrm{SNR}`)."""
-    a = _check_alphas_cumprod(alphas_cumprod).to(torch.float64)
+    a = check_alphas_cumprod(alphas_cumprod).to(torch.float64)
     return torch.log(a) - torch.log1p(-a)
 
 
@@ -300,7 +252,7 @@ def q_step(x_prev: torch.Tensor, t, noise: torch.Tensor, betas: torch.Tensor) ->
     check_batch("noise", noise)
     check_same_shape(x_prev=x_prev, noise=noise)
     a = alphas_cumprod_from_betas(betas)  # validates betas
-    t = _check_t(t, a.numel(), x_prev.shape[0], x_prev.device)
+    t = check_time_indices(t, a.numel(), x_prev.shape[0], x_prev.device)
     b = _gather(betas.to(torch.float64), t, x_prev)
     return ((1 - b).sqrt() * x_prev.to(torch.float64) + b.sqrt() * noise.to(torch.float64)).to(x_prev.dtype)
 
@@ -319,7 +271,7 @@ def simulate_forward_chain(x0: torch.Tensor, betas: torch.Tensor, keep, *, gener
     """
     check_batch("x0", x0)
     T = alphas_cumprod_from_betas(betas).numel()
-    keep = sorted({int(_check_t(int(k), T, 1, "cpu", name="keep")[0]) for k in keep})
+    keep = sorted({int(check_time_indices(int(k), T, 1, "cpu", name="keep")[0]) for k in keep})
     out, x = {}, x0
     for t in range(keep[-1] + 1 if keep else 0):
         noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
@@ -412,7 +364,7 @@ def p_mean_variance(eps: torch.Tensor, xt: torch.Tensor, t, alphas_cumprod: torc
     mean, var = q_posterior_mean_variance(x0_hat, xt, t, alphas_cumprod)
     if variance == "large":
         a = alphas_cumprod
-        tt = _check_t(t, a.numel(), xt.shape[0], xt.device)
+        tt = check_time_indices(t, a.numel(), xt.shape[0], xt.device)
         var = (1 - _gather(a, tt, xt) / _gather(_abar_prev(a), tt, xt)).to(xt.dtype)
     return mean, var, x0_hat
 
@@ -443,7 +395,7 @@ def ddpm_step(eps: torch.Tensor, xt: torch.Tensor, t, alphas_cumprod: torch.Tens
     """
     mean, var, _ = p_mean_variance(eps, xt, t, alphas_cumprod, clip=clip, variance=variance)
     z = _noise_like(xt, noise, generator)
-    tt = _check_t(t, alphas_cumprod.numel(), xt.shape[0], xt.device)
+    tt = check_time_indices(t, alphas_cumprod.numel(), xt.shape[0], xt.device)
     nonzero = (tt > 0).reshape((-1,) + (1,) * (xt.ndim - 1)).to(xt.dtype)
     return mean + nonzero * var.clamp_min(1e-20).sqrt() * z
 
@@ -473,10 +425,10 @@ def ddim_step(eps: torch.Tensor, xt: torch.Tensor, t, t_prev, alphas_cumprod: to
         :math:`x_{t'}`, same shape/dtype as ``xt``.
     """
     check_batch("xt", xt)
-    a = _check_alphas_cumprod(alphas_cumprod)
+    a = check_alphas_cumprod(alphas_cumprod)
     T, n = a.numel(), xt.shape[0]
-    tt = _check_t(t, T, n, xt.device)
-    tp = _check_t(t_prev, T, n, xt.device, name="t_prev", allow_minus_one=True)
+    tt = check_time_indices(t, T, n, xt.device)
+    tp = check_time_indices(t_prev, T, n, xt.device, name="t_prev", allow_minus_one=True)
     if bool((tp >= tt).any()):
         raise ValueError("t_prev must be smaller than t (DDIM steps go backwards in time)")
     eta = check_nonnegative_float("eta", eta)
@@ -529,10 +481,10 @@ def ddim_sigma(alphas_cumprod: torch.Tensor, t, t_prev, eta: float) -> torch.Ten
     Raises:
         TypeError / ValueError: bad schedule or indices, t_prev >= t, eta < 0.
     """
-    a = _check_alphas_cumprod(alphas_cumprod)
+    a = check_alphas_cumprod(alphas_cumprod)
     n = t.shape[0] if isinstance(t, torch.Tensor) and t.ndim == 1 else 1
-    tt = _check_t(t, a.numel(), n, a.device)
-    tp = _check_t(t_prev, a.numel(), n, a.device, name="t_prev", allow_minus_one=True)
+    tt = check_time_indices(t, a.numel(), n, a.device)
+    tp = check_time_indices(t_prev, a.numel(), n, a.device, name="t_prev", allow_minus_one=True)
     if bool((tp >= tt).any()):
         raise ValueError("t_prev must be smaller than t")
     eta = check_nonnegative_float("eta", eta)
@@ -566,7 +518,7 @@ def ddim_posterior_mean_variance(x0: torch.Tensor, xt: torch.Tensor, t, t_prev, 
         TypeError / ValueError: bad shapes or indices, or :math:`\sigma^2 > 1 - \bar\alpha_{t'}`.
     """
     a, tt = _images_at_t(t, alphas_cumprod, "xt", x0=x0, xt=xt)
-    tp = _check_t(t_prev, a.numel(), xt.shape[0], xt.device, name="t_prev", allow_minus_one=True)
+    tp = check_time_indices(t_prev, a.numel(), xt.shape[0], xt.device, name="t_prev", allow_minus_one=True)
     if bool((tp >= tt).any()):
         raise ValueError("t_prev must be smaller than t")
     eta = check_nonnegative_float("eta", eta)
@@ -601,8 +553,8 @@ def simulate_ddim_forward(x0: torch.Tensor, alphas_cumprod: torch.Tensor, timest
         TypeError / ValueError: bad inputs or timesteps that are not strictly decreasing.
     """
     check_batch("x0", x0)
-    a = _check_alphas_cumprod(alphas_cumprod)
-    ts = [int(_check_t(int(k), a.numel(), 1, "cpu", name="timesteps")[0]) for k in timesteps]
+    a = check_alphas_cumprod(alphas_cumprod)
+    ts = [int(check_time_indices(int(k), a.numel(), 1, "cpu", name="timesteps")[0]) for k in timesteps]
     if not ts or any(ts[i + 1] >= ts[i] for i in range(len(ts) - 1)):
         raise ValueError(f"timesteps must be a non-empty, strictly decreasing list, got {ts}")
 
@@ -644,7 +596,7 @@ def ddim_loss_weights(alphas_cumprod: torch.Tensor, eta: float) -> torch.Tensor:
     Raises:
         TypeError / ValueError: bad schedule or eta <= 0.
     """
-    a = _check_alphas_cumprod(alphas_cumprod).to(torch.float64)
+    a = check_alphas_cumprod(alphas_cumprod).to(torch.float64)
     eta = check_positive_float("eta", eta)
     ap = _abar_prev(a)
     sigma2 = _ddim_sigma(a, ap, eta) ** 2
@@ -689,7 +641,7 @@ def ddpm_sample(model, shape, alphas_cumprod: torch.Tensor, *, generator=None, d
     Raises:
         TypeError / ValueError: a bad schedule, or a ``keep`` entry that is not a code index in 0..T-1.
     """
-    a = _check_alphas_cumprod(alphas_cumprod)
+    a = check_alphas_cumprod(alphas_cumprod)
     keep, states = {check_nonnegative_int("keep", k) for k in keep}, {}
     if keep and max(keep) >= a.numel():
         raise ValueError(f"keep must hold code indices in 0..{a.numel() - 1}, got {sorted(keep)}")
@@ -721,7 +673,7 @@ def ddim_sample(model, shape, alphas_cumprod: torch.Tensor, n_steps: int, *, eta
         TypeError / ValueError: a bad schedule, n_steps or eta, or an ``x_T`` that is not a finite floating-point
             tensor of ``shape``.
     """
-    a = _check_alphas_cumprod(alphas_cumprod)
+    a = check_alphas_cumprod(alphas_cumprod)
     if x_T is not None and tuple(check_batch("x_T", x_T).shape) != tuple(shape):
         raise ValueError(f"x_T must have the output shape {tuple(shape)}, got {tuple(x_T.shape)}")
     device = device if device is not None else next(model.parameters()).device
@@ -793,7 +745,7 @@ def diffusion_loss(model, x0: torch.Tensor, alphas_cumprod: torch.Tensor, *, tim
     """
     check_batch("x0", x0)
     check_choice("time_sampler", time_sampler, _TIME_SAMPLERS)
-    a = _check_alphas_cumprod(alphas_cumprod)
+    a = check_alphas_cumprod(alphas_cumprod)
     t = sample_timesteps(x0.shape[0], a.numel(), method=time_sampler, generator=generator, device=x0.device)
     eps = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
     xt = q_sample(x0, t, eps, a)
@@ -819,7 +771,7 @@ def vlb_weights(alphas_cumprod: torch.Tensor) -> torch.Tensor:
     (Ho eq. 12; the SNR form is Kingma et al. 2021 eq. 13 rewritten for :math:`\varepsilon`). Float64 (T,);
     entry 0 (the paper's t = 1, whose term is the decoder :math:`L_0`) is ``inf``.
     """
-    a = _check_alphas_cumprod(alphas_cumprod).to(torch.float64)
+    a = check_alphas_cumprod(alphas_cumprod).to(torch.float64)
     ap = _abar_prev(a)
     alpha = a / ap
     return (1 - alpha) / (2 * alpha * (1 - ap))
@@ -923,7 +875,7 @@ def vlb_terms(model, x0: torch.Tensor, alphas_cumprod: torch.Tensor, *, levels: 
         (row ``t`` for code index ``t``).
     """
     check_batch("x0", x0)
-    a = _check_alphas_cumprod(alphas_cumprod).to(x0.device)
+    a = check_alphas_cumprod(alphas_cumprod).to(x0.device)
     T, n = a.numel(), x0.shape[0]
     if T < 2:
         raise ValueError("vlb_terms needs T >= 2")

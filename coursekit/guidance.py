@@ -47,6 +47,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from . import diffusion as dm
 from . import gan, metrics
 from ._validate import (
+    check_alphas_cumprod,
     check_batch,
     check_class_labels,
     check_floating,
@@ -58,6 +59,7 @@ from ._validate import (
     check_same_shape,
     check_shape,
     check_tensor,
+    check_time_indices,
 )
 from .autoregressive import DIGIT_NAMES, WordTokenizer
 from .nets import ConvEncoder8x8, SinusoidalTimeEmbedding
@@ -128,35 +130,6 @@ def _finite_float(name: str, v) -> float:
     return v
 
 
-def _time_indices(t, n: int, T: int, device) -> torch.Tensor:
-    """Code time indices -> int64 (n,): a python int or an integer tensor () / (n,) with values in 0..T-1."""
-    if isinstance(t, bool):
-        raise TypeError("t must be an integer time index, got a bool")
-    if isinstance(t, numbers.Integral):
-        t = torch.full((n,), int(t), dtype=torch.long, device=device)
-    elif isinstance(t, torch.Tensor):
-        if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
-            raise TypeError(f"t must hold integer time indices (dtype torch.long), got dtype {t.dtype}")
-        t = t.expand(n) if t.ndim == 0 else t
-        if t.shape != (n,):
-            raise ValueError(f"t must be an int or have shape () or ({n},), got shape {tuple(t.shape)}")
-        t = t.to(device=device, dtype=torch.long)
-    else:
-        raise TypeError(f"t must be a python int or an integer tensor, got {type(t).__name__}")
-    if t.numel() and (int(t.min()) < 0 or int(t.max()) > T - 1):
-        raise ValueError(f"t must lie in 0..{T - 1} (0-based indices of a {T}-step schedule), "
-                         f"got values in {int(t.min())}..{int(t.max())}")
-    return t
-
-
-def _alphas_cumprod(a) -> torch.Tensor:
-    check_floating("alphas_cumprod", a)
-    check_shape("alphas_cumprod", a, ("T",))
-    if a.numel() == 0 or bool((a <= 0).any()) or bool((a > 1).any()):
-        raise ValueError("alphas_cumprod must be a non-empty (T,) tensor with values in (0, 1]")
-    return a
-
-
 def _as_tuple(cond) -> tuple:
     return tuple(cond) if isinstance(cond, (tuple, list)) else (cond,)
 
@@ -207,9 +180,9 @@ def classifier_guided_eps(eps: torch.Tensor, grad_log_prob: torch.Tensor, t, alp
     check_batch("eps", eps)
     check_batch("grad_log_prob", grad_log_prob)
     check_same_shape(eps=eps, grad_log_prob=grad_log_prob)
-    a = _alphas_cumprod(alphas_cumprod)
+    a = check_alphas_cumprod(alphas_cumprod)
     w = _finite_float("w", w)
-    tt = _time_indices(t, eps.shape[0], a.numel(), eps.device)
+    tt = check_time_indices(t, a.numel(), eps.shape[0], eps.device)
     sigma = (1 - a.to(device=eps.device, dtype=torch.float64)[tt]).sqrt().reshape((-1,) + (1,) * (eps.ndim - 1))
     return (eps.to(torch.float64) - w * sigma * grad_log_prob.to(torch.float64)).to(eps.dtype)
 
@@ -312,7 +285,7 @@ def noise_aware_classifier_loss(classifier: nn.Module, batch, alphas_cumprod: to
     """
     x0, y = batch
     check_batch("x0", x0)
-    a = _alphas_cumprod(alphas_cumprod)
+    a = check_alphas_cumprod(alphas_cumprod)
     t = dm.sample_timesteps(x0.shape[0], a.numel(), generator=generator, device=x0.device)
     noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
     logits = classifier(dm.q_sample(x0, t, noise, a), t)
@@ -360,7 +333,7 @@ def conditional_diffusion_loss(model: Callable, x0: torch.Tensor, cond, alphas_c
             another shape.
     """
     check_batch("x0", x0)
-    a = _alphas_cumprod(alphas_cumprod)
+    a = check_alphas_cumprod(alphas_cumprod)
     p = float(check_probability("p_uncond", p_uncond))
     cond, null = _as_tuple(cond), _as_tuple(null)
     if len(cond) != len(null):
@@ -425,7 +398,7 @@ def classifier_guidance(model: Callable, classifier: Callable, y: torch.Tensor, 
         ``eps_fn(x_t, t) -> eps``.
     """
     w = _finite_float("w", w)
-    a = _alphas_cumprod(alphas_cumprod)
+    a = check_alphas_cumprod(alphas_cumprod)
     null = _as_tuple(null)
 
     def eps_fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -470,7 +443,7 @@ def thresholded(eps_fn: Callable, alphas_cumprod: torch.Tensor, percentile: floa
     Returns:
         ``eps_fn(x_t, t) -> eps``.
     """
-    a = _alphas_cumprod(alphas_cumprod)
+    a = check_alphas_cumprod(alphas_cumprod)
     p = float(check_probability("percentile", percentile))
 
     def fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

@@ -177,3 +177,21 @@ def test_every_public_check_is_documented():
         obj = getattr(V, name)
         if callable(obj):
             assert obj.__doc__ and "Raises" in obj.__doc__, name
+
+
+def test_time_indices_and_alphas_cumprod():
+    t = V.check_time_indices(3, 10, 4, "cpu")
+    assert t.dtype == torch.long and t.tolist() == [3, 3, 3, 3]
+    assert V.check_time_indices(torch.tensor([0, 9]), 10, 2, "cpu").tolist() == [0, 9]
+    assert V.check_time_indices(-1, 10, 1, "cpu", allow_minus_one=True).tolist() == [-1]
+    with pytest.raises(ValueError, match=r"t_prev must lie"):
+        V.check_time_indices(10, 10, 1, "cpu", name="t_prev")
+    with pytest.raises(TypeError, match="integer time"):
+        V.check_time_indices(torch.tensor([0.5]), 10, 1, "cpu")
+    with pytest.raises(ValueError, match=r"shape \(\) or \(2,\)"):
+        V.check_time_indices(torch.tensor([0, 1, 2]), 10, 2, "cpu")
+    a = torch.tensor([0.9, 0.5, 0.1])
+    assert V.check_alphas_cumprod(a) is a
+    for bad in (torch.tensor([0.5, 0.9]), torch.tensor([1.5]), torch.tensor([0.0])):
+        with pytest.raises(ValueError, match="alphas_cumprod"):
+            V.check_alphas_cumprod(bad)
