@@ -47,7 +47,7 @@ from .data import SPRITE_FACTORS, SPRITE_SIZE
 from .divergences import conditional_entropy, entropy, mutual_information
 from .gan import DigitsDiscriminator, discriminator_loss, generator_loss
 from .nets import MLP
-from .train import Player
+from .train import Player, frozen
 from .vae import elbo
 
 __all__ = [
@@ -488,7 +488,6 @@ def infogan_players(generator: nn.Module, discriminator: InfoGANDiscriminator, *
     k = discriminator.n_codes
     rng = torch.Generator().manual_seed(check_nonnegative_int("seed", seed) + 1)
     dev = next(generator.parameters()).device
-    d_params = list(discriminator.parameters())
 
     def latents():
         z = torch.randn(batch_size, noise_dim, generator=rng).to(dev)
@@ -507,15 +506,10 @@ def infogan_players(generator: nn.Module, discriminator: InfoGANDiscriminator, *
                       "d_fake": float(torch.sigmoid(fake_logit.detach()).mean())}
 
     def g_loss(_batch):
-        for p in d_params:
-            p.requires_grad_(False)
-        try:
+        with frozen(discriminator):
             z, c = latents()
             fake_logit, q = discriminator.both(generator(z, c))
             return generator_loss(fake_logit, "non_saturating") - lam * infogan_mi_lower_bound(q, c)
-        finally:
-            for p in d_params:
-                p.requires_grad_(True)
 
     opt_d = torch.optim.Adam(discriminator.parameters(), lr=lr_d, betas=(0.5, 0.999))
     opt_g = torch.optim.Adam(generator.parameters(), lr=lr_g, betas=(0.5, 0.999))

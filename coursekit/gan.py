@@ -43,7 +43,7 @@ from ._validate import (
     check_scores,
     check_tensor,
 )
-from .train import History, Player, fit_players
+from .train import History, Player, fit_players, frozen
 
 __all__ = [
     "optimal_discriminator",
@@ -444,7 +444,6 @@ class _GANPlayers:
         self.batch_size, self.latent_shape, self.ensemble = batch_size, latent_shape, ensemble
         self.latents = torch.Generator(device="cpu").manual_seed(seed + 1)  # CPU: the same latents on any device
         self.penalty_rng = torch.Generator(device=device).manual_seed(seed + 2)
-        self.d_trainable = [p for p in discriminator.parameters() if p.requires_grad]
         self.y = None  # labels of the last real batch (conditional GAN)
 
     def call(self, net, x):
@@ -515,14 +514,9 @@ class _GANPlayers:
         return loss, metrics
 
     def generator_loss(self, batch) -> torch.Tensor:
-        for p in self.d_trainable:  # the discriminator is frozen during the generator's update
-            p.requires_grad_(False)
-        try:
+        with frozen(self.discriminator):  # the discriminator is frozen during the generator's update
             fake_out = self.flat(self.call(self.discriminator, self.fake_batch()), "generated data")
             return _loss_or_nonfinite(self.objective.generator_loss, fake_out)
-        finally:
-            for p in self.d_trainable:
-                p.requires_grad_(True)
 
 
 def _advice(objective: GANLoss, lr_g: float, lr_d: float) -> str:

@@ -32,7 +32,6 @@ unconditional model, ``w = 1`` the conditional one (Ho & Salimans' weight is ``w
 
 from __future__ import annotations
 
-import contextlib
 import math
 import numbers
 from collections.abc import Callable
@@ -63,7 +62,7 @@ from ._validate import (
 )
 from .autoregressive import DIGIT_NAMES, WordTokenizer
 from .nets import ConvEncoder8x8, SinusoidalTimeEmbedding
-from .train import Player
+from .train import Player, frozen
 
 __all__ = [
     # guidance
@@ -132,19 +131,6 @@ def _finite_float(name: str, v) -> float:
 
 def _as_tuple(cond) -> tuple:
     return tuple(cond) if isinstance(cond, (tuple, list)) else (cond,)
-
-
-@contextlib.contextmanager
-def _frozen(*modules: nn.Module):
-    """Parameters of ``modules`` do not require gradients inside the block (a player's opponent during its update)."""
-    params = [p for m in modules for p in m.parameters() if p.requires_grad]
-    for p in params:
-        p.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for p in params:
-            p.requires_grad_(True)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -1047,7 +1033,7 @@ def pix2pix_players(generator: nn.Module, discriminator: nn.Module, opt_g, opt_d
 
     def g_loss(_):
         src, tgt, fake = step.pop("batch")
-        with _frozen(discriminator):
+        with frozen(discriminator):
             loss = pix2pix_generator_loss(discriminator(src, fake), fake, tgt, lam)
         return loss, {"l1": (fake - tgt).abs().mean().detach()}
 
@@ -1100,7 +1086,7 @@ def cyclegan_players(g_ab: nn.Module, g_ba: nn.Module, d_a: nn.Module, d_b: nn.M
         a, b = batch
         fake_b, fake_a = g_ab(a), g_ba(b)
         step["batch"] = (a, b, fake_b.detach(), fake_a.detach())
-        with _frozen(d_a, d_b):
+        with frozen(d_a, d_b):
             adv = gan.generator_loss(d_b(fake_b).reshape(-1)) + gan.generator_loss(d_a(fake_a).reshape(-1))
         cyc = (g_ba(fake_b) - a).abs().mean() + (g_ab(fake_a) - b).abs().mean()
         return adv + lam * cyc, {"cycle": cyc.detach()}

@@ -33,6 +33,7 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import math
 import numbers
 import os
@@ -47,9 +48,31 @@ from tqdm.auto import tqdm
 
 from ._validate import check_choice, check_nonnegative_int, check_positive_float, check_positive_int
 
-__all__ = ["TrainingDiverged", "History", "Player", "fit_players", "fit"]
+__all__ = ["TrainingDiverged", "History", "Player", "frozen", "fit_players", "fit"]
 
 _CHECKPOINT_FORMAT = 2
+
+
+@contextlib.contextmanager
+def frozen(*modules: torch.nn.Module):
+    """Inside the block, the parameters of ``modules`` that required gradients do not (and get none): a player's
+    opponent during the player's update (a GAN's discriminator while the generator steps). They require gradients
+    again on leaving the block, also after an exception; parameters that were frozen before stay frozen.
+
+    Raises:
+        TypeError: if an argument is not an ``nn.Module``.
+    """
+    for m in modules:
+        if not isinstance(m, torch.nn.Module):
+            raise TypeError(f"frozen() takes nn.Module arguments, got {type(m).__name__}")
+    params = [p for m in modules for p in m.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
 
 
 class TrainingDiverged(RuntimeError):

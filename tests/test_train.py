@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from coursekit.train import History, Player, TrainingDiverged, fit, fit_players
+from coursekit.train import History, Player, TrainingDiverged, fit, fit_players, frozen
 
 # ----------------------------------------------------------------------------------------------------
 # History
@@ -638,3 +638,19 @@ def test_fit_linear_lr_schedule_and_its_resume(tmp_path):
     fit(model_c, opt_c, _mse, (x, y), steps=10, batch_size=8, lr_schedule="linear", progress=False,
         checkpoint_path=path)
     assert torch.equal(model_a.weight, model_c.weight) and opt_c.param_groups[0]["lr"] == 0.0
+
+
+def test_frozen_freezes_the_trainable_parameters_and_restores_them():
+    net = nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 1))
+    net[1].bias.requires_grad_(False)  # frozen before: stays frozen
+    x = torch.randn(3, 2, requires_grad=True)
+    with frozen(net):
+        assert not any(p.requires_grad for p in net.parameters())
+        net(x).sum().backward()
+    assert x.grad is not None and all(p.grad is None for p in net.parameters())
+    assert [p.requires_grad for p in net.parameters()] == [True, True, True, False]
+    with pytest.raises(RuntimeError, match="boom"), frozen(net):
+        raise RuntimeError("boom")
+    assert [p.requires_grad for p in net.parameters()] == [True, True, True, False]
+    with pytest.raises(TypeError, match="nn.Module"), frozen(torch.zeros(2)):
+        pass
